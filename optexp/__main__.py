@@ -1,0 +1,3 @@
+from optexp.cli import main
+
+main()

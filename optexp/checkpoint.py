@@ -1,0 +1,122 @@
+"""Checkpoints: plain dicts of state, written atomically, loaded without unpickling code."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from optexp.config import ConfigError, UserError, flatten
+
+# Keys that may change between a checkpoint and its resumed run.
+RESUMABLE_CHANGES = (
+    "trainer.epochs",
+    "trainer.resume",
+    "trainer.checkpoint",
+    "trainer.tensorboard",
+    "data_dir",
+)
+
+
+class CheckpointError(UserError):
+    """A checkpoint cannot be written or read; the message names the file."""
+
+
+def save(state: dict[str, Any], path: Path) -> None:
+    """Write to a temporary file beside `path`, fsync, then rename over it: a kill or a
+    full disk mid-save leaves the previous checkpoint intact."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(
+            f"cannot write checkpoint {path}: {error.strerror or error}"
+        ) from None
+
+
+def load(path: Path) -> dict[str, Any]:
+    """Load with `weights_only=True`: tensors and plain containers only, no code runs."""
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint file at {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"refused to load {path}: it holds objects other than tensors and plain data "
+            "(not an optexp checkpoint?); nothing in it was run"
+        ) from None
+    except (RuntimeError, EOFError, ValueError, OSError) as error:
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: truncated or corrupt ({error})"
+        ) from None
+
+
+def resume_path(run_dir: Path, resume: str | None) -> Path | None:
+    """`trainer.resume` (a file, or a run dir meaning its last.pt), else this run dir's own
+    last.pt when a run is repeated into the same directory, else None."""
+    if resume is None:
+        own = run_dir / "checkpoints" / "last.pt"
+        return own if own.is_file() else None
+    path = Path(resume).expanduser()
+    if path.is_dir():
+        path = path / "checkpoints" / "last.pt"
+    if not path.is_file():
+        raise ConfigError(
+            "trainer.resume",
+            resume,
+            "a checkpoint file or a run directory holding checkpoints/last.pt",
+            problem="does not exist",
+        )
+    return path
+
+
+def check_compatible(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
+    """Refuse a resume whose config differs from the checkpoint's, naming the keys."""
+    saved, current = flatten(saved), flatten(current)
+    differing = [
+        key
+        for key in sorted(saved.keys() | current.keys())
+        if not key.startswith(RESUMABLE_CHANGES) and saved.get(key) != current.get(key)
+    ]
+    if differing:
+        raise ConfigError(
+            "trainer.resume",
+            str(path),
+            "the same config as the checkpoint (only trainer.epochs and logging may change)",
+            problem=f"was saved with a different config: {', '.join(differing)}",
+        )
+
+
+def rng_state() -> dict[str, Any]:
+    numpy_state = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": {
+            "keys": torch.from_numpy(numpy_state[1].astype(np.int64)),
+            "pos": numpy_state[2],
+            "gauss": (numpy_state[3], numpy_state[4]),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    numpy = state["numpy"]
+    keys = numpy["keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, numpy["pos"], *numpy["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

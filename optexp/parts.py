@@ -1,0 +1,198 @@
+"""Build everything a run needs from the config, once, before the loop starts.
+
+Each group node names its class or function by `_target_`; `instantiate` passes the
+node's keys as arguments, plus whatever of the run's context (input shape, number of
+outputs, total steps, ...) the target's signature asks for. Keys that the target does
+not accept are refused here, with the closest name suggested.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import get_object, instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from optexp.config import ConfigError
+from optexp.data import Data
+from optexp.optim import param_groups
+from optexp.optim.schedules import Schedule, with_warmup
+
+# optexp's own keys inside a group node: read here, not passed to the target.
+OWN_KEYS = {
+    "optimizer": ("decay_bias_and_norm", "full_batch"),
+    "scheduler": ("interval", "warmup_epochs"),
+}
+CLASSIFICATION_ONLY_LOSSES = (nn.CrossEntropyLoss, nn.NLLLoss, nn.MultiMarginLoss)
+
+
+@dataclass
+class Parts:
+    device: torch.device
+    data: Data
+    model: nn.Module
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule
+    penalty: Callable[[], torch.Tensor] | None
+    augment: Callable[[torch.Tensor], torch.Tensor] | None
+    batch_size: int
+
+
+def build_parts(cfg: DictConfig) -> Parts:
+    device = resolve_device(cfg.trainer.device, cfg.trainer.precision)
+    data = build("dataset", cfg.dataset, data_dir=cfg.data_dir).to(device)
+    model = build("model", cfg.model, input_shape=data.input_shape, num_outputs=data.num_outputs)
+    model = model.to(device)
+    loss_fn = build("loss", cfg.loss)
+    if isinstance(loss_fn, CLASSIFICATION_ONLY_LOSSES) and not data.is_classification:
+        raise ConfigError(
+            "loss",
+            type(loss_fn).__name__,
+            "mse for a regression dataset",
+            problem="needs class labels, but the dataset has real-valued targets",
+        )
+
+    opt = cfg.optimizer
+    batch_size = len(data.train) if opt.get("full_batch") else cfg.trainer.batch_size
+    groups = param_groups(
+        model, opt.get("weight_decay", 0.0), opt.get("decay_bias_and_norm", False)
+    )
+    optimizer = build("optimizer", opt, params=groups)
+
+    steps_per_epoch = -(-len(data.train) // batch_size)
+    return Parts(
+        device=device,
+        data=data,
+        model=model,
+        loss_fn=loss_fn,
+        optimizer=optimizer,
+        schedule=build_schedule(cfg.scheduler, optimizer, cfg.trainer.epochs, steps_per_epoch),
+        penalty=build_optional("regularizer", cfg.regularizer, model=model),
+        augment=build_optional("augmentation", cfg.augmentation, mean=data.mean, std=data.std),
+        batch_size=batch_size,
+    )
+
+
+def build_schedule(
+    node: DictConfig | None, optimizer: torch.optim.Optimizer, epochs: int, steps_per_epoch: int
+) -> Schedule:
+    node = node if node is not None and "_target_" in node else _constant_schedule()
+    interval = node.get("interval", "epoch")
+    if interval not in ("epoch", "step"):
+        raise ConfigError("scheduler.interval", interval, "epoch | step")
+    per_interval = steps_per_epoch if interval == "step" else 1
+    scheduler = build(
+        "scheduler",
+        node,
+        optimizer=optimizer,
+        total_steps=epochs * per_interval,
+        epochs=epochs,
+        steps_per_epoch=per_interval,
+    )
+    warmup = int(node.get("warmup_epochs", 0) * per_interval)
+    if warmup and isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        raise ConfigError(
+            "scheduler.warmup_epochs",
+            node.warmup_epochs,
+            "0 with plateau",
+            problem="cannot precede a reduce-on-plateau schedule",
+        )
+    return Schedule(with_warmup(optimizer, scheduler, warmup), interval)
+
+
+def _constant_schedule() -> DictConfig:
+    return OmegaConf.create(
+        {"_target_": "torch.optim.lr_scheduler.ConstantLR", "factor": 1.0, "total_iters": 0}
+    )
+
+
+def build_optional(group: str, node: DictConfig | None, **context: Any) -> Any:
+    """An optional part: an empty node (the `none` option) builds nothing."""
+    if node is None or "_target_" not in node:
+        return None
+    return build(group, node, **context)
+
+
+def build(group: str, node: DictConfig, **context: Any) -> Any:
+    """Instantiate `node`, passing the `context` arguments its target accepts."""
+    target = _resolve_target(group, node._target_)
+    accepted = _accepted_arguments(target)
+    own = OWN_KEYS.get(group, ())
+    user_keys = [k for k in node if k != "_target_" and k not in own]
+    if accepted is not None:
+        for key in user_keys:
+            if key not in accepted:
+                close = difflib.get_close_matches(key, accepted, n=1)
+                hint = f"did you mean {group}.{close[0]}? " if close else ""
+                raise ConfigError(
+                    f"{group}.{key}",
+                    node[key],
+                    hint + f"parameters of {node._target_}: {', '.join(sorted(accepted))}",
+                    problem=f"is not a parameter of {node._target_}",
+                )
+    passed = {
+        k: v
+        for k, v in context.items()
+        if (accepted is None or k in accepted) and k not in user_keys
+    }
+    values = OmegaConf.to_container(node, resolve=True)
+    clean = OmegaConf.create({k: values[k] for k in ["_target_", *user_keys]})
+    try:
+        return instantiate(clean, **passed, _convert_="all")
+    except InstantiationException as error:
+        cause = error.__cause__ or error
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        raise ConfigError(
+            group,
+            OmegaConf.to_container(clean),
+            f"arguments {node._target_} accepts",
+            problem=f"was refused by {node._target_}: {cause}",
+        ) from None
+
+
+def _resolve_target(group: str, path: str) -> Callable[..., Any]:
+    try:
+        return get_object(path)
+    except Exception:
+        raise ConfigError(
+            f"{group}._target_",
+            path,
+            "an importable class or function path",
+            problem="cannot be imported",
+        ) from None
+
+
+def _accepted_arguments(target: Callable[..., Any]) -> list[str] | None:
+    """Parameter names of `target`, or None when it takes **kwargs (anything goes)."""
+    try:
+        params = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return [p.name for p in params if p.kind is not p.VAR_POSITIONAL]
+
+
+def resolve_device(device: str, precision: str) -> torch.device:
+    cuda = torch.cuda.is_available()
+    if device == "auto":
+        device = "cuda" if cuda else "cpu"
+    if device.startswith("cuda") and not cuda:
+        raise ConfigError("trainer.device", device, "cpu | auto (no CUDA device is visible)")
+    if precision == "fp16" and not device.startswith("cuda"):
+        raise ConfigError(
+            "trainer.precision",
+            precision,
+            "32 | bf16 on a CPU",
+            problem="needs a CUDA device (float16 autocast with gradient scaling)",
+        )
+    return torch.device(device)

@@ -1,0 +1,38 @@
+"""Explicit penalties added to the training loss. (Dropout and batch norm are model
+options, weight decay an optimizer option, early stopping a trainer option.)"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class NormPenalty:
+    """Elastic net: l1 * sum|theta| + l2 * sum theta^2 (L1 = lasso, L2 = ridge).
+
+    Biases and normalization weights (1-D tensors) are left out unless
+    `include_bias_and_norm` is true.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        l1: float = 0.0,
+        l2: float = 0.0,
+        include_bias_and_norm: bool = False,
+    ):
+        self.l1, self.l2 = l1, l2
+        self.params = [
+            p
+            for p in model.parameters()
+            if p.requires_grad and (include_bias_and_norm or p.ndim > 1)
+        ]
+
+    def __call__(self) -> Tensor:
+        total = torch.zeros((), device=self.params[0].device)
+        for p in self.params:
+            if self.l1:
+                total = total + self.l1 * p.abs().sum()
+            if self.l2:
+                total = total + self.l2 * p.square().sum()
+        return total

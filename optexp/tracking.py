@@ -1,0 +1,147 @@
+"""What a run shows and leaves behind: a rich progress bar (or one plain line per epoch
+when output is not a terminal), TensorBoard events, metrics.json and a summary table."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+T = TypeVar("T")
+console = Console()
+
+
+class Tracker:
+    """Progress display and TensorBoard writer of one run; use as a context manager."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        epochs: int,
+        steps_per_epoch: int,
+        tensorboard: bool = True,
+        start_epoch: int = 0,
+    ) -> None:
+        self.epochs, self.steps_per_epoch = epochs, steps_per_epoch
+        self.writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # purge_step drops events a killed run wrote past its last checkpoint.
+            self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=start_epoch + 1)
+        self.progress = None
+        if console.is_terminal:
+            self.progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[info]}"),
+                console=console,
+            )
+            self.epoch_task = self.progress.add_task(
+                "epochs", total=epochs, completed=start_epoch, info=""
+            )
+            self.batch_task = self.progress.add_task("batches", total=steps_per_epoch, info="")
+
+    def __enter__(self) -> Tracker:
+        if self.progress is not None:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+        if self.writer is not None:
+            self.writer.close()
+
+    def batches(self, batches: Iterable[T]) -> Iterator[T]:
+        """Pass batches through, advancing the batch bar on a terminal."""
+        if self.progress is None:
+            yield from batches
+            return
+        self.progress.reset(self.batch_task, total=self.steps_per_epoch)
+        for batch in batches:
+            yield batch
+            self.progress.advance(self.batch_task)
+
+    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        if self.writer is not None:
+            for tag, value in metrics.items():
+                self.writer.add_scalar(tag, value, epoch)
+        line = epoch_line(epoch, self.epochs, metrics)
+        if self.progress is None:
+            console.print(line, highlight=False, soft_wrap=True)
+        else:
+            self.progress.update(self.epoch_task, completed=epoch, info=line.split("  ", 1)[1])
+
+    def log_hparams(self, hparams: dict[str, Any], results: dict[str, float]) -> None:
+        """Record the run for TensorBoard's HParams dashboard, in this run's own directory."""
+        if self.writer is None:
+            return
+        from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+        metrics = {f"hparams/{k}": v for k, v in results.items() if math.isfinite(v)}
+        for summary in hparams_summary(hparams, metrics):
+            self.writer.file_writer.add_summary(summary)
+        for tag, value in metrics.items():
+            self.writer.add_scalar(tag, value)
+
+
+def epoch_line(epoch: int, epochs: int, metrics: dict[str, float]) -> str:
+    shown = ("train/loss", "train/acc", "val/loss", "val/acc", "lr")
+    parts = [f"{k} {metrics[k]:.4g}" for k in shown if k in metrics]
+    return f"epoch {epoch}/{epochs}  " + "  ".join(parts)
+
+
+def write_json(path: Path, content: dict[str, Any]) -> None:
+    """Write atomically, so a reader never sees half a file. NaN/inf become null."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(_finite(content), indent=2, allow_nan=False) + "\n")
+    os.replace(tmp, path)
+
+
+def _finite(tree: Any) -> Any:
+    if isinstance(tree, dict):
+        return {k: _finite(v) for k, v in tree.items()}
+    if isinstance(tree, list | tuple):
+        return [_finite(v) for v in tree]
+    if isinstance(tree, float) and not math.isfinite(tree):
+        return None
+    return tree
+
+
+def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
+    table = Table(title=f"optexp: {summary['status']}", show_header=True)
+    table.add_column("split")
+    table.add_column("loss", justify="right")
+    table.add_column("acc", justify="right")
+    best = summary["best"] or {}
+    rows = [
+        ("train (best epoch)", best.get("train/loss"), best.get("train/acc")),
+        (f"val (best epoch {summary['best_epoch']})", best.get("val/loss"), best.get("val/acc")),
+        (
+            "test (best weights)",
+            (summary["test"] or {}).get("loss"),
+            (summary["test"] or {}).get("acc"),
+        ),
+    ]
+    for name, loss, acc in rows:
+        table.add_row(name, _fmt(loss), _fmt(acc))
+    console.print(table)
+    console.print(
+        f"epochs {summary['epochs_completed']}  wall {summary['wall_s']:.1f}s  run dir {run_dir}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"

@@ -1,0 +1,54 @@
+"""Shared fixtures: compose configs through Hydra's compose API, run the CLI as a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+import optexp.config  # noqa: F401  (registers the schema)
+from optexp.cli import CONFIG_DIR
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def make_cfg() -> Callable[..., DictConfig]:
+    """Compose the config as `optexp OVERRIDES...` would (without running it)."""
+
+    def make(*overrides: str) -> DictConfig:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            return compose("config", overrides=list(overrides))
+
+    return make
+
+
+@pytest.fixture
+def optexp_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run `python -m optexp ARGS...` in a subprocess with the run dir under tmp_path."""
+
+    def run(
+        *args: str, run_dir: Path | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if k not in ("OPTEXP_DEBUG", "HYDRA_FULL_ERROR")}
+        env["PYTHONPATH"] = str(REPO)
+        target = run_dir or tmp_path / "run"
+        cmd = [
+            sys.executable,
+            "-m",
+            "optexp",
+            *args,
+            f"hydra.run.dir={target}",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        ]
+        return subprocess.run(
+            cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=timeout, check=False
+        )
+
+    return run

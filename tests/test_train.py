@@ -1,0 +1,114 @@
+"""End-to-end runs of the loop on the bundled digits, read back from what they leave behind."""
+
+import json
+import math
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from optexp import checkpoint
+from optexp.parts import build_parts
+from optexp.train import evaluate, run
+
+TAGS = ("train/loss", "train/acc", "val/loss", "val/acc", "lr", "grad_norm", "time/epoch_s")
+
+
+def scalars(run_dir, tag):
+    events = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0})
+    events.Reload()
+    return [(e.step, e.value) for e in events.Scalars(tag)]
+
+
+def test_two_epoch_run_leaves_metrics_checkpoints_and_events(make_cfg, tmp_path):
+    summary = run(make_cfg("trainer.epochs=2"), tmp_path)
+
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics == json.loads(json.dumps(summary))
+    assert metrics["status"] == "completed" and metrics["epochs_completed"] == 2
+    assert metrics["best_epoch"] in (1, 2) and metrics["seed"] == 0
+    assert 0 < metrics["test"]["loss"] < math.log(10) and 0.1 < metrics["test"]["acc"] <= 1
+    assert metrics["best"]["val/loss"] <= metrics["final"]["val/loss"]
+    assert set(metrics["versions"]) >= {"python", "torch", "optexp"}
+
+    last = checkpoint.load(tmp_path / "checkpoints" / "last.pt")
+    assert last["epoch"] == 2 and last["global_step"] == 2 * math.ceil(1258 / 64)
+    assert set(last) >= {
+        "model",
+        "optimizer",
+        "scheduler",
+        "scaler",
+        "early_stopping",
+        "rng",
+        "config",
+    }
+    assert last["config"]["trainer"]["epochs"] == 2
+    assert (tmp_path / "checkpoints" / "best.pt").is_file()
+
+    for tag in TAGS:
+        steps = [step for step, _ in scalars(tmp_path, tag)]
+        assert steps == [1, 2], tag
+    val_loss = [v for _, v in scalars(tmp_path, "val/loss")]
+    assert val_loss[-1] == pytest.approx(metrics["final"]["val/loss"], rel=1e-6)
+    assert [v for _, v in scalars(tmp_path, "lr")] == pytest.approx([1e-3, 1e-3])
+
+
+def test_default_experiment_reaches_the_accuracy_target(make_cfg, tmp_path):
+    summary = run(make_cfg(), tmp_path)
+    assert summary["status"] in ("completed", "early_stopped")
+    assert summary["test"]["acc"] >= 0.95
+
+
+def test_same_seed_gives_identical_metrics(make_cfg, tmp_path):
+    cfg = make_cfg("trainer.epochs=2", "model.dropout=0.2")
+    first = run(cfg, tmp_path / "a")
+    second = run(cfg, tmp_path / "b")
+    assert (
+        first["test"] == second["test"]
+        and first["final"]["train/loss"] == second["final"]["train/loss"]
+    )
+    other = run(make_cfg("trainer.epochs=2", "model.dropout=0.2", "seed=1"), tmp_path / "c")
+    assert other["final"]["train/loss"] != first["final"]["train/loss"]
+
+
+def test_early_stopping_fires_on_a_plateau_and_restores_the_best_weights(make_cfg, tmp_path):
+    # min_delta larger than any possible gain: epoch 1 stays best, the run stops 2 epochs later.
+    cfg = make_cfg(
+        "trainer.epochs=20",
+        "trainer.early_stopping.patience=2",
+        "trainer.early_stopping.min_delta=100",
+        "optimizer.lr=0.01",
+    )
+    summary = run(cfg, tmp_path)
+    assert summary["status"] == "early_stopped"
+    assert summary["best_epoch"] == 1 and summary["epochs_completed"] == 3
+
+    parts = build_parts(cfg)
+    test_with = {}
+    for name in ("best", "last"):
+        parts.model.load_state_dict(
+            checkpoint.load(tmp_path / "checkpoints" / f"{name}.pt")["model"]
+        )
+        test_with[name] = evaluate(parts.model, parts.data.test, parts.loss_fn, 1024, torch.no_grad)
+    assert summary["test"] == pytest.approx(test_with["best"])
+    assert test_with["best"]["loss"] != pytest.approx(test_with["last"]["loss"])
+
+
+def test_bf16_autocast_trains_on_cpu(make_cfg, tmp_path):
+    summary = run(
+        make_cfg("trainer.epochs=2", "trainer.precision=bf16", "trainer.device=cpu"), tmp_path
+    )
+    assert summary["status"] == "completed"
+    assert summary["test"]["acc"] > 0.5  # bf16 is coarse, but it learns
+
+
+def test_gradient_clipping_bounds_the_update(make_cfg, tmp_path):
+    clipped = run(
+        make_cfg(
+            "trainer.epochs=1", "trainer.grad_clip=0.01", "optimizer=adam", "optimizer.lr=0.01"
+        ),
+        tmp_path / "clip",
+    )
+    free = run(make_cfg("trainer.epochs=1", "optimizer.lr=0.01"), tmp_path / "free")
+    assert clipped["final"]["grad_norm"] > 0.01  # the measured norm is before clipping
+    assert clipped["final"]["train/loss"] != free["final"]["train/loss"]
