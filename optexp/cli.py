@@ -7,37 +7,34 @@ imported when there is something to train.
 
 from __future__ import annotations
 
+import difflib
 import os
+import signal
 import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from optexp.config import UserError, check
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 USER_ERROR = 2
-_composed = False  # True once Hydra composed a config: its later exits are not usage errors
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def train_from_config(cfg: DictConfig) -> float:
-    """One job: check the composed config, train, return the objective."""
-    global _composed
-    _composed = True
-    try:
-        check(cfg)
-        from optexp.train import run
+    """One job: check the composed config, train, return the objective for sweepers."""
+    check(cfg)
+    from optexp.train import run
 
-        hydra_cfg = HydraConfig.get()
-        summary = run(cfg, Path(hydra_cfg.runtime.output_dir), chosen_options(hydra_cfg))
-    except UserError as error:
-        if os.environ.get("OPTEXP_DEBUG"):
-            raise
-        print(f"optexp: error: {error}", file=sys.stderr)
-        sys.exit(USER_ERROR)
+    hydra_cfg = HydraConfig.get()
+    summary = run(cfg, Path(hydra_cfg.runtime.output_dir), chosen_options(hydra_cfg))
+    if summary["status"] == "interrupted":  # by SIGINT/SIGTERM: exit as the signal would
+        sys.exit(128 + summary["signal"])
     return summary["objective"]
 
 
@@ -51,15 +48,42 @@ def chosen_options(hydra_cfg: DictConfig) -> dict[str, str]:
 
 
 def main() -> None:
-    """Console entry point: Hydra's usage errors (unknown option, bad override) exit 2."""
-    if os.environ.get("OPTEXP_DEBUG"):
-        os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    """Console entry point: user errors, Hydra's included, print one line and exit 2."""
+    debug = bool(os.environ.get("OPTEXP_DEBUG") or os.environ.get("HYDRA_FULL_ERROR"))
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let Hydra's errors reach us instead of printing
     try:
         train_from_config()
-    except SystemExit as exit:
-        if exit.code == 1 and not _composed:
-            raise SystemExit(USER_ERROR) from None
-        raise
+    except (UserError, HydraException, OmegaConfBaseException) as error:
+        if debug:
+            raise
+        print(f"optexp: error: {describe(error)}", file=sys.stderr)
+        print("(set OPTEXP_DEBUG=1 for the traceback)", file=sys.stderr)
+        sys.exit(USER_ERROR)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before training started
+        sys.exit(128 + signal.SIGINT)
+
+
+def describe(error: BaseException) -> str:
+    """Hydra's message, its cause's first line, and the closest valid key if one was misspelt."""
+    message = str(error).split("Config search path:")[0].strip()  # drop Hydra's path dump
+    override = getattr(error, "override", None)
+    lines = [f"in override {override!r}: {message}" if override else message]
+    cause = error.__cause__
+    if isinstance(cause, OmegaConfBaseException):
+        lines.append(str(cause).strip().splitlines()[0])
+        lines.extend(_suggestion(cause))
+    return "\n".join(line for line in lines if line)
+
+
+def _suggestion(cause: OmegaConfBaseException) -> list[str]:
+    key, parent = getattr(cause, "key", None), getattr(cause, "parent_node", None)
+    if not isinstance(key, str) or parent is None or not hasattr(parent, "keys") or key in parent:
+        return []
+    close = difflib.get_close_matches(key, [str(k) for k in parent], n=1)
+    if not close:
+        return []
+    full_key = getattr(cause, "full_key", key) or key
+    return [f"Did you mean {full_key[: len(full_key) - len(key)]}{close[0]}?"]
 
 
 if __name__ == "__main__":

@@ -45,6 +45,10 @@ class Parts:
     augment: Callable[[torch.Tensor], torch.Tensor] | None
     batch_size: int
 
+    @property
+    def steps_per_epoch(self) -> int:
+        return -(-len(self.data.train) // self.batch_size)
+
 
 def build_parts(cfg: DictConfig) -> Parts:
     device = resolve_device(cfg.trainer.device, cfg.trainer.precision)

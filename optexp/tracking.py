@@ -62,12 +62,12 @@ class Tracker:
         if self.writer is not None:
             self.writer.close()
 
-    def batches(self, batches: Iterable[T]) -> Iterator[T]:
+    def batches(self, batches: Iterable[T], first: int = 0) -> Iterator[T]:
         """Pass batches through, advancing the batch bar on a terminal."""
         if self.progress is None:
             yield from batches
             return
-        self.progress.reset(self.batch_task, total=self.steps_per_epoch)
+        self.progress.reset(self.batch_task, total=self.steps_per_epoch, completed=first)
         for batch in batches:
             yield batch
             self.progress.advance(self.batch_task)

@@ -8,8 +8,9 @@ import platform
 import random
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,21 @@ from optexp import checkpoint
 from optexp.config import ConfigError, flatten
 from optexp.data import Split, epoch_order
 from optexp.parts import Parts, build_parts
+from optexp.signals import StopRequest
 from optexp.stopping import EarlyStopping
 from optexp.tracking import Tracker, print_summary, write_json
+
+
+@dataclass
+class Progress:
+    """Where the run is: what a checkpoint holds besides the parts' own state."""
+
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimizer steps taken
+    batches_done: int = 0  # batches of the next epoch already taken (after a mid-epoch stop)
+    sums: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # ...and their sums
+    metrics: dict[str, float] = field(default_factory=dict)  # of the last completed epoch
+    best_model: dict[str, torch.Tensor] | None = None
 
 
 def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -> dict[str, Any]:
@@ -33,113 +47,163 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -
     started = time.perf_counter()
     seed_everything(cfg.seed)
     parts = build_parts(cfg)
-    trainer, data, model, optimizer = cfg.trainer, parts.data, parts.model, parts.optimizer
+    trainer, data, model = cfg.trainer, parts.data, parts.model
     if trainer.early_stopping.monitor == "val/acc" and not data.is_classification:
         raise ConfigError("trainer.early_stopping.monitor", "val/acc", "val/loss for regression")
     autocast, scaler = mixed_precision(trainer.precision, parts.device)
     stopper = EarlyStopping(**trainer.early_stopping)
     config = OmegaConf.to_container(cfg, resolve=True)
-    steps_per_epoch = math.ceil(len(data.train) / parts.batch_size)
-    epoch, step, metrics, best_model = 0, 0, {}, None
-
+    last_pt, best_pt = run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "best.pt"
+    progress = Progress()
     if path := checkpoint.resume_path(run_dir, trainer.resume):
         state = checkpoint.load(path)
         checkpoint.check_compatible(state["config"], config, path)
-        epoch, step, metrics, best_model = restore(state, parts, scaler, stopper)
+        progress = restore(state, parts, scaler, stopper)
+
+    def save(path: Path) -> None:
+        checkpoint.save(snapshot(parts, scaler, stopper, config, progress), path)
 
     status = "completed"
-    with Tracker(run_dir, trainer.epochs, steps_per_epoch, trainer.tensorboard, epoch) as tracker:
-        while epoch < trainer.epochs and not stopper.should_stop:
-            epoch += 1
-            epoch_started = time.perf_counter()
-            model.train()
-            sums = torch.zeros(3, device=parts.device)  # loss * n, correct, penalty * n
+    tracker = Tracker(
+        run_dir, trainer.epochs, parts.steps_per_epoch, trainer.tensorboard, progress.epoch
+    )
+    with tracker, StopRequest() as stop:
+        while progress.epoch < trainer.epochs and not stopper.should_stop:
+            epoch, epoch_started = progress.epoch + 1, time.perf_counter()
             order = epoch_order(len(data.train), cfg.data_seed, epoch, parts.device)
-            batches = data.train.batches(parts.batch_size, order)
-            for i, (x, y) in enumerate(tracker.batches(batches)):
-                if parts.augment is not None:
-                    x = parts.augment(x)
-                with autocast():
-                    out = model(x)
-                    loss = parts.loss_fn(out, y)
-                penalty = parts.penalty() if parts.penalty is not None else loss.new_zeros(())
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss + penalty).backward()
-                if trainer.grad_clip or i == steps_per_epoch - 1:
-                    scaler.unscale_(optimizer)  # clip and measure the true gradients
-                    grad_norm = nn.utils.clip_grad_norm_(
-                        model.parameters(), trainer.grad_clip or math.inf
-                    )
-                scaler.step(optimizer)
-                scaler.update()
-                parts.schedule.after_step()
-                step += 1
-                sums += batch_sums(out, y, loss, penalty, data.is_classification)
+            first = progress.batches_done
+            batches = tracker.batches(data.train.batches(parts.batch_size, order, first), first)
+            sums = torch.tensor(progress.sums, device=parts.device)
+            done, grad_norm = train_epoch(
+                parts, trainer, autocast, scaler, batches, first, sums, stop
+            )
+            progress.step += done - first
+            if done < parts.steps_per_epoch:  # stopped by a signal: keep the place in the epoch
+                progress.batches_done, progress.sums = done, sums.tolist()
+                save(last_pt)
+                status = "interrupted"
+                break
 
             metrics = epoch_metrics(sums.tolist(), len(data.train), data.is_classification)
             metrics |= {"grad_norm": grad_norm.item(), "weight_norm": weight_norm(model)}
-            metrics |= learning_rates(optimizer)
+            metrics |= learning_rates(parts.optimizer)
             if diverged(metrics["train/loss"], trainer.divergence_threshold):
-                status = "diverged"  # a result, not a crash: keep the last good checkpoint
+                status = "diverged"  # a result, not a crash: the last good checkpoint stays
                 tracker.log_epoch(epoch, metrics)
                 break
             val = evaluate(model, data.val, parts.loss_fn, trainer.eval_batch_size, autocast)
             metrics |= {f"val/{k}": v for k, v in val.items()}
+            improved = stopper.update(epoch, metrics)
             seconds = time.perf_counter() - epoch_started
             metrics |= {
                 "time/epoch_s": seconds,
-                "throughput/samples_per_s": len(data.train) / seconds,
+                "throughput/samples_per_s": (done - first) * parts.batch_size / seconds,
             }
             tracker.log_epoch(epoch, metrics)
 
-            improved = stopper.update(epoch, metrics)
-            if improved:
-                best_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
             parts.schedule.after_epoch(metrics[stopper.monitor])
-            state = snapshot(parts, scaler, stopper, config, epoch, step, metrics, best_model)
+            if improved:
+                progress.best_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            progress = replace(
+                progress, epoch=epoch, batches_done=0, sums=[0.0] * 3, metrics=metrics
+            )
             if (
                 epoch % trainer.checkpoint.every == 0
                 or epoch == trainer.epochs
                 or stopper.should_stop
             ):
-                checkpoint.save(state, run_dir / "checkpoints" / "last.pt")
+                save(last_pt)
             if improved and trainer.checkpoint.keep_best:
-                checkpoint.save(state, run_dir / "checkpoints" / "best.pt")
+                save(best_pt)
 
         if status == "completed" and stopper.should_stop:
             status = "early_stopped"
-        if best_model is not None:
-            model.load_state_dict(best_model)  # report test metrics with the best weights
-        test = evaluate(model, data.test, parts.loss_fn, trainer.eval_batch_size, autocast)
-        summary = {
-            "status": status,
-            "epochs_completed": epoch - (status == "diverged"),
-            "monitor": stopper.monitor,
-            "best_epoch": stopper.best_epoch,
-            "best": stopper.best_metrics,
-            "final": metrics,
-            "test": test or None,
-            "objective": objective(status, stopper),
-            "global_step": step,
-            "wall_s": time.perf_counter() - started,
-            "seed": cfg.seed,
-            "data_seed": cfg.data_seed,
-            "device": str(parts.device),
-            "choices": choices or {},
-            "versions": versions(),
-        }
+        test = None
+        if status != "interrupted":
+            if progress.best_model is not None:
+                model.load_state_dict(progress.best_model)  # test with the best weights
+            test = evaluate(model, data.test, parts.loss_fn, trainer.eval_batch_size, autocast)
+        summary = summarize(status, progress, stopper, test, cfg, parts.device, choices)
+        summary |= {"wall_s": time.perf_counter() - started, "signal": stop.signal}
         write_json(run_dir / "metrics.json", summary)
-        tracker.log_hparams(
-            hparams(config, choices),
-            {
-                "best_" + k.replace("/", "_"): v
-                for k, v in stopper.best_metrics.items()
-                if k.startswith("val/")
-            }
-            | {f"test_{k}": v for k, v in test.items()},
-        )
+        tracker.log_hparams(hparams(config, choices), hparams_metrics(stopper, test))
     print_summary(summary, run_dir)
     return summary
+
+
+def train_epoch(
+    parts: Parts,
+    trainer: DictConfig,
+    autocast: Callable[[], AbstractContextManager[Any]],
+    scaler: torch.amp.GradScaler,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    first: int,
+    sums: torch.Tensor,
+    stop: StopRequest,
+) -> tuple[int, torch.Tensor | None]:
+    """One optimizer step per batch, adding each batch's loss, accuracy and penalty to `sums`
+    (on the device: no sync per step). Returns the index the epoch got to (short of
+    `parts.steps_per_epoch` if `stop` was set) and the gradient norm at its last step."""
+    model, optimizer, last = parts.model, parts.optimizer, parts.steps_per_epoch - 1
+    model.train()
+    done, grad_norm = first, None
+    for x, y in batches:
+        if stop:
+            break
+        if parts.augment is not None:
+            x = parts.augment(x)
+        with autocast():
+            out = model(x)
+            loss = parts.loss_fn(out, y)
+        penalty = parts.penalty() if parts.penalty is not None else loss.new_zeros(())
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss + penalty).backward()
+        if trainer.grad_clip or done == last:
+            scaler.unscale_(optimizer)  # clip and measure the true gradients
+            grad_norm = nn.utils.clip_grad_norm_(model.parameters(), trainer.grad_clip or math.inf)
+        scaler.step(optimizer)
+        scaler.update()
+        parts.schedule.after_step()
+        sums += batch_sums(out, y, loss, penalty, parts.data.is_classification)
+        done += 1
+    return done, grad_norm
+
+
+def summarize(
+    status: str,
+    progress: Progress,
+    stopper: EarlyStopping,
+    test: dict[str, float] | None,
+    cfg: DictConfig,
+    device: torch.device,
+    choices: dict[str, str] | None,
+) -> dict[str, Any]:
+    """The content of metrics.json (wall time added by the caller)."""
+    return {
+        "status": status,
+        "epochs_completed": progress.epoch,
+        "monitor": stopper.monitor,
+        "best_epoch": stopper.best_epoch,
+        "best": stopper.best_metrics,
+        "final": progress.metrics,
+        "test": test or None,
+        "objective": objective(status, stopper),
+        "global_step": progress.step,
+        "seed": cfg.seed,
+        "data_seed": cfg.data_seed,
+        "device": str(device),
+        "choices": choices or {},
+        "versions": versions(),
+    }
+
+
+def hparams_metrics(stopper: EarlyStopping, test: dict[str, float] | None) -> dict[str, float]:
+    best = {
+        "best_" + k.replace("/", "_"): v
+        for k, v in stopper.best_metrics.items()
+        if k.startswith("val/")
+    }
+    return best | {f"test_{k}": v for k, v in (test or {}).items()}
 
 
 def seed_everything(seed: int) -> None:
@@ -237,10 +301,7 @@ def snapshot(
     scaler: torch.amp.GradScaler,
     stopper: EarlyStopping,
     config: dict[str, Any],
-    epoch: int,
-    step: int,
-    metrics: dict[str, float],
-    best_model: dict[str, torch.Tensor] | None,
+    progress: Progress,
 ) -> dict[str, Any]:
     """Everything needed to continue exactly where the run is now: plain state only."""
     return {
@@ -249,10 +310,7 @@ def snapshot(
         "scheduler": parts.schedule.state_dict(),
         "scaler": scaler.state_dict(),
         "early_stopping": stopper.state_dict(),
-        "best_model": best_model,
-        "epoch": epoch,
-        "global_step": step,
-        "metrics": metrics,
+        "progress": asdict(progress),
         "rng": checkpoint.rng_state(),
         "config": config,
     }
@@ -260,17 +318,17 @@ def snapshot(
 
 def restore(
     state: dict[str, Any], parts: Parts, scaler: torch.amp.GradScaler, stopper: EarlyStopping
-) -> tuple[int, int, dict[str, float], dict[str, Any] | None]:
+) -> Progress:
     parts.model.load_state_dict(state["model"])
     parts.optimizer.load_state_dict(state["optimizer"])
     parts.schedule.load_state_dict(state["scheduler"])
     scaler.load_state_dict(state["scaler"])
     stopper.load_state_dict(state["early_stopping"])
     checkpoint.set_rng_state(state["rng"])
-    best = state["best_model"]
-    if best is not None:
-        best = {k: v.to(parts.device) for k, v in best.items()}
-    return state["epoch"], state["global_step"], state["metrics"], best
+    progress = Progress(**state["progress"])
+    if progress.best_model is not None:
+        progress.best_model = {k: v.to(parts.device) for k, v in progress.best_model.items()}
+    return progress
 
 
 def hparams(config: dict[str, Any], choices: dict[str, str] | None) -> dict[str, Any]:

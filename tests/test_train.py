@@ -32,7 +32,7 @@ def test_two_epoch_run_leaves_metrics_checkpoints_and_events(make_cfg, tmp_path)
     assert set(metrics["versions"]) >= {"python", "torch", "optexp"}
 
     last = checkpoint.load(tmp_path / "checkpoints" / "last.pt")
-    assert last["epoch"] == 2 and last["global_step"] == 2 * math.ceil(1258 / 64)
+    assert last["progress"]["epoch"] == 2 and last["progress"]["step"] == 2 * math.ceil(1258 / 64)
     assert set(last) >= {
         "model",
         "optimizer",

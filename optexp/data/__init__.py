@@ -28,10 +28,10 @@ class Split:
         return Split(self.x.to(device), self.y.to(device))
 
     def batches(
-        self, batch_size: int, order: Tensor | None = None
+        self, batch_size: int, order: Tensor | None = None, first: int = 0
     ) -> Iterator[tuple[Tensor, Tensor]]:
-        """Yield (x, y) batches, in `order` (a permutation of indices) if given."""
-        for start in range(0, len(self), batch_size):
+        """Yield (x, y) batches from batch index `first` on, in `order` (a permutation)."""
+        for start in range(first * batch_size, len(self), batch_size):
             if order is None:
                 yield self.x[start : start + batch_size], self.y[start : start + batch_size]
             else:

@@ -1,0 +1,43 @@
+"""Graceful stop: SIGINT (Ctrl-C) or SIGTERM (SLURM preemption) asks the loop to finish
+its current step, checkpoint and report; a second signal stops at once."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from types import FrameType
+from typing import Any
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class StopRequest:
+    """Truthy once a stop signal arrived; `signal` holds its number."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __bool__(self) -> bool:
+        return self.signal is not None
+
+    def __enter__(self) -> StopRequest:
+        # Handlers can only be installed from the main thread (not in some launchers' workers).
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in SIGNALS}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.signal is not None:
+            raise KeyboardInterrupt  # the second signal: stop now
+        self.signal = signum
+        name = signal.Signals(signum).name
+        sys.stderr.write(
+            f"\noptexp: {name} received: saving a checkpoint after this step "
+            "(send it again to stop at once)\n"
+        )
