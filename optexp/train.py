@@ -89,6 +89,7 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -
             metrics |= learning_rates(parts.optimizer)
             if diverged(metrics["train/loss"], trainer.divergence_threshold):
                 status = "diverged"  # a result, not a crash: the last good checkpoint stays
+                progress.metrics = metrics
                 tracker.log_epoch(epoch, metrics)
                 break
             val = evaluate(model, data.val, parts.loss_fn, trainer.eval_batch_size, autocast)

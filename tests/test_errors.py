@@ -1,0 +1,94 @@
+"""Bad input, as a user types it: one clear message naming the key, exit 2, no traceback."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.conftest import REPO
+
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+
+# (command-line arguments, text the message must contain: the key, or the misspelt option)
+BAD_INPUTS = [
+    (["optimizer=adamm"], "optimizer/adamm"),
+    (["trainer.epohcs=3"], "Did you mean trainer.epochs?"),
+    (["trainer.early_stopping.mnitor=val/acc"], "trainer.early_stopping.monitor"),
+    (["trainer.epochs=abc"], "trainer.epochs"),
+    (["trainer.batch_size=1.5"], "trainer.batch_size"),
+    (["seed=1.5"], "seed"),
+    (["trainer.epochs=[1,"], "trainer.epochs"),
+    (["optimizer.lr=0"], "optimizer.lr"),
+    (["optimizer.lr=-0.1"], "optimizer.lr"),
+    (["trainer.epochs=0"], "trainer.epochs"),
+    (["trainer.batch_size=0"], "trainer.batch_size"),
+    (["trainer.eval_batch_size=-4"], "trainer.eval_batch_size"),
+    (["model.dropout=1.0"], "model.dropout"),
+    (["model.dropout=-0.5"], "model.dropout"),
+    (["trainer.early_stopping.patience=-1"], "trainer.early_stopping.patience"),
+    (["trainer.early_stopping.min_delta=-1"], "trainer.early_stopping.min_delta"),
+    (["optimizer.betas=[0.9,1.0]"], "optimizer.betas"),
+    (["optimizer.betas=[0.9]"], "optimizer.betas"),
+    (["optimizer.weight_decay=-1"], "optimizer.weight_decay"),
+    (["optimizer.eps=0"], "optimizer.eps"),
+    (["trainer.precision=fp8"], "trainer.precision"),
+    pytest.param(["trainer.precision=fp16"], "trainer.precision", marks=NO_CUDA),
+    pytest.param(["trainer.device=cuda"], "trainer.device", marks=NO_CUDA),
+    (["trainer.device=tpu"], "trainer.device"),
+    (["trainer.early_stopping.mode=lowest"], "trainer.early_stopping.mode"),
+    (["trainer.early_stopping.monitor=val/f1"], "trainer.early_stopping.monitor"),
+    (["trainer.resume=/nonexistent/last.pt"], "trainer.resume"),
+    (["model.activation=relux"], "model.activation"),
+    (["+model.widht=3"], "model.widht"),
+    (["loss.label_smoothing=2"], "loss.label_smoothing"),
+    (["trainer.grad_clip=-1"], "trainer.grad_clip"),
+    (["trainer.divergence_threshold=0"], "trainer.divergence_threshold"),
+    (["scheduler.interval=batch"], "scheduler.interval"),
+    (["optimizer._target_=torch.optim.Adamm"], "optimizer._target_"),
+    (["trainer.checkpoint.every=0"], "trainer.checkpoint.every"),
+    (["dataset.val_fraction=1.5"], "dataset.val_fraction"),
+]
+
+
+@pytest.mark.parametrize(("args", "named"), BAD_INPUTS)
+def test_bad_input_is_one_clear_message_and_exit_2(optexp_cli, tmp_path, args, named):
+    result = optexp_cli(*args)
+    assert result.returncode == 2, result.stderr
+    assert named in result.stderr
+    assert result.stderr.count("optexp: error:") == 1
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_range_errors_say_what_is_allowed(optexp_cli):
+    result = optexp_cli("trainer.precision=fp8")
+    assert "trainer.precision='fp8' is not allowed. Allowed: 32 | bf16 | fp16." in result.stderr
+
+
+def test_a_bad_rerun_loses_nothing_already_written(optexp_cli, tmp_path):
+    assert optexp_cli("trainer.epochs=1").returncode == 0
+    run_dir = tmp_path / "run"
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "completed"
+    assert optexp_cli("trainer.epochs=1", "optimizer.lr=-1").returncode == 2
+    assert optexp_cli("trainer.epochs=1", "model.hidden=[3]").returncode == 2  # conflicts
+    after = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p in before}
+    changed = [p.name for p in before if before[p] != after[p] and ".hydra" not in str(p)]
+    assert changed == [], changed
+
+
+def test_debug_variable_shows_the_traceback_for_developers(tmp_path):
+    env = os.environ | {"PYTHONPATH": str(REPO), "OPTEXP_DEBUG": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "optexp",
+        "trainer.resume=/nonexistent",
+        f"hydra.run.dir={tmp_path}",
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    assert result.returncode != 0
+    assert "Traceback" in result.stderr and "trainer.resume" in result.stderr

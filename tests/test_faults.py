@@ -1,0 +1,167 @@
+"""Runs that are killed, preempted, diverge or meet a bad checkpoint lose nothing and say so."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from optexp import checkpoint
+from optexp.checkpoint import CheckpointError
+from tests.conftest import REPO
+
+COMPARED = ("test", "best", "best_epoch", "epochs_completed", "status", "global_step")
+
+
+def start(tmp_path: Path, run_dir: Path, *args: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("OPTEXP_DEBUG", "HYDRA_FULL_ERROR")}
+    env |= {"PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "optexp", *args, f"hydra.run.dir={run_dir}"]
+    return subprocess.Popen(
+        cmd, cwd=tmp_path, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+
+
+def metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def logged_steps(run_dir: Path, tag: str) -> list[int]:
+    events = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0})
+    events.Reload()
+    return [event.step for event in events.Scalars(tag)]
+
+
+def test_run_killed_with_sigkill_resumes_to_the_uninterrupted_result(optexp_cli, tmp_path):
+    args = ("trainer.epochs=12", "trainer.batch_size=16", "model.dropout=0.2")
+    assert optexp_cli(*args, run_dir=tmp_path / "whole").returncode == 0
+
+    killed = tmp_path / "killed"
+    process = start(tmp_path, killed, *args)
+    last = killed / "checkpoints" / "last.pt"
+    deadline = time.monotonic() + 60
+    while not (last.is_file() and checkpoint.load(last)["progress"]["epoch"] >= 2):
+        assert process.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    assert not (killed / "metrics.json").exists()
+
+    resumed = optexp_cli(*args, run_dir=killed)  # a plain re-run into the same directory
+    assert resumed.returncode == 0, resumed.stderr
+    whole, again = metrics(tmp_path / "whole"), metrics(killed)
+    assert {k: again[k] for k in COMPARED} == {k: whole[k] for k in COMPARED}
+    epochs = whole["epochs_completed"]
+    assert logged_steps(killed, "train/loss") == list(range(1, epochs + 1))  # no gaps, no repeats
+
+
+def test_sigterm_mid_epoch_checkpoints_and_the_resumed_run_matches(optexp_cli, tmp_path):
+    args = ("trainer.epochs=3", "trainer.batch_size=4", "model.dropout=0.2")
+    assert optexp_cli(*args, run_dir=tmp_path / "whole").returncode == 0
+
+    stopped = tmp_path / "stopped"
+    process = start(tmp_path, stopped, *args)
+    for line in process.stdout:
+        if line.startswith("epoch 1/3"):
+            break
+    time.sleep(0.3)  # well inside epoch 2 (hundreds of steps)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM
+    assert "SIGTERM received" in stderr and "Traceback" not in stderr
+    assert metrics(stopped)["status"] == "interrupted"
+    state = checkpoint.load(stopped / "checkpoints" / "last.pt")
+    assert state["progress"]["epoch"] == 1 and 0 < state["progress"]["batches_done"] < 315
+
+    resumed = optexp_cli(*args, f"trainer.resume={stopped}", run_dir=stopped)
+    assert resumed.returncode == 0, resumed.stderr
+    whole, again = metrics(tmp_path / "whole"), metrics(stopped)
+    assert {k: again[k] for k in COMPARED} == {k: whole[k] for k in COMPARED}
+
+
+class Exploit:
+    def __reduce__(self):
+        return (os.system, (f"touch {Path.cwd() / 'exploited'}",))
+
+
+def test_checkpoint_with_a_malicious_pickle_is_refused_and_nothing_runs(
+    optexp_cli, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    evil = tmp_path / "evil.pt"
+    torch.save({"model": Exploit()}, evil)
+    result = optexp_cli(f"trainer.resume={evil}")
+    assert result.returncode == 2
+    assert "refused to load" in result.stderr and str(evil) in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "exploited").exists()
+
+
+def test_truncated_checkpoint_gives_a_clear_error_naming_the_file(optexp_cli, tmp_path):
+    assert optexp_cli("trainer.epochs=1").returncode == 0
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    result = optexp_cli("trainer.epochs=2")
+    assert result.returncode == 2
+    assert (
+        f"cannot read checkpoint {last}" in result.stderr
+        and "truncated or corrupt" in result.stderr
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_resume_with_a_different_config_names_the_differing_keys(optexp_cli, tmp_path):
+    assert optexp_cli("trainer.epochs=1").returncode == 0
+    result = optexp_cli("trainer.epochs=2", "model.hidden=[64]", "optimizer.lr=0.01")
+    assert result.returncode == 2
+    assert "trainer.resume" in result.stderr
+    assert "model.hidden" in result.stderr and "optimizer.lr" in result.stderr
+    # a longer run of the same config is a legitimate resume
+    longer = optexp_cli("trainer.epochs=2")
+    assert longer.returncode == 0 and metrics(tmp_path / "run")["epochs_completed"] == 2
+
+
+def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    checkpoint.save({"version": torch.tensor(1)}, path)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(CheckpointError, match=f"cannot write checkpoint {path}: No space left"):
+        checkpoint.save({"version": torch.tensor(2)}, path)
+    monkeypatch.undo()
+    assert checkpoint.load(path)["version"].item() == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no temporary left over
+
+
+def test_unwritable_checkpoint_directory_is_a_clear_error(optexp_cli, tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoints").write_text("a file where the directory should be")
+    result = optexp_cli("trainer.epochs=1")
+    assert result.returncode == 2
+    assert "cannot write checkpoint" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_nan_loss_stops_the_run_as_diverged(optexp_cli, tmp_path):
+    result = optexp_cli("trainer.epochs=3", "optimizer.lr=1e30")
+    assert result.returncode == 0, result.stderr
+    summary = metrics(tmp_path / "run")
+    assert summary["status"] == "diverged" and summary["epochs_completed"] == 0
+    assert summary["final"]["train/loss"] is None  # NaN, written as null
+    assert summary["objective"] is None  # +inf (the worst val/loss), written as null
+
+
+def test_a_diverging_job_inside_a_multirun_leaves_the_others_completed(optexp_cli, tmp_path):
+    result = optexp_cli("-m", "trainer.divergence_threshold=0.01,100", "trainer.epochs=2")
+    assert result.returncode == 0, result.stderr
+    runs = [json.loads(p.read_text()) for p in sorted((tmp_path / "sweep").rglob("metrics.json"))]
+    assert sorted(run["status"] for run in runs) == ["completed", "diverged"]
