@@ -98,7 +98,7 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -
             seconds = time.perf_counter() - epoch_started
             metrics |= {
                 "time/epoch_s": seconds,
-                "throughput/samples_per_s": (done - first) * parts.batch_size / seconds,
+                "throughput/samples_per_s": (len(data.train) - first * parts.batch_size) / seconds,
             }
             tracker.log_epoch(epoch, metrics)
 
