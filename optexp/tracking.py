@@ -17,6 +17,14 @@ from rich.table import Table
 T = TypeVar("T")
 console = Console()
 
+# TensorBoard's Custom Scalars tab: training and validation curves of every run on one chart.
+CURVES = {
+    "train vs val": {
+        "loss": ["Multiline", ["^train/loss$", "^val/loss$"]],
+        "accuracy": ["Multiline", ["^train/acc$", "^val/acc$"]],
+    }
+}
+
 
 class Tracker:
     """Progress display and TensorBoard writer of one run; use as a context manager."""
@@ -36,6 +44,7 @@ class Tracker:
 
             # purge_step drops events a killed run wrote past its last checkpoint.
             self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=start_epoch + 1)
+            self.writer.add_custom_scalars(CURVES)
         self.progress = None
         if console.is_terminal:
             self.progress = Progress(
@@ -89,8 +98,12 @@ class Tracker:
         from torch.utils.tensorboard.summary import hparams as hparams_summary
 
         metrics = {f"hparams/{k}": v for k, v in results.items() if math.isfinite(v)}
-        for summary in hparams_summary(hparams, metrics):
-            self.writer.file_writer.add_summary(summary)
+        # Session records only: with no per-run experiment record, TensorBoard builds the
+        # comparison from all runs of a sweep (the union of their hparams and metrics)
+        # instead of picking one run's list arbitrarily.
+        _experiment, session_start, session_end = hparams_summary(hparams, metrics)
+        self.writer.file_writer.add_summary(session_start)
+        self.writer.file_writer.add_summary(session_end)
         for tag, value in metrics.items():
             self.writer.add_scalar(tag, value)
 

@@ -1,0 +1,555 @@
+"""The `optexp-report` command: compare the runs below a directory.
+
+A run is a directory with metrics.json (written when a run ends) or Hydra's .hydra/
+(written when it starts). Runs are grouped by their command-line overrides minus `seed`,
+so a group's runs are the seeds of one configuration; each metric is shown as
+mean ± sample std (n) over them. `--select-best-by val/loss --over optimizer.lr` tunes
+KEY on validation for each setting of the other keys and reports test metrics of that
+choice. tensorboard and matplotlib are imported only for `--plot`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import shutil
+import statistics
+import sys
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from optexp.config import UserError
+
+USER_ERROR = 2
+INCOMPLETE = "running/incomplete"
+
+
+@dataclass(frozen=True)
+class Metric:
+    label: str
+    where: tuple[str, ...]  # path into metrics.json
+    higher_is_better: bool
+    fmt: str
+
+
+METRICS = {
+    "test/acc": Metric("test acc", ("test", "acc"), True, ".4f"),
+    "test/loss": Metric("test loss", ("test", "loss"), False, ".4f"),
+    "val/acc": Metric("best val acc", ("best", "val/acc"), True, ".4f"),
+    "val/loss": Metric("best val loss", ("best", "val/loss"), False, ".4f"),
+    "epochs": Metric("epochs", ("epochs_completed",), False, ".1f"),
+    "wall_s": Metric("wall s", ("wall_s",), False, ".1f"),
+}
+FORMATS = ("table", "csv", "markdown", "json")
+
+
+class ReportError(UserError):
+    """Bad input to the report: printed as one line, exit 2."""
+
+
+@dataclass
+class Run:
+    path: Path
+    overrides: dict[str, str]  # key -> value as written on the command line
+    status: str
+    values: dict[str, float]  # finite metric values only
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Stat:
+    mean: float | None
+    std: float | None  # sample std (ddof=1); None below two values
+    n: int
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Stat:
+        mean = statistics.fmean(values) if values else None
+        std = statistics.stdev(values) if len(values) > 1 else None
+        return cls(mean, std, len(values))
+
+    def show(self, fmt: str) -> str:
+        if self.mean is None:
+            return "-"
+        spread = "" if self.std is None else f" ± {self.std:{fmt}}"
+        return f"{self.mean:{fmt}}{spread} ({self.n})"
+
+
+@dataclass
+class Group:
+    settings: dict[str, str]  # the overrides shared by its runs (seed and ignored keys left out)
+    runs: list[Run]
+
+    def stat(self, metric: str) -> Stat:
+        return Stat.of([r.values[metric] for r in self.runs if metric in r.values])
+
+    def statuses(self) -> str:
+        counts = Counter(r.status for r in self.runs)
+        return ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+
+
+# ---------------------------------------------------------------- reading runs
+
+
+def find_runs(root: Path) -> list[Run]:
+    if not root.exists():
+        raise ReportError(f"{root} does not exist")
+    # rglob also looks in root itself: PATH may be a single run
+    dirs = {p.parent for p in root.rglob("metrics.json")}
+    dirs |= {p.parent for p in root.rglob(".hydra") if p.is_dir()}
+    if not dirs:
+        raise ReportError(f"no runs found under {root} (no metrics.json or .hydra/ below it)")
+    return [read_run(d) for d in sorted(dirs)]
+
+
+def read_run(path: Path) -> Run:
+    hydra_dir = path / ".hydra"
+    overrides = parse_overrides(_load_yaml(hydra_dir / "overrides.yaml") or [])
+    config = _load_yaml(hydra_dir / "config.yaml") or {}
+    metrics_file = path / "metrics.json"
+    if not metrics_file.exists():
+        return Run(path, overrides, INCOMPLETE, {}, config)
+    try:
+        metrics = json.loads(metrics_file.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ReportError(f"cannot read {metrics_file}: {error}") from None
+    return Run(path, overrides, metrics.get("status", "unknown"), metric_values(metrics), config)
+
+
+def _load_yaml(path: Path) -> Any:
+    if not path.exists():
+        return None
+    try:
+        return OmegaConf.to_container(OmegaConf.load(path))
+    except (OSError, OmegaConfBaseException, ValueError) as error:
+        raise ReportError(f"cannot read {path}: {error}") from None
+
+
+def parse_overrides(lines: list[str]) -> dict[str, str]:
+    """Hydra's own override grammar: `+key=v`, `key=v` and `~key` all name `key`."""
+    try:
+        parsed = OverridesParser.create().parse_overrides(lines)
+    except HydraException as error:
+        raise ReportError(f"cannot parse overrides {lines}: {error}") from None
+    return {
+        o.key_or_group: "(deleted)" if o.is_delete() else o.get_value_element_as_str()
+        for o in parsed
+    }
+
+
+def metric_values(metrics: dict[str, Any]) -> dict[str, float]:
+    values = {}
+    for name, metric in METRICS.items():
+        value: Any = metrics
+        for part in metric.where:
+            value = value.get(part) if isinstance(value, dict) else None
+        if isinstance(value, int | float) and math.isfinite(value):
+            values[name] = float(value)
+    return values
+
+
+# ---------------------------------------------------------------- grouping and selection
+
+
+def group_runs(runs: Iterable[Run], ignore: Iterable[str] = ()) -> list[Group]:
+    """Runs whose overrides agree except on `seed` and the `ignore` keys form one group."""
+    dropped = {"seed", *ignore}
+    groups: dict[tuple[tuple[str, str], ...], Group] = {}
+    for run in runs:
+        settings = {k: v for k, v in sorted(run.overrides.items()) if k not in dropped}
+        key = tuple(settings.items())
+        groups.setdefault(key, Group(settings, [])).runs.append(run)
+    return list(groups.values())
+
+
+def sort_groups(groups: list[Group], metric: str) -> list[Group]:
+    """Best first by the mean of `metric`; groups without a value last."""
+    return sorted(groups, key=lambda g: _rank(g.stat(metric), METRICS[metric]))
+
+
+def _rank(stat: Stat, metric: Metric) -> tuple[bool, float]:
+    if stat.mean is None:
+        return (True, 0.0)
+    return (False, -stat.mean if metric.higher_is_better else stat.mean)
+
+
+@dataclass
+class Choice:
+    """The value of `over` picked on validation for one setting of the other keys."""
+
+    settings: dict[str, str]
+    over: str
+    candidates: dict[str, Group]  # value of `over` -> its group
+    chosen: str
+
+    @property
+    def group(self) -> Group:
+        return self.candidates[self.chosen]
+
+
+def select_best(groups: list[Group], by: str, over: str) -> list[Choice]:
+    """For each setting of the other keys, the value of `over` with the best mean `by`.
+
+    A value some of whose runs have no `by` (diverged, unfinished) ranks below every
+    value whose runs all have one: divergence on some seeds is a bad choice.
+    """
+    families: dict[tuple[tuple[str, str], ...], dict[str, Group]] = {}
+    for group in groups:
+        rest = {k: v for k, v in group.settings.items() if k != over}
+        value = group.settings.get(over) or _config_value(group, over)
+        families.setdefault(tuple(rest.items()), {})[value] = group
+    choices = []
+    for rest, candidates in families.items():
+        chosen = min(candidates, key=lambda v: _selection_rank(candidates[v], by))
+        choices.append(Choice(dict(rest), over, candidates, chosen))
+    return choices
+
+
+def _selection_rank(group: Group, by: str) -> tuple[int, bool, float]:
+    stat = group.stat(by)
+    return (len(group.runs) - stat.n, *_rank(stat, METRICS[by]))
+
+
+def _config_value(group: Group, key: str) -> str:
+    """`key`'s value in the saved config when the runs did not override it."""
+    value = OmegaConf.select(OmegaConf.create(group.runs[0].config), key, default=None)
+    return "(default)" if value is None else str(value)
+
+
+# ---------------------------------------------------------------- output
+
+
+def varying_keys(settings: Sequence[dict[str, str]]) -> tuple[list[str], dict[str, str]]:
+    """Keys whose value differs between groups, and the ones all groups share."""
+    keys = sorted({k for s in settings for k in s})
+    common = {
+        k: settings[0][k]
+        for k in keys
+        if all(k in s for s in settings) and len({s[k] for s in settings}) == 1
+    }
+    return [k for k in keys if k not in common], common
+
+
+@dataclass
+class Row:
+    settings: dict[str, str]  # value of each shown key
+    info: dict[str, str]  # plain columns: status counts (and the values tried)
+    stats: dict[str, Stat]
+    dirs: list[str]
+
+
+@dataclass
+class Report:
+    title: str
+    keys: list[str]  # the override keys that differ between rows
+    common: dict[str, str]  # the overrides every row shares
+    metrics: list[str]
+    rows: list[Row]
+
+
+def group_report(groups: list[Group], title: str) -> Report:
+    keys, common = varying_keys([g.settings for g in groups])
+    rows = [
+        Row(
+            {k: g.settings.get(k, "") for k in keys},
+            {"status": g.statuses()},
+            {m: g.stat(m) for m in METRICS},
+            [str(r.path) for r in g.runs],
+        )
+        for g in groups
+    ]
+    return Report(title, keys, common, list(METRICS), rows)
+
+
+def choice_report(choices: list[Choice], by: str, title: str) -> Report:
+    over = choices[0].over
+    keys, common = varying_keys([c.settings for c in choices])
+    metrics = [by, "test/acc", "test/loss"]
+    rows = [
+        Row(
+            {k: c.settings.get(k, "") for k in keys} | {over: c.chosen},
+            {
+                "tried": ", ".join(sorted(c.candidates, key=_as_number)),
+                "status": c.group.statuses(),
+            },
+            {m: c.group.stat(m) for m in metrics},
+            [str(r.path) for r in c.group.runs],
+        )
+        for c in choices
+    ]
+    return Report(title, [*keys, over], common, metrics, rows)
+
+
+def _as_number(value: str) -> tuple[bool, float, str]:
+    """Sort key: numbers by value, then anything else by name."""
+    try:
+        return (False, float(value), value)
+    except ValueError:
+        return (True, 0.0, value)
+
+
+def render(report: Report, fmt: str) -> str:
+    return {"json": to_json, "csv": to_csv, "markdown": to_markdown, "table": to_table}[fmt](report)
+
+
+def to_json(report: Report) -> str:
+    rows = [
+        {"settings": r.settings, **r.info}
+        | {"metrics": {m: vars(s) for m, s in r.stats.items()}, "dirs": r.dirs}
+        for r in report.rows
+    ]
+    return json.dumps({"title": report.title, "common": report.common, "rows": rows}, indent=2)
+
+
+def to_csv(report: Report) -> str:
+    """One column per mean, std and n, empty where there is no value."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    info = list(report.rows[0].info) if report.rows else []
+    stats = [f"{m} {part}" for m in report.metrics for part in ("mean", "std", "n")]
+    writer.writerow([*report.keys, *info, *stats])
+    for r in report.rows:
+        numbers = [
+            "" if v is None else v for m in report.metrics for v in vars(r.stats[m]).values()
+        ]
+        writer.writerow([*r.settings.values(), *r.info.values(), *numbers])
+    return buffer.getvalue().rstrip("\n")
+
+
+def _cells(report: Report) -> tuple[list[str], list[list[str]], str]:
+    info = list(report.rows[0].info) if report.rows else []
+    header = [*report.keys, *info, *(METRICS[m].label for m in report.metrics)]
+    cells = [
+        [*r.settings.values(), *map(str, r.info.values())]
+        + [r.stats[m].show(METRICS[m].fmt) for m in report.metrics]
+        for r in report.rows
+    ]
+    caption = " ".join(f"{k}={v}" for k, v in report.common.items())
+    return header, cells, caption and f"common: {caption}"
+
+
+def to_markdown(report: Report) -> str:
+    header, cells, caption = _cells(report)
+    lines = [f"**{report.title}**", "", _md_row(header), _md_row(["---"] * len(header))]
+    lines += [_md_row(c) for c in cells]
+    return "\n".join(lines + ([f"\n{caption}"] if caption else []))
+
+
+def _md_row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+
+def to_table(report: Report) -> str:
+    from rich.console import Console
+    from rich.table import Table
+
+    header, cells, caption = _cells(report)
+    table = Table(title=report.title, caption=caption or None)
+    first_number = len(header) - len(report.metrics)
+    for i, name in enumerate(header):
+        table.add_column(name, justify="right" if i >= first_number else "left")
+    for row in cells:
+        table.add_row(*row)
+    # The terminal's width (or COLUMNS); off a terminal wide enough not to wrap numbers.
+    width = shutil.get_terminal_size((200, 24)).columns
+    console = Console(file=io.StringIO(), width=width, highlight=False)
+    console.print(table)
+    return console.file.getvalue().rstrip("\n")
+
+
+# ---------------------------------------------------------------- plot
+
+
+def plot_curves(groups: list[Group], tag: str, band: str, path: Path) -> None:
+    """Mean `tag` per epoch for each group, with a min-max or ±std band over its runs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.ticker import MaxNLocator
+
+    keys, common = varying_keys([g.settings for g in groups])
+    fig, ax = plt.subplots(figsize=(8, 5), constrained_layout=True)
+    drawn = 0
+    for group in groups:
+        curves = [c for r in group.runs if (c := read_curve(r.path, tag))]
+        if not curves:
+            continue
+        steps = sorted({s for c in curves for s in c})
+        table = np.array([[c.get(s, np.nan) for s in steps] for c in curves])
+        mean = np.nanmean(table, axis=0)  # runs that stopped early count until they stop
+        if band == "std":
+            count = np.sum(~np.isnan(table), axis=0)
+            squares = np.nansum((table - mean) ** 2, axis=0)
+            spread = np.sqrt(squares / np.maximum(count - 1, 1))  # 0 where one run remains
+            low, high = mean - spread, mean + spread
+        else:
+            low, high = np.nanmin(table, axis=0), np.nanmax(table, axis=0)
+        label = ", ".join(f"{k}={group.settings.get(k, '-')}" for k in keys) or "all runs"
+        (line,) = ax.plot(steps, mean, marker="o", markersize=3, label=f"{label} (n={len(curves)})")
+        ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2)
+        drawn += 1
+    if not drawn:
+        plt.close(fig)
+        raise ReportError(f"no run below has TensorBoard scalars tagged {tag!r} (in its tb/ dir)")
+    spread_name = "min-max" if band == "minmax" else "±1 std"
+    subtitle = " ".join(f"{k}={v}" for k, v in common.items())
+    ax.set_title(
+        f"{tag}: mean over seeds, band {spread_name}" + (f"\n{subtitle}" if subtitle else "")
+    )
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel(tag)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    try:
+        fig.savefig(path, dpi=120)
+    except (OSError, ValueError) as error:  # a missing folder, an unknown image type
+        raise ReportError(f"cannot write the plot to {path}: {error}") from None
+    finally:
+        plt.close(fig)
+
+
+def read_curve(run_dir: Path, tag: str) -> dict[int, float]:
+    """{epoch: value} of one scalar from a run's TensorBoard events (non-finite left out)."""
+    tb_dir = run_dir / "tb"
+    if not tb_dir.is_dir():
+        return {}
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    if tag not in events.Tags()["scalars"]:
+        return {}
+    return {e.step: e.value for e in events.Scalars(tag) if math.isfinite(e.value)}
+
+
+# ---------------------------------------------------------------- command line
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _help_formatter() -> type[argparse.HelpFormatter]:
+    try:
+        from rich_argparse import RawDescriptionRichHelpFormatter
+    except ImportError:  # optional: plain argparse help without it
+        return argparse.RawDescriptionHelpFormatter
+    return RawDescriptionRichHelpFormatter
+
+
+def parser() -> argparse.ArgumentParser:
+    metrics = ", ".join(METRICS)
+    p = _Parser(
+        prog="optexp-report",
+        description=(
+            "Compare the runs below PATH (a sweep directory, outputs/, or one run). Runs are\n"
+            "grouped by their overrides minus `seed`; each metric is mean ± sample std (n)\n"
+            "over the group's runs. Every run is listed with its status (completed,\n"
+            "early_stopped, diverged, interrupted, running/incomplete)."
+        ),
+        epilog=(
+            "metrics: test/acc, test/loss (best weights); val/acc, val/loss (at the best\n"
+            "epoch); epochs; wall_s.\n\n"
+            "examples:\n"
+            "  optexp-report multirun/2026-01-01/10-00-00\n"
+            "  optexp-report multirun --sort test/acc --format markdown\n"
+            "  optexp-report multirun --select-best-by val/loss --over optimizer.lr\n"
+            "  optexp-report multirun --plot curves.png --curve val/acc --band std"
+        ),
+        formatter_class=_help_formatter(),
+    )
+    p.add_argument("path", type=Path, metavar="PATH", help="directory holding the runs")
+    p.add_argument(
+        "--sort",
+        default="val/loss",
+        choices=METRICS,
+        metavar="METRIC",
+        help=f"order groups by this metric, best first (default: val/loss; one of {metrics})",
+    )
+    p.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="also merge runs that differ only in KEY (repeatable), as for seed",
+    )
+    p.add_argument(
+        "--select-best-by",
+        choices=[m for m in METRICS if m.startswith("val/")],
+        metavar="METRIC",
+        help="with --over: per setting of the other keys, pick KEY's value by the best mean "
+        "of this validation metric (val/loss or val/acc) and report its test metrics; a value "
+        "where some runs diverged or are unfinished ranks below those where all finished",
+    )
+    p.add_argument("--over", metavar="KEY", help="the key to tune, e.g. optimizer.lr")
+    p.add_argument(
+        "--format", default="table", choices=FORMATS, help="output format (default: table)"
+    )
+    p.add_argument(
+        "--plot", type=Path, metavar="FILE.png", help="also draw curves per group into this PNG"
+    )
+    p.add_argument(
+        "--curve",
+        default="val/loss",
+        metavar="TAG",
+        help="TensorBoard scalar to plot (default: val/loss; e.g. val/acc, train/loss)",
+    )
+    p.add_argument(
+        "--band",
+        default="minmax",
+        choices=("minmax", "std"),
+        help="shaded band over a group's runs: min-max (default) or ±1 sample std",
+    )
+    return p
+
+
+def report(args: argparse.Namespace) -> str:
+    runs = find_runs(args.path)
+    known = {k for r in runs for k in r.overrides}
+    for key in [*args.ignore, *([args.over] if args.over else [])]:
+        if key not in known:
+            raise ReportError(
+                f"unknown key {key!r}: the runs override {sorted(known) or 'nothing'}"
+            )
+    groups = sort_groups(group_runs(runs, args.ignore), args.sort)
+    if args.plot:
+        plot_curves(groups, args.curve, args.band, args.plot)
+    if args.over:
+        choices = select_best(groups, args.select_best_by, args.over)
+        order = {id(g): i for i, g in enumerate(groups)}
+        choices.sort(key=lambda c: order[id(c.group)])
+        title = f"{args.over} chosen by best mean {args.select_best_by}; test over seeds"
+        return render(choice_report(choices, args.select_best_by, title), args.format)
+    title = f"{len(runs)} runs in {len(groups)} groups, sorted by {args.sort}"
+    return render(group_report(groups, title), args.format)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = parser()
+    args = p.parse_args(argv)
+    if (args.select_best_by is None) != (args.over is None):
+        p.error("--select-best-by and --over go together")
+    try:
+        print(report(args))
+    except UserError as error:
+        print(f"optexp-report: error: {error}", file=sys.stderr)
+        raise SystemExit(USER_ERROR) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+"""optexp-report on hand-made run directories whose numbers are known."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from optexp.report import main
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def fake_run(
+    root: Path,
+    overrides: list[str],
+    status: str | None = "completed",
+    test_acc: float | None = 0.9,
+    val_loss: float | None = 0.5,
+    curve: list[float] | None = None,
+) -> Path:
+    """A run directory as optexp leaves it; status None = still running (no metrics.json)."""
+    run = root / ",".join(overrides)
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    (run / ".hydra" / "config.yaml").write_text("optimizer:\n  lr: 0.001\nseed: 0\n")
+    if status is not None:
+        best = {} if val_loss is None else {"val/loss": val_loss, "val/acc": 1 - val_loss}
+        metrics = {
+            "status": status,
+            "epochs_completed": 3,
+            "best": best,
+            "test": {"acc": test_acc, "loss": None if test_acc is None else 1 - test_acc},
+            "wall_s": 2.0,
+        }
+        (run / "metrics.json").write_text(json.dumps(metrics))
+    if curve is not None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        with SummaryWriter(str(run / "tb")) as writer:
+            for epoch, value in enumerate(curve, start=1):
+                writer.add_scalar("val/loss", value, epoch)
+    return run
+
+
+def report(capsys: pytest.CaptureFixture[str], *args: Any) -> str:
+    main([str(a) for a in args])
+    return capsys.readouterr().out
+
+
+def report_json(capsys: pytest.CaptureFixture[str], *args: Any) -> list[dict[str, Any]]:
+    return json.loads(report(capsys, *args, "--format", "json"))["rows"]
+
+
+def error(capsys: pytest.CaptureFixture[str], *args: Any) -> str:
+    with pytest.raises(SystemExit) as exit:
+        main([str(a) for a in args])
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    return err
+
+
+@pytest.fixture
+def lr_sweep(tmp_path: Path) -> Path:
+    for seed, acc in enumerate([0.90, 0.92, 0.97]):
+        fake_run(tmp_path, ["optimizer.lr=0.1", f"seed={seed}"], test_acc=acc, val_loss=0.3)
+    for seed, acc in enumerate([0.5, 0.7]):
+        fake_run(tmp_path, ["optimizer.lr=0.01", f"seed={seed}"], test_acc=acc, val_loss=0.6)
+    return tmp_path
+
+
+def test_groups_by_overrides_minus_seed_with_mean_sample_std_and_n(capsys, lr_sweep):
+    rows = {r["settings"]["optimizer.lr"]: r for r in report_json(capsys, lr_sweep)}
+    assert set(rows) == {"0.1", "0.01"}
+    acc = rows["0.1"]["metrics"]["test/acc"]
+    assert acc["n"] == 3 and len(rows["0.1"]["dirs"]) == 3
+    assert acc["mean"] == pytest.approx(0.93)
+    assert acc["std"] == pytest.approx(0.0360555, rel=1e-5)  # ddof=1: sqrt(0.0026 / 2)
+    assert rows["0.01"]["metrics"]["test/acc"]["std"] == pytest.approx(statistics.stdev([0.5, 0.7]))
+
+
+def test_sort_puts_the_best_group_first_in_the_metrics_direction(capsys, lr_sweep):
+    fake_run(lr_sweep, ["optimizer.lr=9", "seed=0"], "diverged", test_acc=None, val_loss=None)
+
+    def order(metric: str) -> list[str]:
+        rows = report_json(capsys, lr_sweep, "--sort", metric)
+        return [r["settings"]["optimizer.lr"] for r in rows]
+
+    assert order("test/acc") == ["0.1", "0.01", "9"]  # higher is better; no value last
+    assert order("test/loss") == ["0.1", "0.01", "9"]  # lower is better
+    assert order("val/loss") == ["0.1", "0.01", "9"]
+
+
+def test_every_status_appears_and_missing_values_do_not_count(capsys, tmp_path):
+    fake_run(tmp_path, ["optimizer.lr=0.1", "seed=0"], "completed", test_acc=0.8)
+    fake_run(tmp_path, ["optimizer.lr=0.1", "seed=1"], "diverged", test_acc=None, val_loss=None)
+    fake_run(tmp_path, ["optimizer.lr=0.1", "seed=2"], "early_stopped", test_acc=0.6)
+    fake_run(tmp_path, ["optimizer.lr=0.1", "seed=3"], "interrupted", test_acc=0.7)
+    fake_run(tmp_path, ["optimizer.lr=0.1", "seed=4"], status=None)
+    (row,) = report_json(capsys, tmp_path)
+    assert len(row["dirs"]) == 5
+    assert row["status"] == (
+        "1 completed, 1 diverged, 1 early_stopped, 1 interrupted, 1 running/incomplete"
+    )
+    assert row["metrics"]["test/acc"] == pytest.approx({"mean": 0.7, "std": 0.1, "n": 3})
+
+
+def test_a_single_run_directory_is_a_report_of_one(capsys, lr_sweep):
+    (row,) = report_json(capsys, lr_sweep / "optimizer.lr=0.1,seed=2")
+    assert row["metrics"]["test/acc"] == {"mean": 0.97, "std": None, "n": 1}
+
+
+def test_ignore_merges_runs_that_differ_only_in_that_key(capsys, lr_sweep):
+    rows = report_json(capsys, lr_sweep, "--ignore", "optimizer.lr")
+    assert len(rows) == 1 and rows[0]["metrics"]["test/acc"]["n"] == 5
+
+
+@pytest.fixture
+def optimizer_sweep(tmp_path: Path) -> Path:
+    """Per optimizer, three lrs x two seeds, with validation and test disagreeing."""
+    table = {  # (optimizer, lr): (val_loss per seed, test_acc per seed)
+        ("adam", "0.1"): ([0.40, 0.44], [0.95, 0.96]),  # best test, worse validation
+        ("adam", "0.01"): ([0.30, 0.32], [0.90, 0.92]),  # best validation
+        ("adam", "0.001"): ([0.50, 0.52], [0.80, 0.82]),
+        ("sgd", "0.1"): ([0.20, None], [0.99, None]),  # best mean but diverged once
+        ("sgd", "0.01"): ([0.60, 0.62], [0.70, 0.72]),
+        ("sgd", "0.001"): ([0.35, 0.37], [0.85, 0.87]),  # best with all seeds finished
+    }
+    for (optimizer, lr), (val_losses, accs) in table.items():
+        for seed, (val_loss, acc) in enumerate(zip(val_losses, accs, strict=True)):
+            status = "completed" if val_loss is not None else "diverged"
+            overrides = [f"optimizer={optimizer}", f"optimizer.lr={lr}", f"seed={seed}"]
+            fake_run(tmp_path, overrides, status, test_acc=acc, val_loss=val_loss)
+    return tmp_path
+
+
+def test_select_best_tunes_on_validation_and_reports_test_over_seeds(capsys, optimizer_sweep):
+    args = (optimizer_sweep, "--select-best-by", "val/loss", "--over", "optimizer.lr")
+    rows = {r["settings"]["optimizer"]: r for r in report_json(capsys, *args)}
+    assert rows["adam"]["settings"]["optimizer.lr"] == "0.01"
+    test_acc = rows["adam"]["metrics"]["test/acc"]
+    assert test_acc == pytest.approx({"mean": 0.91, "std": statistics.stdev([0.9, 0.92]), "n": 2})
+    assert rows["sgd"]["settings"]["optimizer.lr"] == "0.001"
+    assert rows["sgd"]["metrics"]["val/loss"]["mean"] == pytest.approx(0.36)
+    assert rows["adam"]["tried"].split(", ") == ["0.001", "0.01", "0.1"]
+
+
+def test_formats_parse(capsys, lr_sweep):
+    lines = report(capsys, lr_sweep, "--format", "csv").splitlines()
+    records = list(csv.DictReader(io.StringIO("\n".join(lines))))
+    assert [r["optimizer.lr"] for r in records] == ["0.1", "0.01"]
+    assert float(records[0]["test/acc mean"]) == pytest.approx(0.93)
+    assert records[0]["test/acc n"] == "3"
+
+    markdown = report(capsys, lr_sweep, "--format", "markdown").splitlines()
+    assert "| optimizer.lr | status | test acc |" in markdown[2]
+    assert markdown[3].startswith("| --- |")
+    assert markdown[4].startswith("| 0.1 | 3 completed | 0.9300 ± 0.0361 (3) |")
+
+    table = report(capsys, lr_sweep)
+    assert "0.9300 ± 0.0361 (3)" in table and "0.6000 ± 0.1414 (2)" in table
+
+    assert len(json.loads(report(capsys, lr_sweep, "--format", "json"))["rows"]) == 2
+
+
+def test_plot_draws_mean_and_band_per_group_from_tensorboard_events(capsys, tmp_path):
+    from PIL import Image
+
+    for seed, curve in enumerate([[1.0, 0.6, 0.4], [1.2, 0.8, 0.5]]):
+        fake_run(tmp_path / "runs", ["optimizer.lr=0.1", f"seed={seed}"], curve=curve)
+    fake_run(tmp_path / "runs", ["optimizer.lr=0.01", "seed=0"], curve=[2.0, 1.9, 1.8])
+    png = tmp_path / "curves.png"
+    report(capsys, tmp_path / "runs", "--plot", png, "--band", "std")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert png.stat().st_size > 10_000
+    with Image.open(png) as image:
+        assert image.size[0] > 500
+        colors = image.convert("RGB").getcolors(maxcolors=1 << 20)
+        assert len(colors) > 50  # lines, band, text: not a blank canvas
+
+
+def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, lr_sweep):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "no runs found" in error(capsys, empty)
+    assert "does not exist" in error(capsys, tmp_path / "nowhere")
+    assert "invalid choice" in error(capsys, lr_sweep, "--sort", "test/accuracy")
+    assert "unknown key 'optimizer.momentum'" in error(
+        capsys, lr_sweep, "--select-best-by", "val/loss", "--over", "optimizer.momentum"
+    )
+    assert "invalid choice" in error(
+        capsys, lr_sweep, "--select-best-by", "test/acc", "--over", "seed"
+    )
+    assert "go together" in error(capsys, lr_sweep, "--over", "optimizer.lr")
+    assert "'val/acc'" in error(
+        capsys, lr_sweep, "--plot", tmp_path / "x.png", "--curve", "val/acc"
+    )
+
+
+def test_help_explains_metrics_and_examples():
+    result = subprocess.run(
+        [sys.executable, "-m", "optexp.report", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+        env=os.environ | {"COLUMNS": "120"},
+    )
+    assert result.returncode == 0, result.stderr
+    for text in ("--select-best-by", "--over", "--plot", "mean ± sample std", "examples"):
+        assert text in result.stdout, text

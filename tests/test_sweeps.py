@@ -1,0 +1,90 @@
+"""Real sweeps through Hydra's launchers and the Optuna sweeper (one epoch per job)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from optexp.cli import CONFIG_DIR
+from optexp.report import main as report_main
+
+QUICK = ("trainer.epochs=1", "trainer.tensorboard=false", "trainer.checkpoint.keep_best=false")
+
+
+def finished_runs(sweep: Path) -> dict[Path, dict]:
+    """Job directory -> its metrics.json."""
+    return {p.parent: json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")}
+
+
+def saved_value(run: Path, key: str) -> object:
+    """`key` in the config the job saved (.hydra/config.yaml)."""
+    return OmegaConf.select(OmegaConf.load(run / ".hydra" / "config.yaml"), key)
+
+
+@pytest.mark.parametrize(
+    "launcher",
+    [("hydra/launcher=joblib", "hydra.launcher.n_jobs=2"), ("hydra/launcher=submitit_local",)],
+)
+def test_two_job_sweep_names_each_run_by_its_overrides(optexp_cli, tmp_path, capsys, launcher):
+    result = optexp_cli("-m", *launcher, "optimizer.lr=0.01,0.001", *QUICK, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    runs = finished_runs(tmp_path / "sweep")
+    assert len(runs) == 2
+    for lr in ("0.01", "0.001"):
+        (run,) = [r for r in runs if f"optimizer.lr={lr}," in r.name]
+        assert "trainer.epochs=1" in run.name
+        assert runs[run]["status"] == "completed" and runs[run]["final"]["lr"] == float(lr)
+    if "submitit_local" in launcher[0]:
+        assert (tmp_path / "sweep" / ".submitit").is_dir()  # the jobs went through submitit
+
+    report_main([str(tmp_path / "sweep"), "--format", "json"])
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert sorted(r["settings"]["optimizer.lr"] for r in rows) == ["0.001", "0.01"]
+
+
+def test_optuna_sweep_goes_on_past_a_diverged_trial(optexp_cli, tmp_path, capsys):
+    # The grid sampler tries each threshold once: below the first epoch's loss, the
+    # trial is stopped as diverged (objective +inf); the other two finish.
+    result = optexp_cli(
+        "-m",
+        "hydra/sweeper=optuna",
+        "hydra/sweeper/sampler=grid",
+        "hydra.sweeper.n_jobs=1",
+        "trainer.divergence_threshold=choice(0.001,100,1000)",
+        *QUICK,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    statuses = {
+        saved_value(run, "trainer.divergence_threshold"): metrics["status"]
+        for run, metrics in finished_runs(tmp_path / "sweep").items()
+    }
+    assert statuses == {0.001: "diverged", 100: "completed", 1000: "completed"}
+    best = OmegaConf.load(tmp_path / "sweep" / "optimization_results.yaml")
+    assert best.best_params["trainer.divergence_threshold"] in (100, 1000)
+    assert 0 < best.best_value < 10
+
+    report_main([str(tmp_path / "sweep"), "--format", "json"])
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert sorted(r["status"] for r in rows) == ["1 completed", "1 completed", "1 diverged"]
+
+
+@pytest.mark.parametrize(("mode", "direction"), [("min", "minimize"), ("max", "maximize")])
+def test_lr_optuna_preset_searches_log_lr_in_the_monitored_direction(mode, direction):
+    monitor = {"min": "val/loss", "max": "val/acc"}[mode]
+    overrides = [
+        "hparams_search=lr_optuna",
+        f"trainer.early_stopping.monitor={monitor}",
+        f"trainer.early_stopping.mode={mode}",
+    ]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    sweeper = cfg.hydra.sweeper
+    assert sweeper._target_.endswith("OptunaSweeper")
+    assert sweeper.direction == direction
+    assert sweeper.params["optimizer.lr"] == "tag(log, interval(1e-4, 1e-1))"
+    assert sweeper.n_trials > 0 and sweeper.sampler.seed == 0
