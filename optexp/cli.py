@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -23,11 +24,14 @@ from optexp.config import UserError, check
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 USER_ERROR = 2
+_job_started = False
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def train_from_config(cfg: DictConfig) -> float:
     """One job: check the composed config, train, return the objective for sweepers."""
+    global _job_started
+    _job_started = True
     check(cfg)
     from optexp.train import run
 
@@ -54,13 +58,21 @@ def main() -> None:
     try:
         train_from_config()
     except (UserError, HydraException, OmegaConfBaseException) as error:
-        if debug:
-            raise
-        print(f"optexp: error: {describe(error)}", file=sys.stderr)
-        print("(set OPTEXP_DEBUG=1 for the traceback)", file=sys.stderr)
-        sys.exit(USER_ERROR)
+        fail(error, debug)
+    except ValueError as error:  # before a job: Hydra refusing a combination of flags
+        if _job_started:
+            raise  # from inside a job it is a bug: show the traceback
+        fail(error, debug)
     except KeyboardInterrupt:  # a second Ctrl-C, or one before training started
         sys.exit(128 + signal.SIGINT)
+
+
+def fail(error: Exception, debug: bool) -> NoReturn:
+    if debug:
+        raise error
+    print(f"optexp: error: {describe(error)}", file=sys.stderr)
+    print("(set OPTEXP_DEBUG=1 for the traceback)", file=sys.stderr)
+    sys.exit(USER_ERROR)
 
 
 def describe(error: BaseException) -> str:

@@ -50,6 +50,7 @@ BAD_INPUTS = [
     (["optimizer._target_=torch.optim.Adamm"], "optimizer._target_"),
     (["trainer.checkpoint.every=0"], "trainer.checkpoint.every"),
     (["dataset.val_fraction=1.5"], "dataset.val_fraction"),
+    (["-m", "--cfg", "hydra"], "Only one of --run, --multirun, --cfg"),
 ]
 
 
