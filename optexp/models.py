@@ -47,3 +47,59 @@ def mlp(
         width = size
     layers.append(nn.Linear(width, num_outputs))
     return nn.Sequential(*layers)
+
+
+def linear(input_shape: tuple[int, ...], num_outputs: int) -> nn.Sequential:
+    """Flatten -> Linear: softmax regression with cross-entropy, linear regression with mse."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), num_outputs))
+
+
+def cnn(
+    input_shape: tuple[int, ...],
+    num_outputs: int,
+    channels: list[int] = (32, 64),  # type: ignore[assignment]
+    activation: str = "relu",
+    dropout: float = 0.0,
+    batch_norm: bool = False,
+) -> nn.Sequential:
+    """[Conv3x3 -> (BatchNorm) -> activation -> MaxPool2] per entry of `channels`, then
+    global average pooling -> (Dropout) -> Linear. The pooling to 1x1 makes one network
+    fit 8x8, 28x28 and 32x32 images alike."""
+    in_channels = _image_channels(input_shape, "cnn")
+    layers: list[nn.Module] = []
+    for width in channels:
+        layers.append(nn.Conv2d(in_channels, width, 3, padding=1, bias=not batch_norm))
+        if batch_norm:
+            layers.append(nn.BatchNorm2d(width))
+        # ceil_mode: a 1x1 map stays 1x1, so deep stacks still fit tiny images
+        layers += [make_activation(activation), nn.MaxPool2d(2, ceil_mode=True)]
+        in_channels = width
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    if dropout > 0:
+        layers.append(nn.Dropout(dropout))
+    layers.append(nn.Linear(in_channels, num_outputs))
+    return nn.Sequential(*layers)
+
+
+def resnet18(input_shape: tuple[int, ...], num_outputs: int) -> nn.Module:
+    """torchvision's ResNet-18 (random init) with the stem used for small images: a 3x3
+    stride-1 first convolution and no max-pool, so 32x32 inputs are not shrunk 4x at once."""
+    from torchvision.models import resnet18 as torchvision_resnet18
+
+    model = torchvision_resnet18(weights=None, num_classes=num_outputs)
+    model.conv1 = nn.Conv2d(_image_channels(input_shape, "resnet18"), 64, 3, 1, 1, bias=False)
+    model.maxpool = nn.Identity()
+    return model
+
+
+def _image_channels(input_shape: tuple[int, ...], option: str) -> int:
+    if len(input_shape) != 3:
+        from optexp.config import ConfigError
+
+        raise ConfigError(
+            "model",
+            option,
+            "mlp | linear for flat features",
+            f"needs image input (C, H, W), but the dataset's inputs are {tuple(input_shape)}",
+        )
+    return input_shape[0]

@@ -20,7 +20,7 @@ from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from optexp.config import ConfigError
+from optexp.config import ConfigError, UserError
 from optexp.data import Data
 from optexp.optim import param_groups
 from optexp.optim.schedules import Schedule, with_warmup
@@ -153,7 +153,7 @@ def build(group: str, node: DictConfig, **context: Any) -> Any:
         return instantiate(clean, **passed, _convert_="all")
     except InstantiationException as error:
         cause = error.__cause__ or error
-        if isinstance(cause, ConfigError):
+        if isinstance(cause, UserError):  # already says what to fix
             raise cause from None
         raise ConfigError(
             group,

@@ -1,0 +1,80 @@
+"""Every option of the dataset, augmentation, model and loss groups, composed from its
+YAML file and trained for one epoch on tiny data. The options are found by listing the
+config folders, so a new YAML file is covered the moment it exists."""
+
+import math
+
+import pytest
+from datafiles import (
+    TORCHVISION_SETS,
+    array_set,
+    save_arrays,
+    write_image_folder,
+    write_torchvision_set,
+)
+
+from optexp.cli import CONFIG_DIR
+from optexp.train import run
+
+GROUPS = ("dataset", "augmentation", "model", "loss")
+CASES = [(g, f.stem) for g in GROUPS for f in sorted((CONFIG_DIR / g).glob("*.yaml"))]
+QUICK = (
+    "trainer.epochs=1",
+    "trainer.batch_size=32",
+    "trainer.tensorboard=false",
+    "trainer.checkpoint.keep_best=false",
+)
+
+
+def dataset_overrides(option: str, tmp_path) -> list[str]:
+    """What an option needs to train offline and fast: its files, or a small size."""
+    if option in TORCHVISION_SETS:
+        write_torchvision_set(option, tmp_path / "data")
+        return [f"data_dir={tmp_path / 'data'}", "dataset.download=false"]
+    if option == "image_folder":
+        folder = write_image_folder(tmp_path / "images")
+        return [f"dataset.path={folder}", "dataset.image_size=8"]
+    if option == "arrays":
+        return [f"dataset.path={save_arrays(tmp_path / 'set.npz', array_set())}"]
+    if option == "synthetic":
+        return ["dataset.n_samples=200"]
+    if option == "digits":
+        return ["dataset.val_fraction=0.5", "dataset.test_fraction=0.45"]  # 90 to train on
+    return []
+
+
+def tiny_images(tmp_path) -> list[str]:
+    """24 random 8x8 one-channel images of 3 classes: every model and loss can take them."""
+    path = save_arrays(tmp_path / "images.npz", array_set(n=24, shape=(1, 8, 8)))
+    return ["dataset=arrays", f"dataset.path={path}", "dataset.val_fraction=0.25"]
+
+
+def test_every_group_has_its_options():
+    found = {(g, o) for g, o in CASES}
+    assert {("dataset", "cifar100"), ("augmentation", "crop_flip")} <= found
+    assert {("model", "resnet18"), ("loss", "hinge"), ("dataset", "synthetic")} <= found
+
+
+@pytest.mark.parametrize(("group", "option"), CASES)
+def test_every_option_trains_for_an_epoch(make_cfg, tmp_path, fake_checksums, group, option):
+    if group == "dataset":
+        overrides = dataset_overrides(option, tmp_path)
+    elif group == "augmentation":
+        overrides = [*tiny_images(tmp_path), "model=cnn", "model.channels=[8]"]
+    else:
+        overrides = tiny_images(tmp_path)
+    summary = run(make_cfg(f"{group}={option}", *QUICK, *overrides), tmp_path / "run")
+    assert summary["status"] == "completed" and summary["epochs_completed"] == 1
+    assert math.isfinite(summary["test"]["loss"]) and 0 <= summary["test"]["acc"] <= 1
+
+
+@pytest.mark.parametrize(("dataset", "model"), [("arrays", "linear"), ("synthetic", "mlp")])
+def test_regression_trains_with_mse(make_cfg, tmp_path, dataset, model):
+    if dataset == "arrays":
+        path = save_arrays(tmp_path / "set.pt", array_set("regression"))
+        overrides = ["dataset=arrays", f"dataset.path={path}"]
+    else:
+        overrides = ["dataset=synthetic", "dataset.task=regression", "dataset.n_samples=200"]
+    summary = run(make_cfg(*overrides, f"model={model}", "loss=mse", *QUICK), tmp_path / "run")
+    assert summary["status"] == "completed" and math.isfinite(summary["test"]["loss"])
+    assert "acc" not in summary["test"] and "val/acc" not in summary["final"]
