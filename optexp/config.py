@@ -135,6 +135,15 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "loss.label_smoothing": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
     "dataset.val_fraction": (lambda v: 0 < v < 1, "a number in (0, 1)"),
     "dataset.test_fraction": (_fraction, "a number in [0, 1)"),
+    "dataset.noise": (_non_negative, "a number >= 0"),
+    "augmentation.flip": (lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
+    "augmentation.degrees": (_non_negative, "a number >= 0"),
+    "augmentation.brightness": (_non_negative, "a number >= 0"),
+    "augmentation.contrast": (_non_negative, "a number >= 0"),
+    "augmentation.saturation": (_non_negative, "a number >= 0"),
+    "augmentation.padding": (_non_negative, "an integer >= 0"),
+    "loss.margin": (_positive, "a number > 0"),
+    "loss.p": (lambda v: v in (1, 2), "1 | 2"),
 }
 
 GROUPS_WITH_TARGET = ("dataset", "model", "loss", "optimizer")
