@@ -93,22 +93,25 @@ def build_schedule(
     if interval not in ("epoch", "step"):
         raise ConfigError("scheduler.interval", interval, "epoch | step")
     per_interval = steps_per_epoch if interval == "step" else 1
+    warmup = int(node.get("warmup_epochs", 0) * per_interval)
     scheduler = build(
         "scheduler",
         node,
         optimizer=optimizer,
-        total_steps=epochs * per_interval,
+        total_steps=max(epochs * per_interval - warmup, 1),  # what is left after the warm-up
         epochs=epochs,
         steps_per_epoch=per_interval,
     )
-    warmup = int(node.get("warmup_epochs", 0) * per_interval)
-    if warmup and isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-        raise ConfigError(
-            "scheduler.warmup_epochs",
-            node.warmup_epochs,
-            "0 with plateau",
-            problem="cannot precede a reduce-on-plateau schedule",
-        )
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        if warmup:
+            raise ConfigError(
+                "scheduler.warmup_epochs",
+                node.warmup_epochs,
+                "0 with plateau",
+                problem="cannot precede a reduce-on-plateau schedule",
+            )
+        if interval == "step":  # it steps on the epoch's validation metric
+            raise ConfigError("scheduler.interval", interval, "epoch with plateau")
     return Schedule(with_warmup(optimizer, scheduler, warmup), interval)
 
 

@@ -6,7 +6,7 @@ import json
 def test_help_lists_groups_and_examples(optexp_cli):
     result = optexp_cli("--help")
     assert result.returncode == 0
-    for text in ("optimizer: adam", "trainer: default", "optexp -m", "tensorboard --logdir"):
+    for text in ("\noptimizer: ", "trainer: default", "optexp -m", "tensorboard --logdir"):
         assert text in result.stdout, text
 
 
