@@ -19,6 +19,11 @@ from optexp.cli import CONFIG_DIR
 
 REPO = Path(__file__).resolve().parent.parent
 
+# One thread per process, here and in the runs tests start: the suite runs many small
+# trainings on few cores, where thread contention costs more than it gains. Results are
+# compared only between runs that share this setting.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 @pytest.fixture
 def make_cfg() -> Callable[..., DictConfig]:
