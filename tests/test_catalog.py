@@ -5,16 +5,16 @@ config folders, so a new YAML file is covered the moment it exists."""
 import math
 
 import pytest
-from datafiles import (
+
+from optexp.cli import CONFIG_DIR
+from optexp.train import run
+from tests.datafiles import (
     TORCHVISION_SETS,
     array_set,
     save_arrays,
     write_image_folder,
     write_torchvision_set,
 )
-
-from optexp.cli import CONFIG_DIR
-from optexp.train import run
 
 GROUPS = ("dataset", "augmentation", "model", "loss")
 CASES = [(g, f.stem) for g in GROUPS for f in sorted((CONFIG_DIR / g).glob("*.yaml"))]

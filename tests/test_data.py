@@ -3,7 +3,11 @@
 
 import pytest
 import torch
-from datafiles import (
+
+from optexp.config import ConfigError, UserError
+from optexp.data import datasets
+from optexp.parts import build
+from tests.datafiles import (
     N_TEST,
     N_TRAIN,
     TORCHVISION_SETS,
@@ -12,10 +16,6 @@ from datafiles import (
     write_image_folder,
     write_torchvision_set,
 )
-
-from optexp.config import ConfigError, UserError
-from optexp.data import datasets
-from optexp.parts import build
 
 
 @pytest.mark.parametrize("option", sorted(TORCHVISION_SETS))
