@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -51,6 +52,15 @@ BAD_INPUTS = [
     (["trainer.checkpoint.every=0"], "trainer.checkpoint.every"),
     (["dataset.val_fraction=1.5"], "dataset.val_fraction"),
     (["-m", "--cfg", "hydra"], "Only one of --run, --multirun, --cfg"),
+    (["optimizer=momentum", "optimizer.momentum=1.0"], "optimizer.momentum"),
+    (["regularizer=l1", "regularizer.l1=-1"], "regularizer.l1"),
+    (["scheduler=plateau", "scheduler.interval=step"], "scheduler.interval"),
+    (["dataset=synthetic", "dataset.task=regression"], "loss="),
+    (["dataset=synthetic", "dataset.task=regression", "loss=hinge"], "loss="),
+    (["dataset=synthetic", "model=resnet18"], "model='resnet18' needs image input"),
+    (["dataset=arrays"], "dataset.path"),
+    (["dataset=arrays", "dataset.path=/nonexistent.npz"], "dataset.path"),
+    (["dataset=mnist", "dataset.download=false", "data_dir=nowhere"], "dataset.download=false"),
 ]
 
 
@@ -93,3 +103,22 @@ def test_debug_variable_shows_the_traceback_for_developers(tmp_path):
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     assert result.returncode != 0
     assert "Traceback" in result.stderr and "trainer.resume" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("arrays", "problem"),
+    [
+        ({"x_train": np.zeros((5, 3)), "y_train": np.zeros(4, int)}, "5 x_train but 4 y_train"),
+        ({"x_train": np.zeros((5, 3)), "y_train": np.zeros(5, int)}, "no x_test, y_test"),
+        ({"x_train": np.full((5, 3), np.nan), "y_train": np.zeros(5, int)}, "non-finite"),
+    ],
+)
+def test_bad_arrays_file_names_the_path_and_the_problem(optexp_cli, tmp_path, arrays, problem):
+    path = tmp_path / "set.npz"
+    np.savez(path, **{"x_test": np.zeros((2, 3)), "y_test": np.zeros(2, int)} | arrays)
+    if problem == "no x_test, y_test":
+        np.savez(path, **arrays)
+    result = optexp_cli("dataset=arrays", f"dataset.path={path}")
+    assert result.returncode == 2
+    assert f"dataset.path='{path}'" in result.stderr and problem in result.stderr
+    assert "Traceback" not in result.stderr
