@@ -466,10 +466,10 @@ def parser() -> argparse.ArgumentParser:
             "metrics: test/acc, test/loss (best weights); val/acc, val/loss (at the best\n"
             "epoch); epochs; wall_s.\n\n"
             "examples:\n"
-            "  optexp-report multirun/2026-01-01/10-00-00\n"
-            "  optexp-report multirun --sort test/acc --format markdown\n"
-            "  optexp-report multirun --select-best-by val/loss --over optimizer.lr\n"
-            "  optexp-report multirun --plot curves.png --curve val/acc --band std"
+            "  optexp-report outputs/multirun/2026-01-01/10-00-00\n"
+            "  optexp-report outputs/multirun --sort test/acc --format markdown\n"
+            "  optexp-report outputs/multirun --select-best-by val/loss --over optimizer.lr\n"
+            "  optexp-report outputs/multirun --plot curves.png --curve val/acc --band std"
         ),
         formatter_class=_help_formatter(),
     )
