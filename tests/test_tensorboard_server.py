@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-READY_WITHIN_S = 60
+READY_WITHIN_S = 180  # generous: a loaded 2-core CI machine starts it slowly
 
 
 def free_port() -> int:
