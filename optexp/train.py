@@ -40,6 +40,7 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -
     stopper = EarlyStopping(**trainer.early_stopping)
     config = OmegaConf.to_container(cfg, resolve=True)
     steps_per_epoch = math.ceil(len(data.train) / parts.batch_size)
+    grad_clip = trainer.grad_clip  # a config lookup costs as much as a small op: not per step
     epoch, step, metrics, best_model = 0, 0, {}, None
 
     if path := checkpoint.resume_path(run_dir, trainer.resume):
@@ -53,7 +54,7 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -
             epoch += 1
             epoch_started = time.perf_counter()
             model.train()
-            sums = torch.zeros(3, device=parts.device)  # loss * n, correct, penalty * n
+            stats = []  # per batch, on the device: summed at the epoch's end (no sync per step)
             order = epoch_order(len(data.train), cfg.data_seed, epoch, parts.device)
             batches = data.train.batches(parts.batch_size, order)
             for i, (x, y) in enumerate(tracker.batches(batches)):
@@ -65,18 +66,16 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -
                 penalty = parts.penalty() if parts.penalty is not None else loss.new_zeros(())
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss + penalty).backward()
-                if trainer.grad_clip or i == steps_per_epoch - 1:
+                if grad_clip or i == steps_per_epoch - 1:
                     scaler.unscale_(optimizer)  # clip and measure the true gradients
-                    grad_norm = nn.utils.clip_grad_norm_(
-                        model.parameters(), trainer.grad_clip or math.inf
-                    )
+                    grad_norm = nn.utils.clip_grad_norm_(model.parameters(), grad_clip or math.inf)
                 scaler.step(optimizer)
                 scaler.update()
                 parts.schedule.after_step()
                 step += 1
-                sums += batch_sums(out, y, loss, penalty, data.is_classification)
+                stats.append(batch_stats(out, y, loss, penalty, data.is_classification))
 
-            metrics = epoch_metrics(sums.tolist(), len(data.train), data.is_classification)
+            metrics = epoch_metrics(stats, data.is_classification)
             metrics |= {"grad_norm": grad_norm.item(), "weight_norm": weight_norm(model)}
             metrics |= learning_rates(optimizer)
             if diverged(metrics["train/loss"], trainer.divergence_threshold):
@@ -157,24 +156,31 @@ def mixed_precision(
     return autocast, torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
 
-def batch_sums(
+BatchStats = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, int]
+
+
+def batch_stats(
     out: torch.Tensor,
     y: torch.Tensor,
     loss: torch.Tensor,
     penalty: torch.Tensor,
     classification: bool,
-) -> torch.Tensor:
-    """This batch's share of the epoch sums, kept on the device (no sync per step)."""
-    n = len(y)
-    correct = (out.argmax(1) == y).sum() if classification else loss.new_zeros(())
-    return torch.stack([loss.detach().float() * n, correct.float(), penalty.detach().float() * n])
+) -> BatchStats:
+    """This batch's mean loss, correct count, penalty and size, left on the device: fewer
+    small ops per step than adding them into running sums, which costs on a CPU."""
+    correct = (out.argmax(1) == y).sum() if classification else None
+    return loss.detach(), correct, penalty.detach(), len(y)
 
 
-def epoch_metrics(sums: list[float], n: int, classification: bool) -> dict[str, float]:
-    loss, correct, penalty = (s / n for s in sums)
+def epoch_metrics(stats: list[BatchStats], classification: bool) -> dict[str, float]:
+    """Sample-weighted means of the epoch's batch statistics, read once per epoch."""
+    losses, corrects, penalties, sizes = zip(*stats, strict=True)
+    n = torch.tensor(sizes, dtype=torch.float32, device=losses[0].device)
+    sums = torch.stack([torch.stack(losses).float(), torch.stack(penalties).float()]) @ n
+    loss, penalty = (sums / n.sum()).tolist()
     metrics = {"train/loss": loss, "train/penalty": penalty}
     if classification:
-        metrics["train/acc"] = correct
+        metrics["train/acc"] = torch.stack(corrects).sum().item() / sum(sizes)
     return metrics
 
 
