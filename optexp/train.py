@@ -63,9 +63,9 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -
                 with autocast():
                     out = model(x)
                     loss = parts.loss_fn(out, y)
-                penalty = parts.penalty() if parts.penalty is not None else loss.new_zeros(())
+                penalty = parts.penalty() if parts.penalty is not None else None
                 optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss + penalty).backward()
+                scaler.scale(loss if penalty is None else loss + penalty).backward()
                 if grad_clip or i == steps_per_epoch - 1:
                     scaler.unscale_(optimizer)  # clip and measure the true gradients
                     grad_norm = nn.utils.clip_grad_norm_(model.parameters(), grad_clip or math.inf)
@@ -156,32 +156,37 @@ def mixed_precision(
     return autocast, torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
 
-BatchStats = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, int]
+BatchStats = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, int]
 
 
 def batch_stats(
     out: torch.Tensor,
     y: torch.Tensor,
     loss: torch.Tensor,
-    penalty: torch.Tensor,
+    penalty: torch.Tensor | None,
     classification: bool,
 ) -> BatchStats:
     """This batch's mean loss, correct count, penalty and size, left on the device: fewer
     small ops per step than adding them into running sums, which costs on a CPU."""
     correct = (out.argmax(1) == y).sum() if classification else None
-    return loss.detach(), correct, penalty.detach(), len(y)
+    return loss.detach(), correct, None if penalty is None else penalty.detach(), len(y)
 
 
 def epoch_metrics(stats: list[BatchStats], classification: bool) -> dict[str, float]:
     """Sample-weighted means of the epoch's batch statistics, read once per epoch."""
     losses, corrects, penalties, sizes = zip(*stats, strict=True)
     n = torch.tensor(sizes, dtype=torch.float32, device=losses[0].device)
-    sums = torch.stack([torch.stack(losses).float(), torch.stack(penalties).float()]) @ n
-    loss, penalty = (sums / n.sum()).tolist()
-    metrics = {"train/loss": loss, "train/penalty": penalty}
+    metrics = {
+        "train/loss": weighted_mean(losses, n),
+        "train/penalty": 0.0 if penalties[0] is None else weighted_mean(penalties, n),
+    }
     if classification:
         metrics["train/acc"] = torch.stack(corrects).sum().item() / sum(sizes)
     return metrics
+
+
+def weighted_mean(values: tuple[torch.Tensor, ...], weights: torch.Tensor) -> float:
+    return (torch.stack(values).float() @ weights / weights.sum()).item()
 
 
 @torch.no_grad()
