@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import os
 import signal
+import string
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -17,13 +18,14 @@ from typing import NoReturn
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from optexp.config import UserError, check
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 USER_ERROR = 2
+HELP_FLAGS = ("--help", "-h")
 _job_started = False
 
 
@@ -55,7 +57,12 @@ def main() -> None:
     """Console entry point: user errors, Hydra's included, print one line and exit 2."""
     debug = bool(os.environ.get("OPTEXP_DEBUG") or os.environ.get("HYDRA_FULL_ERROR"))
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let Hydra's errors reach us instead of printing
+    args = sys.argv[1:]
+    other_flags = [arg for arg in args if arg.startswith("-") and arg not in HELP_FLAGS]
     try:
+        if any(arg in HELP_FLAGS for arg in args) and not other_flags:
+            print_help([arg for arg in args if arg not in HELP_FLAGS])
+            return
         train_from_config()
     except (UserError, HydraException, OmegaConfBaseException) as error:
         fail(error, debug)
@@ -65,6 +72,8 @@ def main() -> None:
         fail(error, debug)
     except KeyboardInterrupt:  # a second Ctrl-C, or one before training started
         sys.exit(128 + signal.SIGINT)
+    except BrokenPipeError:  # `optexp --help | head`: the reader left, nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def fail(error: Exception, debug: bool) -> NoReturn:
@@ -73,6 +82,31 @@ def fail(error: Exception, debug: bool) -> NoReturn:
     print(f"optexp: error: {describe(error)}", file=sys.stderr)
     print("(set OPTEXP_DEBUG=1 for the traceback)", file=sys.stderr)
     sys.exit(USER_ERROR)
+
+
+def print_help(overrides: list[str]) -> None:
+    """Print what Hydra's --help prints, from one composition. (Hydra's own help lists the
+    groups by copying its whole config store once per group: over a second.)"""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    groups = "".join(
+        f"{group.name}: {', '.join(options(group))}\n"
+        for group in sorted(CONFIG_DIR.iterdir())
+        if group.is_dir()
+    )
+    job = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+    print(
+        string.Template(cfg.hydra.help.template).safe_substitute(
+            APP_CONFIG_GROUPS=groups, CONFIG=OmegaConf.to_yaml(job)
+        )
+    )
+
+
+def options(group: Path) -> list[str]:
+    """The option names of a config group folder, nested ones as e.g. `textbook/adam`."""
+    return sorted(str(path.relative_to(group).with_suffix("")) for path in group.rglob("*.yaml"))
 
 
 def describe(error: BaseException) -> str:

@@ -65,6 +65,8 @@ class TrainerConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     resume: str | None = None
     tensorboard: bool = True
+    compile: bool = False
+    channels_last: bool = False
 
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from optexp.config import ConfigError, UserError
-from optexp.data import Data
+from optexp.data import Data, Split
 from optexp.optim import param_groups
 from optexp.optim.schedules import Schedule, with_warmup
 
@@ -31,6 +31,8 @@ OWN_KEYS = {
     "scheduler": ("interval", "warmup_epochs"),
 }
 CLASSIFICATION_ONLY_LOSSES = (nn.CrossEntropyLoss, nn.NLLLoss, nn.MultiMarginLoss)
+# Devices where torch's Adam, AdamW, SGD and Adagrad have fused kernels.
+FUSED_DEVICES = ("cpu", "cuda")
 
 
 @dataclass
@@ -55,6 +57,11 @@ def build_parts(cfg: DictConfig) -> Parts:
     data = build("dataset", cfg.dataset, data_dir=cfg.data_dir).to(device)
     model = build("model", cfg.model, input_shape=data.input_shape, num_outputs=data.num_outputs)
     model = model.to(device)
+    if cfg.trainer.channels_last and len(data.input_shape) == 3:  # images: (C, H, W)
+        data = channels_last(data)
+        model = model.to(memory_format=torch.channels_last)  # converts 4-D weights only
+    if cfg.trainer.compile:
+        model.compile()  # in place: state_dict keys, hence checkpoints, stay the same
     loss_fn = build("loss", cfg.loss)
     if isinstance(loss_fn, CLASSIFICATION_ONLY_LOSSES) and not data.is_classification:
         raise ConfigError(
@@ -69,7 +76,7 @@ def build_parts(cfg: DictConfig) -> Parts:
     groups = param_groups(
         model, opt.get("weight_decay", 0.0), opt.get("decay_bias_and_norm", False)
     )
-    optimizer = build("optimizer", opt, params=groups)
+    optimizer = build("optimizer", opt, params=groups, **fused_kernel(opt, device))
 
     steps_per_epoch = -(-len(data.train) // batch_size)
     return Parts(
@@ -83,6 +90,27 @@ def build_parts(cfg: DictConfig) -> Parts:
         augment=build_optional("augmentation", cfg.augmentation, mean=data.mean, std=data.std),
         batch_size=batch_size,
     )
+
+
+def channels_last(data: Data) -> Data:
+    """Image splits in (N, C, H, W) channels-last layout; indexed batches keep it."""
+
+    def convert(split: Split | None) -> Split | None:
+        if split is None:
+            return None
+        return Split(split.x.contiguous(memory_format=torch.channels_last), split.y)
+
+    return replace(data, train=convert(data.train), val=convert(data.val), test=convert(data.test))
+
+
+def fused_kernel(node: DictConfig, device: torch.device) -> dict[str, bool]:
+    """`fused=True` (one kernel updates every parameter) unless the node picks an
+    implementation itself. Torch's own default is a loop over tensors on CPU and
+    `foreach` on CUDA; `build` passes `fused` only to optimizers that accept it."""
+    chosen = node.get("fused") is not None or node.get("foreach") is not None
+    if chosen or node.get("differentiable") or device.type not in FUSED_DEVICES:
+        return {}
+    return {"fused": True}
 
 
 def build_schedule(

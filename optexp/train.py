@@ -142,12 +142,14 @@ def train_epoch(
     sums: torch.Tensor,
     stop: StopRequest,
 ) -> tuple[int, torch.Tensor | None]:
-    """One optimizer step per batch, adding each batch's loss, accuracy and penalty to `sums`
-    (on the device: no sync per step). Returns the index the epoch got to (short of
-    `parts.steps_per_epoch` if `stop` was set) and the gradient norm at its last step."""
+    """One optimizer step per batch, adding each batch's loss, accuracy and penalty to `sums`.
+    Returns the index the epoch got to (short of `parts.steps_per_epoch` if `stop` was set)
+    and the gradient norm at its last step."""
     model, optimizer, last = parts.model, parts.optimizer, parts.steps_per_epoch - 1
+    grad_clip = trainer.grad_clip  # a config lookup costs as much as a small op: not per step
+    classification = parts.data.is_classification
     model.train()
-    done, grad_norm = first, None
+    done, grad_norm, stats = first, None, []
     for x, y in batches:
         if stop:
             break
@@ -156,17 +158,19 @@ def train_epoch(
         with autocast():
             out = model(x)
             loss = parts.loss_fn(out, y)
-        penalty = parts.penalty() if parts.penalty is not None else loss.new_zeros(())
+        penalty = parts.penalty() if parts.penalty is not None else None
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss + penalty).backward()
-        if trainer.grad_clip or done == last:
+        scaler.scale(loss if penalty is None else loss + penalty).backward()
+        if grad_clip or done == last:
             scaler.unscale_(optimizer)  # clip and measure the true gradients
-            grad_norm = nn.utils.clip_grad_norm_(model.parameters(), trainer.grad_clip or math.inf)
+            grad_norm = nn.utils.clip_grad_norm_(model.parameters(), grad_clip or math.inf)
         scaler.step(optimizer)
         scaler.update()
         parts.schedule.after_step()
-        sums += batch_sums(out, y, loss, penalty, parts.data.is_classification)
+        stats.append(batch_stats(out, y, loss, penalty, classification))
         done += 1
+    if stats:
+        sums += stats_sums(stats)
     return done, grad_norm
 
 
@@ -222,17 +226,34 @@ def mixed_precision(
     return autocast, torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
 
-def batch_sums(
+BatchStats = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, int]
+
+
+def batch_stats(
     out: torch.Tensor,
     y: torch.Tensor,
     loss: torch.Tensor,
-    penalty: torch.Tensor,
+    penalty: torch.Tensor | None,
     classification: bool,
-) -> torch.Tensor:
-    """This batch's share of the epoch sums, kept on the device (no sync per step)."""
-    n = len(y)
-    correct = (out.argmax(1) == y).sum() if classification else loss.new_zeros(())
-    return torch.stack([loss.detach().float() * n, correct.float(), penalty.detach().float() * n])
+) -> BatchStats:
+    """This batch's mean loss, correct count, penalty and size, left on the device: no sync
+    per step, and fewer small ops than adding into running sums (which costs on a CPU)."""
+    correct = (out.argmax(1) == y).sum() if classification else None
+    return loss.detach(), correct, None if penalty is None else penalty.detach(), len(y)
+
+
+def stats_sums(stats: list[BatchStats]) -> torch.Tensor:
+    """[loss * n, correct, penalty * n] summed over the batches, as one device tensor."""
+    losses, corrects, penalties, sizes = zip(*stats, strict=True)
+    n = torch.tensor(sizes, dtype=torch.float32, device=losses[0].device)
+    zero = n.new_zeros(())
+    return torch.stack(
+        [
+            torch.stack(losses).float() @ n,
+            zero if corrects[0] is None else torch.stack(corrects).sum().float(),
+            zero if penalties[0] is None else torch.stack(penalties).float() @ n,
+        ]
+    )
 
 
 def epoch_metrics(sums: list[float], n: int, classification: bool) -> dict[str, float]:

@@ -12,8 +12,10 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from optexp import checkpoint
+from optexp import checkpoint, train
 from optexp.checkpoint import CheckpointError
+from optexp.signals import StopRequest
+from optexp.train import run
 from tests.conftest import REPO
 
 COMPARED = ("test", "best", "best_epoch", "epochs_completed", "status", "global_step")
@@ -62,8 +64,8 @@ def test_run_killed_with_sigkill_resumes_to_the_uninterrupted_result(optexp_cli,
     assert logged_steps(killed, "train/loss") == list(range(1, epochs + 1))  # no gaps, no repeats
 
 
-def test_sigterm_mid_epoch_checkpoints_and_the_resumed_run_matches(optexp_cli, tmp_path):
-    args = ("trainer.epochs=3", "trainer.batch_size=4", "model.dropout=0.2")
+def test_sigterm_checkpoints_and_the_resumed_run_matches(optexp_cli, tmp_path):
+    args = ("trainer.epochs=3", "trainer.batch_size=1", "model.dropout=0.2")
     assert optexp_cli(*args, run_dir=tmp_path / "whole").returncode == 0
 
     stopped = tmp_path / "stopped"
@@ -71,19 +73,47 @@ def test_sigterm_mid_epoch_checkpoints_and_the_resumed_run_matches(optexp_cli, t
     for line in process.stdout:
         if line.startswith("epoch 1/3"):
             break
-    time.sleep(0.3)  # well inside epoch 2 (hundreds of steps)
+    time.sleep(0.05)  # into epoch 2: 1258 steps of one sample each
     process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=60)
+    _, stderr = process.communicate(timeout=120)
     assert process.returncode == 128 + signal.SIGTERM
     assert "SIGTERM received" in stderr and "Traceback" not in stderr
     assert metrics(stopped)["status"] == "interrupted"
     state = checkpoint.load(stopped / "checkpoints" / "last.pt")
-    assert state["progress"]["epoch"] == 1 and 0 < state["progress"]["batches_done"] < 315
+    assert state["progress"]["epoch"] < 3
 
     resumed = optexp_cli(*args, f"trainer.resume={stopped}", run_dir=stopped)
     assert resumed.returncode == 0, resumed.stderr
     whole, again = metrics(tmp_path / "whole"), metrics(stopped)
     assert {k: again[k] for k in COMPARED} == {k: whole[k] for k in COMPARED}
+
+
+class StopAfter(StopRequest):
+    """A stop request that arrives after 30 optimizer steps (it is asked once per step)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.remaining = 30
+
+    def __bool__(self) -> bool:
+        if self.remaining == 0:
+            self.signal = signal.SIGTERM
+        self.remaining -= 1
+        return super().__bool__()
+
+
+def test_a_stop_mid_epoch_resumes_from_that_batch_exactly(make_cfg, tmp_path, monkeypatch):
+    cfg = make_cfg("trainer.epochs=2", "model.dropout=0.2", "trainer.batch_size=32")
+    whole = run(cfg, tmp_path / "whole")
+    monkeypatch.setattr(train, "StopRequest", StopAfter)
+    stopped = run(cfg, tmp_path / "stopped")  # 30 steps: epoch 1 has 40 batches
+    state = checkpoint.load(tmp_path / "stopped" / "checkpoints" / "last.pt")
+    assert stopped["status"] == "interrupted" and stopped["signal"] == signal.SIGTERM
+    assert state["progress"]["epoch"] == 0 and state["progress"]["batches_done"] == 30
+    monkeypatch.undo()
+    resumed = run(cfg, tmp_path / "stopped")
+    assert {k: resumed[k] for k in COMPARED} == {k: whole[k] for k in COMPARED}
+    assert resumed["final"]["train/loss"] == whole["final"]["train/loss"]
 
 
 class Exploit:
