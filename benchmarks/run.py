@@ -161,20 +161,16 @@ def epoch_seconds(tensorboard_dir: Path) -> float:
 def process_part(args: argparse.Namespace) -> None:
     """The whole process as a user starts it, and its peak memory."""
     with tempfile.TemporaryDirectory() as tmp:
-        ours = lambda: run_child(  # noqa: E731
-            optexp_cmd(WORKLOAD, f"trainer.epochs={args.epochs}", f"hydra.run.dir={tmp}/o"),
-            args.threads,
-        )
-        theirs = lambda: run_child(  # noqa: E731
-            [
-                sys.executable,
-                str(HANDWRITTEN),
-                f"--run-dir={tmp}/h",
-                f"--epochs={args.epochs}",
-                f"--threads={args.threads}",
-            ],
-            args.threads,
-        )
+
+        def ours() -> Sample:
+            cmd = optexp_cmd(WORKLOAD, f"trainer.epochs={args.epochs}", f"hydra.run.dir={tmp}/o")
+            return run_child(cmd, args.threads)
+
+        def theirs() -> Sample:
+            cmd = [sys.executable, str(HANDWRITTEN), f"--run-dir={tmp}/h"]
+            cmd += [f"--epochs={args.epochs}", f"--threads={args.threads}"]
+            return run_child(cmd, args.threads)
+
         a, b = alternate(args.reps, ours, theirs)
     report(f"whole process, wall (median of {args.reps})", a, b, 1.10)
     report(f"whole process, CPU (median of {args.reps})", a, b, 1.10, "cpu_s")
@@ -252,8 +248,9 @@ def sweep_part(args: argparse.Namespace) -> None:
             )
 
         a, b = alternate(args.sweep_reps, sweep, separate)
-    report(f"{args.jobs}-job sweep vs {args.jobs} invocations, wall", a, b, 0.60)
-    report(f"{args.jobs}-job sweep vs {args.jobs} invocations, CPU", a, b, 0.60, "cpu_s")
+    figure = f"{args.jobs}-job sweep vs {args.jobs} runs ({args.sweep_reps} rep)"
+    report(f"{figure}, wall", a, b, 0.60)
+    report(f"{figure}, CPU", a, b, 0.60, "cpu_s")
 
 
 PARTS = {"train": train_part, "process": process_part, "startup": startup_part, "sweep": sweep_part}
