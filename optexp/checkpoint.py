@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import pickle
 import random
@@ -16,6 +17,8 @@ from optexp.config import ConfigError, UserError, flatten
 
 # Keys that may change between a checkpoint and its resumed run.
 RESUMABLE_CHANGES = (
+    "trainer.compile",
+    "trainer.channels_last",
     "trainer.epochs",
     "trainer.resume",
     "trainer.checkpoint",
@@ -28,23 +31,27 @@ class CheckpointError(UserError):
     """A checkpoint cannot be written or read; the message names the file."""
 
 
-def save(state: dict[str, Any], path: Path) -> None:
-    """Write to a temporary file beside `path`, fsync, then rename over it: a kill or a
-    full disk mid-save leaves the previous checkpoint intact."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as error:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise CheckpointError(
-            f"cannot write checkpoint {path}: {error.strerror or error}"
-        ) from None
+def save(state: dict[str, Any], *paths: Path) -> None:
+    """Serialize once, then for each path write a temporary file beside it, fsync and
+    rename it over the path: a kill or a full disk mid-save leaves the previous
+    checkpoint intact."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    for path in paths:
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as f:
+                f.write(buffer.getbuffer())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise CheckpointError(
+                f"cannot write checkpoint {path}: {error.strerror or error}"
+            ) from None
 
 
 def load(path: Path) -> dict[str, Any]:

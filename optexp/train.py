@@ -60,8 +60,8 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -
         checkpoint.check_compatible(state["config"], config, path)
         progress = restore(state, parts, scaler, stopper)
 
-    def save(path: Path) -> None:
-        checkpoint.save(snapshot(parts, scaler, stopper, config, progress), path)
+    def save(*paths: Path) -> None:
+        checkpoint.save(snapshot(parts, scaler, stopper, config, progress), *paths)
 
     status = "completed"
     tracker = Tracker(
@@ -108,14 +108,17 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -
             progress = replace(
                 progress, epoch=epoch, batches_done=0, sums=[0.0] * 3, metrics=metrics
             )
+            due = []  # serialized once, however many files it goes to
             if (
                 epoch % trainer.checkpoint.every == 0
                 or epoch == trainer.epochs
                 or stopper.should_stop
             ):
-                save(last_pt)
+                due.append(last_pt)
             if improved and trainer.checkpoint.keep_best:
-                save(best_pt)
+                due.append(best_pt)
+            if due:
+                save(*due)
 
         if status == "completed" and stopper.should_stop:
             status = "early_stopped"
