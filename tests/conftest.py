@@ -6,9 +6,11 @@ import os
 import subprocess
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -63,12 +65,17 @@ def optexp_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]
 
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every download in-process fails at once, as on a machine without network."""
+    """Every download in-process fails at once, as on a machine without network; servers a
+    test starts on this machine's loopback stay reachable."""
+    real_urlopen = urllib.request.urlopen
 
-    def refuse(*args: object, **kwargs: object) -> None:
+    def loopback_only(url: str | urllib.request.Request, *args: Any, **kwargs: Any) -> Any:
+        address = url.full_url if isinstance(url, urllib.request.Request) else url
+        if urllib.parse.urlsplit(address).hostname in ("127.0.0.1", "localhost"):
+            return real_urlopen(url, *args, **kwargs)
         raise urllib.error.URLError(OSError(-3, "Temporary failure in name resolution"))
 
-    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    monkeypatch.setattr(urllib.request, "urlopen", loopback_only)
 
 
 @pytest.fixture

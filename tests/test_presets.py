@@ -14,7 +14,8 @@ PRESETS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 def sweep_params(preset: str) -> dict[str, list[str]]:
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("config", overrides=[f"experiment={preset}"], return_hydra_config=True)
-    return {key: str(values).split(",") for key, values in cfg.hydra.sweeper.params.items()}
+    params = cfg.hydra.sweeper.params or {}  # a preset without a sweep has none
+    return {key: str(values).split(",") for key, values in params.items()}
 
 
 @pytest.mark.parametrize("preset", PRESETS)
