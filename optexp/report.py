@@ -361,8 +361,8 @@ def to_table(report: Report) -> str:
         table.add_column(name, justify="right" if i >= first_number else "left")
     for row in cells:
         table.add_row(*row)
-    # The terminal's width (or COLUMNS); off a terminal wide enough not to wrap numbers.
-    width = shutil.get_terminal_size((200, 24)).columns
+    # The terminal's width; off a terminal (a file, a pipe) wide enough not to wrap numbers.
+    width = shutil.get_terminal_size().columns if sys.stdout.isatty() else 200
     console = Console(file=io.StringIO(), width=width, highlight=False)
     console.print(table)
     return console.file.getvalue().rstrip("\n")
