@@ -46,10 +46,7 @@ class Parts:
     penalty: Callable[[], torch.Tensor] | None
     augment: Callable[[torch.Tensor], torch.Tensor] | None
     batch_size: int
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return -(-len(self.data.train) // self.batch_size)
+    steps_per_epoch: int
 
 
 def build_parts(cfg: DictConfig) -> Parts:
@@ -89,6 +86,7 @@ def build_parts(cfg: DictConfig) -> Parts:
         penalty=build_optional("regularizer", cfg.regularizer, model=model),
         augment=build_optional("augmentation", cfg.augmentation, mean=data.mean, std=data.std),
         batch_size=batch_size,
+        steps_per_epoch=steps_per_epoch,
     )
 
 

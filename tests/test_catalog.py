@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from optexp.cli import CONFIG_DIR
+from optexp.cli import CONFIG_DIR, options
 from optexp.train import run
 from tests.datafiles import (
     TORCHVISION_SETS,
@@ -17,7 +17,7 @@ from tests.datafiles import (
 )
 
 GROUPS = ("dataset", "augmentation", "model", "loss")
-CASES = [(g, f.stem) for g in GROUPS for f in sorted((CONFIG_DIR / g).glob("*.yaml"))]
+CASES = [(g, option) for g in GROUPS for option in options(CONFIG_DIR / g)]
 QUICK = (
     "trainer.epochs=1",
     "trainer.batch_size=32",

@@ -9,15 +9,12 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from optexp import checkpoint
-from optexp.cli import CONFIG_DIR
+from optexp.cli import CONFIG_DIR, options
 from optexp.optim import param_groups, textbook
 from optexp.parts import build_parts
 from optexp.train import run
 
-OPTIONS = sorted(
-    p.relative_to(CONFIG_DIR / "optimizer").with_suffix("").as_posix()
-    for p in (CONFIG_DIR / "optimizer").rglob("*.yaml")
-)
+OPTIONS = options(CONFIG_DIR / "optimizer")
 TINY = ("trainer.epochs=1", "model.hidden=[16]", "trainer.batch_size=256")
 
 

@@ -5,10 +5,10 @@ import json
 import pytest
 from hydra import compose, initialize_config_dir
 
-from optexp.cli import CONFIG_DIR
+from optexp.cli import CONFIG_DIR, options
 from optexp.config import check
 
-PRESETS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
+PRESETS = options(CONFIG_DIR / "experiment")
 
 
 def sweep_params(preset: str) -> dict[str, list[str]]:

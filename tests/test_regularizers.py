@@ -7,12 +7,12 @@ import pytest
 import torch
 from torch import nn
 
-from optexp.cli import CONFIG_DIR
+from optexp.cli import CONFIG_DIR, options
 from optexp.parts import build_parts
 from optexp.regularizers import NormPenalty
 from optexp.train import run
 
-OPTIONS = sorted(p.stem for p in (CONFIG_DIR / "regularizer").glob("*.yaml"))
+OPTIONS = options(CONFIG_DIR / "regularizer")
 
 
 @pytest.fixture

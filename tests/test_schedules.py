@@ -8,12 +8,12 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
-from optexp.cli import CONFIG_DIR
+from optexp.cli import CONFIG_DIR, options
 from optexp.config import ConfigError
 from optexp.parts import build_schedule
 from optexp.train import run
 
-OPTIONS = sorted(p.stem for p in (CONFIG_DIR / "scheduler").glob("*.yaml"))
+OPTIONS = options(CONFIG_DIR / "scheduler")
 LR = 0.1
 
 
