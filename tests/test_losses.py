@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from optexp.config import ConfigError
@@ -47,3 +48,11 @@ def test_classification_losses_are_refused_for_regression(make_cfg, loss):
     cfg = make_cfg("dataset=synthetic", "dataset.task=regression", f"loss={loss}")
     with pytest.raises(ConfigError, match="mse for a regression dataset"):
         build_parts(cfg)
+
+
+def test_a_nested_target_inside_a_part_is_built_by_hydra():
+    node = OmegaConf.create(
+        {"_target_": "torch.nn.CrossEntropyLoss", "weight": {"_target_": "torch.ones", "size": [3]}}
+    )
+    loss = build("loss", node)
+    assert isinstance(loss, nn.CrossEntropyLoss) and torch.equal(loss.weight, torch.ones(3))
