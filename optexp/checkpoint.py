@@ -7,6 +7,7 @@ import io
 import os
 import pickle
 import random
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,18 @@ def save(state: dict[str, Any], *paths: Path) -> None:
     """Write `state` to each path atomically: a temporary file beside it, fsynced, then
     renamed over it, so a kill or a full disk mid-save leaves the previous checkpoint
     intact. Serialized and written once; further paths are hard links to the first."""
+    write(serialize(state), *paths)
+
+
+def serialize(state: dict[str, Any]) -> memoryview:
+    """The bytes of `torch.save(state)`: a copy, unaffected by later training steps."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
+    return buffer.getbuffer()
+
+
+def write(data: memoryview, *paths: Path) -> None:
+    """The file half of `save`: `data` to each path, atomically."""
     first = None
     for path in paths:
         tmp = path.with_name(f".{path.name}.tmp")
@@ -44,7 +55,7 @@ def save(state: dict[str, Any], *paths: Path) -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
             if first is None or not _linked(first, tmp):
                 with open(tmp, "wb") as f:
-                    f.write(buffer.getbuffer())
+                    f.write(data)
                     f.flush()
                     os.fsync(f.fileno())
             os.replace(tmp, path)
@@ -55,6 +66,44 @@ def save(state: dict[str, Any], *paths: Path) -> None:
             raise CheckpointError(
                 f"cannot write checkpoint {path}: {error.strerror or error}"
             ) from None
+
+
+class Writer:
+    """Saves checkpoints with the disk work on a background thread.
+
+    `save` serializes the state at once (a consistent copy) and returns; writing, fsync
+    and rename overlap the next epoch. Writes happen one at a time, in order: each `save`
+    first waits for the previous one, and a failed write raises its CheckpointError there
+    or on leaving the `with` block, which waits for the last write to be on disk.
+    """
+
+    def __init__(self) -> None:
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="optexp-checkpoint")
+        self._pending: Future[None] | None = None
+
+    def save(self, state: dict[str, Any], *paths: Path) -> None:
+        data = serialize(state)
+        self.wait()
+        self._pending = self._thread.submit(write, data, *paths)
+
+    def wait(self) -> None:
+        """Block until the last save is on disk; raise its error if it failed."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        try:
+            if exc_type is None:
+                self.wait()
+            else:  # finish the write, but report the error already on its way
+                with contextlib.suppress(CheckpointError):
+                    self.wait()
+        finally:
+            self._thread.shutdown()
 
 
 def _linked(source: Path, link: Path) -> bool:
@@ -136,7 +185,7 @@ def rng_state() -> dict[str, Any]:
 
 def _python_state() -> dict[str, Any]:
     version, keys, gauss = random.getstate()  # 625 ints: one tensor pickles much faster
-    return {"version": version, "keys": torch.tensor(keys, dtype=torch.int64), "gauss": gauss}
+    return {"version": version, "keys": torch.from_numpy(np.array(keys, np.int64)), "gauss": gauss}
 
 
 def set_rng_state(state: dict[str, Any]) -> None:

@@ -10,7 +10,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from torch import nn
 
 import optexp
 from optexp import checkpoint
-from optexp.config import ConfigError, flatten
+from optexp.config import ConfigError, TrainerConfig, flatten
 from optexp.data import Split, epoch_order
 from optexp.parts import Parts, build_parts
 from optexp.signals import StopRequest
@@ -47,11 +47,13 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -
     started = time.perf_counter()
     seed_everything(cfg.seed)
     parts = build_parts(cfg)
-    trainer, data, model = cfg.trainer, parts.data, parts.model
+    # Plain dataclasses from here on: a DictConfig lookup costs as much as a small tensor op.
+    trainer: TrainerConfig = OmegaConf.to_object(cfg.trainer)
+    data, model = parts.data, parts.model
     if trainer.early_stopping.monitor == "val/acc" and not data.is_classification:
         raise ConfigError("trainer.early_stopping.monitor", "val/acc", "val/loss for regression")
     autocast, scaler = mixed_precision(trainer.precision, parts.device)
-    stopper = EarlyStopping(**trainer.early_stopping)
+    stopper = EarlyStopping(**vars(trainer.early_stopping))
     config = OmegaConf.to_container(cfg, resolve=True)
     last_pt, best_pt = run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "best.pt"
     progress = Progress()
@@ -60,14 +62,16 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -
         checkpoint.check_compatible(state["config"], config, path)
         progress = restore(state, parts, scaler, stopper)
 
+    writer = checkpoint.Writer()
+
     def save(*paths: Path) -> None:
-        checkpoint.save(snapshot(parts, scaler, stopper, config, progress), *paths)
+        writer.save(snapshot(parts, scaler, stopper, config, progress), *paths)
 
     status = "completed"
     tracker = Tracker(
         run_dir, trainer.epochs, parts.steps_per_epoch, trainer.tensorboard, progress.epoch
     )
-    with tracker, StopRequest() as stop:
+    with tracker, writer, StopRequest() as stop:
         while progress.epoch < trainer.epochs and not stopper.should_stop:
             epoch, epoch_started = progress.epoch + 1, time.perf_counter()
             order = epoch_order(len(data.train), cfg.data_seed, epoch, parts.device)
@@ -137,7 +141,7 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -
 
 def train_epoch(
     parts: Parts,
-    trainer: DictConfig,
+    trainer: TrainerConfig,
     autocast: Callable[[], AbstractContextManager[Any]],
     scaler: torch.amp.GradScaler,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
@@ -149,7 +153,6 @@ def train_epoch(
     Returns the index the epoch got to (short of `parts.steps_per_epoch` if `stop` was set)
     and the gradient norm at its last step."""
     model, optimizer, last = parts.model, parts.optimizer, parts.steps_per_epoch - 1
-    grad_clip = trainer.grad_clip  # a config lookup costs as much as a small op: not per step
     classification = parts.data.is_classification
     model.train()
     done, grad_norm, stats = first, None, []
@@ -164,9 +167,9 @@ def train_epoch(
         penalty = parts.penalty() if parts.penalty is not None else None
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss if penalty is None else loss + penalty).backward()
-        if grad_clip or done == last:
+        if trainer.grad_clip or done == last:
             scaler.unscale_(optimizer)  # clip and measure the true gradients
-            grad_norm = nn.utils.clip_grad_norm_(model.parameters(), grad_clip or math.inf)
+            grad_norm = clip_gradients(model, trainer.grad_clip)
         scaler.step(optimizer)
         scaler.update()
         parts.schedule.after_step()
@@ -296,10 +299,15 @@ def evaluate(
     return result
 
 
+def clip_gradients(model: nn.Module, max_norm: float | None) -> torch.Tensor:
+    """The global gradient norm (before clipping); gradients scaled down to `max_norm` if set."""
+    if max_norm:
+        return nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    return nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+
+
 def weight_norm(model: nn.Module) -> float:
-    return torch.linalg.vector_norm(
-        torch.stack([torch.linalg.vector_norm(p.detach().float()) for p in model.parameters()])
-    ).item()
+    return nn.utils.get_total_norm(p.detach() for p in model.parameters()).item()
 
 
 def learning_rates(optimizer: torch.optim.Optimizer) -> dict[str, float]:
@@ -329,13 +337,17 @@ def snapshot(
     progress: Progress,
 ) -> dict[str, Any]:
     """Everything needed to continue exactly where the run is now: plain state only."""
+    model = parts.model.state_dict()
+    position = vars(progress).copy()  # not asdict: that deep-copies the best weights
+    if stopper.best_epoch == progress.epoch:  # the best weights are the current ones:
+        position["best_model"] = model  # torch.save stores tensors it meets twice once
     return {
-        "model": parts.model.state_dict(),
+        "model": model,
         "optimizer": parts.optimizer.state_dict(),
         "scheduler": parts.schedule.state_dict(),
         "scaler": scaler.state_dict(),
         "early_stopping": stopper.state_dict(),
-        "progress": asdict(progress),
+        "progress": position,
         "rng": checkpoint.rng_state(),
         "config": config,
     }

@@ -30,6 +30,10 @@ def start(tmp_path: Path, run_dir: Path, *args: str) -> subprocess.Popen[str]:
     )
 
 
+def disk_full(*args: object) -> None:
+    raise OSError(28, "No space left on device")
+
+
 def metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
@@ -162,15 +166,46 @@ def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "last.pt"
     checkpoint.save({"version": torch.tensor(1)}, path)
 
-    def disk_full(*args, **kwargs):
-        raise OSError(28, "No space left on device")
-
     monkeypatch.setattr(os, "fsync", disk_full)  # where a full disk shows at the latest
     with pytest.raises(CheckpointError, match=f"cannot write checkpoint {path}: No space left"):
         checkpoint.save({"version": torch.tensor(2)}, path)
     monkeypatch.undo()
     assert checkpoint.load(path)["version"].item() == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no temporary left over
+
+
+def test_background_writes_land_in_order_and_are_on_disk_when_the_block_ends(tmp_path):
+    last, best = tmp_path / "last.pt", tmp_path / "best.pt"
+    with checkpoint.Writer() as writer:
+        for version in range(5):
+            writer.save({"version": torch.tensor(version)}, last, best)
+    assert checkpoint.load(last)["version"].item() == 4
+    assert checkpoint.load(best)["version"].item() == 4
+
+
+def test_a_failed_background_write_raises_at_the_next_save_and_keeps_the_previous(
+    tmp_path, monkeypatch
+):
+    path = tmp_path / "last.pt"
+    with checkpoint.Writer() as writer:
+        writer.save({"version": torch.tensor(1)}, path)
+        writer.wait()
+        monkeypatch.setattr(os, "fsync", disk_full)
+        writer.save({"version": torch.tensor(2)}, path)
+        with pytest.raises(CheckpointError, match="cannot write checkpoint"):
+            writer.save({"version": torch.tensor(3)}, path)
+    monkeypatch.undo()
+    assert checkpoint.load(path)["version"].item() == 1
+
+
+def test_a_failed_last_write_raises_when_the_block_ends(tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where a directory should be")
+    with (
+        pytest.raises(CheckpointError, match="cannot write checkpoint"),
+        checkpoint.Writer() as writer,
+    ):
+        writer.save({"version": torch.tensor(1)}, blocked / "last.pt")
 
 
 def test_unwritable_checkpoint_directory_is_a_clear_error(optexp_cli, tmp_path):
