@@ -18,6 +18,7 @@ from typing import NoReturn
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -29,9 +30,29 @@ HELP_FLAGS = ("--help", "-h")
 _job_started = False
 
 
+class Rejected(BaseException):
+    """A config refused by `CheckBeforeRun`. A BaseException: Hydra turns an Exception
+    raised in a callback into a warning and carries on with the run."""
+
+    def __init__(self, error: UserError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class CheckBeforeRun(Callback):
+    """Checks a single run's config before Hydra creates its directory and log file."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: object) -> None:
+        try:
+            check(config)
+        except UserError as error:
+            raise Rejected(error) from None
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def train_from_config(cfg: DictConfig) -> float:
-    """One job: check the composed config, train, return the objective for sweepers."""
+    """One job: check the composed config (again, for a sweep's jobs), train, return the
+    objective for sweepers."""
     global _job_started
     _job_started = True
     check(cfg)
@@ -66,6 +87,8 @@ def main() -> None:
         train_from_config()
     except (UserError, HydraException, OmegaConfBaseException) as error:
         fail(error, debug)
+    except Rejected as rejected:
+        fail(rejected.error, debug)
     except ValueError as error:  # before a job: Hydra refusing a combination of flags
         if _job_started:
             raise  # from inside a job it is a bug: show the traceback

@@ -74,9 +74,10 @@ def test_bad_input_is_one_clear_message_and_exit_2(optexp_cli, tmp_path, args, n
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
-def test_range_errors_say_what_is_allowed(optexp_cli):
+def test_range_errors_say_what_is_allowed_before_a_run_directory_exists(optexp_cli, tmp_path):
     result = optexp_cli("trainer.precision=fp8")
     assert "trainer.precision='fp8' is not allowed. Allowed: 32 | bf16 | fp16." in result.stderr
+    assert not (tmp_path / "run").exists()  # checked by a Hydra callback, before run_job
 
 
 def test_a_bad_rerun_loses_nothing_already_written(optexp_cli, tmp_path):
