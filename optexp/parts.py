@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from optexp.config import ConfigError, UserError
-from optexp.data import Data, Split
+from optexp.data import Data
 from optexp.optim import param_groups
 from optexp.optim.schedules import Schedule, with_warmup
 
@@ -50,12 +50,12 @@ class Parts:
 
 def build_parts(cfg: DictConfig) -> Parts:
     device = resolve_device(cfg.trainer.device, cfg.trainer.precision)
-    data = build("dataset", cfg.dataset, data_dir=cfg.data_dir).to(device)
+    data = build("dataset", cfg.dataset, data_dir=cfg.data_dir)
     model = build("model", cfg.model, input_shape=data.input_shape, num_outputs=data.num_outputs)
-    model = model.to(device)
+    layout = None
     if cfg.trainer.channels_last and len(data.input_shape) == 3:  # images: (C, H, W)
-        data = channels_last(data)
-        model = model.to(memory_format=torch.channels_last)  # converts 4-D weights only
+        layout = torch.channels_last  # 4-D weights and image batches; the rest is unchanged
+    data, model = data.to(device, layout), model.to(device, memory_format=layout)
     if cfg.trainer.compile:
         model.compile()  # in place: state_dict keys, hence checkpoints, stay the same
     loss_fn = build("loss", cfg.loss)
@@ -87,17 +87,6 @@ def build_parts(cfg: DictConfig) -> Parts:
         batch_size=batch_size,
         steps_per_epoch=steps_per_epoch,
     )
-
-
-def channels_last(data: Data) -> Data:
-    """Image splits in (N, C, H, W) channels-last layout; indexed batches keep it."""
-
-    def convert(split: Split | None) -> Split | None:
-        if split is None:
-            return None
-        return Split(split.x.contiguous(memory_format=torch.channels_last), split.y)
-
-    return replace(data, train=convert(data.train), val=convert(data.val), test=convert(data.test))
 
 
 def fused_kernel(node: DictConfig, device: torch.device) -> dict[str, bool]:

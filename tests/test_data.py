@@ -1,6 +1,8 @@
 """Dataset options on small files written here: torchvision's formats, image folders,
 .npz/.pt arrays, and generated sets. Downloads fail at once (conftest: no_network)."""
 
+import os
+
 import pytest
 import torch
 
@@ -162,22 +164,47 @@ def test_bad_array_files_are_refused_naming_dataset_path(tmp_path, make_path, pr
 
 def test_image_folder_splits_one_folder_and_normalizes_by_training_statistics(tmp_path):
     root = write_image_folder(tmp_path / "images")
-    data = datasets.image_folder(str(root), image_size=8, val_fraction=0.2, test_fraction=0.2)
+    data = datasets.image_folder(
+        str(root), image_size=8, val_fraction=0.2, test_fraction=0.2, workers=0
+    )
     assert data.input_shape == (3, 8, 8) and data.num_classes == 3
     assert (len(data.train), len(data.val), len(data.test)) == (10, 4, 4)
     assert sorted(torch.cat([data.train.y, data.val.y, data.test.y]).tolist()) == sorted(
         [c for c in range(3) for _ in range(6)]
     )
-    per_channel = data.train.x.transpose(0, 1).flatten(1)
+    x, y = next(data.train.batches(64))  # the whole training split, decoded from the files
+    assert x.shape == (10, 3, 8, 8) and torch.equal(y, data.train.y)
+    per_channel = x.transpose(0, 1).flatten(1)
     assert torch.allclose(per_channel.mean(1), torch.zeros(3), atol=1e-5)
     assert torch.allclose(per_channel.std(1), torch.ones(3), atol=1e-4)
     assert all(0 < m < 1 for m in data.mean)
 
 
+def test_image_folder_batches_follow_the_order_and_resume_point_in_worker_processes(tmp_path):
+    root = write_image_folder(tmp_path / "images")
+    data = datasets.image_folder(str(root), image_size=8, val_fraction=0.0, test_fraction=0.0)
+    assert data.train.workers == min(8, len(os.sched_getaffinity(0)))  # one per CPU
+    whole = torch.cat([x for x, _ in data.train.batches(18)])
+    order = torch.randperm(18, generator=torch.Generator().manual_seed(1))
+    batches = list(data.train.batches(4, order, first=2))  # a resumed epoch: from batch 2 on
+    assert [len(y) for _, y in batches] == [4, 4, 2]
+    assert torch.equal(torch.cat([x for x, _ in batches]), whole[order[8:]])
+    assert torch.equal(torch.cat([y for _, y in batches]), data.train.y[order[8:]])
+
+
+def test_an_image_that_does_not_decode_is_a_user_error_naming_the_problem(tmp_path):
+    root = write_image_folder(tmp_path / "images")
+    data = datasets.image_folder(str(root), image_size=8, test_fraction=0.0, workers=0)
+    for path in root.rglob("*.png"):
+        path.write_bytes(b"not an image")
+    with pytest.raises(UserError, match=r"cannot read an image of dataset\.path"):
+        list(data.train.batches(4))
+
+
 def test_image_folder_takes_train_val_test_subfolders_when_present(tmp_path):
     write_image_folder(tmp_path / "set" / "train", per_class=4)
     write_image_folder(tmp_path / "set" / "test", per_class=2)
-    data = datasets.image_folder(str(tmp_path / "set"), image_size=16, val_fraction=0.25)
+    data = datasets.image_folder(str(tmp_path / "set"), image_size=16, val_fraction=0.25, workers=0)
     assert (len(data.train), len(data.val), len(data.test)) == (9, 3, 6)  # val from train/
     assert data.test.y.tolist() == [0, 0, 1, 1, 2, 2] and data.input_shape == (3, 16, 16)
 

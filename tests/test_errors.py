@@ -59,6 +59,7 @@ BAD_INPUTS = [
     (["dataset=synthetic", "dataset.task=regression", "loss=hinge"], "loss="),
     (["dataset=synthetic", "model=resnet18"], "model='resnet18' needs image input"),
     (["dataset=arrays"], "dataset.path"),
+    (["dataset=image_folder", "dataset.workers=-1"], "dataset.workers=-1"),
     (["dataset=arrays", "dataset.path=/nonexistent.npz"], "dataset.path"),
     (["dataset=mnist", "dataset.download=false", "data_dir=nowhere"], "dataset.download=false"),
 ]

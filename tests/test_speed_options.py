@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from optexp.data import Data, Split
-from optexp.parts import build_parts, channels_last
+from optexp.parts import build_parts
 from optexp.train import run
 
 
@@ -16,7 +16,7 @@ def test_adam_uses_the_fused_kernel_unless_the_config_picks_one(make_cfg):
 
 def test_channels_last_converts_image_splits_and_batches_keep_the_layout():
     images = Split(torch.randn(6, 3, 5, 5), torch.arange(6))
-    data = channels_last(Data(images, images, None, num_classes=6))
+    data = Data(images, images, None, num_classes=6).to(torch.device("cpu"), torch.channels_last)
     assert data.train.x.is_contiguous(memory_format=torch.channels_last)
     assert not images.x.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(data.train.x, images.x) and data.test is None

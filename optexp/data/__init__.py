@@ -1,5 +1,7 @@
-"""In-memory datasets: tensors on the training device, batched by indexing.
+"""Datasets as splits of (x, y) batches, in the order of a permutation.
 
+Sets that fit in memory are `Split`s: tensors on the training device, batched by
+indexing. Sets read from files are `FileSplit`s: DataLoader workers decode each batch.
 A dataset option is a function returning `Data`; its YAML names it by `_target_`.
 Splits and batch order depend on `data_seed` alone, so every optimizer of a
 comparison sees the same batches in the same order.
@@ -8,10 +10,13 @@ comparison sees the same batches in the same order.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from optexp.config import UserError
 
 
 @dataclass
@@ -24,8 +29,14 @@ class Split:
     def __len__(self) -> int:
         return len(self.y)
 
-    def to(self, device: torch.device) -> Split:
-        return Split(self.x.to(device), self.y.to(device))
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x.shape[1:])
+
+    def to(self, device: torch.device, memory_format: torch.memory_format | None = None) -> Split:
+        """On `device`; images in `memory_format` (e.g. channels-last), which batches keep."""
+        x = self.x.to(device, memory_format=memory_format or torch.preserve_format)
+        return Split(x, self.y.to(device))
 
     def batches(
         self, batch_size: int, order: Tensor | None = None, first: int = 0
@@ -40,10 +51,60 @@ class Split:
 
 
 @dataclass
+class FileSplit:
+    """Images read from files batch by batch, for sets too large to hold in memory.
+
+    DataLoader workers decode and resize each batch to uint8 (in pinned memory when the
+    device is a GPU); it is copied to the device without blocking, then scaled to [0, 1]
+    and normalized there. Batches as `Split.batches` gives them, in the same order.
+    """
+
+    images: Dataset  # sample i -> (uint8 image (C, H, W), label)
+    y: Tensor  # every label, in sample order
+    input_shape: tuple[int, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    workers: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    memory_format: torch.memory_format | None = None
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def to(
+        self, device: torch.device, memory_format: torch.memory_format | None = None
+    ) -> FileSplit:
+        return replace(self, y=self.y.to(device), device=device, memory_format=memory_format)
+
+    def batches(
+        self, batch_size: int, order: Tensor | None = None, first: int = 0
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        start = first * batch_size
+        indices = range(start, len(self)) if order is None else order[start:].tolist()
+        loader = DataLoader(
+            self.images,
+            batch_size,
+            sampler=indices,
+            num_workers=self.workers,
+            pin_memory=self.device.type == "cuda",
+        )
+        shape = (1, -1, 1, 1)
+        mean = torch.tensor(self.mean, device=self.device).view(shape)
+        std = torch.tensor(self.std, device=self.device).view(shape)
+        try:
+            for x, y in loader:
+                x = x.to(self.device, non_blocking=True)
+                x = x.to(torch.float32, memory_format=self.memory_format or torch.preserve_format)
+                yield x.div_(255).sub_(mean).div_(std), y.to(self.device, non_blocking=True)
+        except OSError as error:  # a file that went missing or does not decode
+            raise UserError(f"cannot read an image of dataset.path: {error}") from None
+
+
+@dataclass
 class Data:
-    train: Split
-    val: Split
-    test: Split | None
+    train: Split | FileSplit
+    val: Split | FileSplit
+    test: Split | FileSplit | None
     num_classes: int | None  # None: a regression task
     # Per-channel statistics the inputs were normalized with (None: inputs in [0, 1]);
     # augmentations that work in pixel space (colour jitter) undo and redo it.
@@ -52,7 +113,7 @@ class Data:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.train.x.shape[1:])
+        return self.train.input_shape
 
     @property
     def is_classification(self) -> bool:
@@ -62,9 +123,11 @@ class Data:
     def num_outputs(self) -> int:
         return self.num_classes if self.num_classes is not None else _target_width(self.train.y)
 
-    def to(self, device: torch.device) -> Data:
-        test = self.test.to(device) if self.test is not None else None
-        return replace(self, train=self.train.to(device), val=self.val.to(device), test=test)
+    def to(self, device: torch.device, memory_format: torch.memory_format | None = None) -> Data:
+        """Every split on `device`, images in `memory_format` if given."""
+        train, val = self.train.to(device, memory_format), self.val.to(device, memory_format)
+        test = self.test.to(device, memory_format) if self.test is not None else None
+        return replace(self, train=train, val=val, test=test)
 
 
 def _target_width(y: Tensor) -> int:

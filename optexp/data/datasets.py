@@ -1,8 +1,9 @@
 """Dataset options. Each returns `Data` with inputs already scaled/normalized.
 
 Add one: write a function here (or anywhere importable) that returns `Data`, and a
-YAML file in configs/dataset/ whose `_target_` names it. Every set is loaded whole
-into memory: batches are cut from tensors on the device, with no DataLoader.
+YAML file in configs/dataset/ whose `_target_` names it. Sets that fit in memory are
+loaded whole: batches are cut from tensors on the device, with no DataLoader. Image
+folders are read from disk by DataLoader workers (`FileSplit`).
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.utils.data import Dataset, Subset
 
 from optexp.config import ConfigError, UserError
-from optexp.data import Data, Split, split
+from optexp.data import Data, FileSplit, Split, split
 
 # Per-channel mean and std of each training set (the values its literature uses).
 MNIST_STATS = ((0.1307,), (0.3081,))
@@ -126,6 +128,7 @@ def normalize(x: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Ten
 
 
 IMAGE_FOLDER_LAYOUT = "a folder of <class>/<image> files, or of train/ [val/] [test/] such folders"
+STATS_SAMPLE = 1000  # training images the normalization statistics are measured on
 
 
 def image_folder(
@@ -134,47 +137,64 @@ def image_folder(
     val_fraction: float = 0.1,
     test_fraction: float = 0.2,
     seed: int = 0,
+    workers: int | None = None,
 ) -> Data:
-    """Images in torchvision's ImageFolder layout, `path/<class>/<image>`, resized to
-    `image_size` squared and held in memory as RGB. If `path` has a `train/` subfolder,
-    the splits come from `train/`, `val/` and `test/` (each `<class>/<image>`); a missing
-    `val/` or `test/` is carved from `train/` with its fraction. Inputs are normalized
-    with the training split's per-channel mean and std."""
+    """Images in torchvision's ImageFolder layout, `path/<class>/<image>`, read from disk
+    batch by batch by `workers` DataLoader processes (None: one per CPU, up to 8), as RGB
+    resized to `image_size` squared. If `path` has a `train/` subfolder, the splits come
+    from `train/`, `val/` and `test/` (each `<class>/<image>`); a missing `val/` or
+    `test/` is carved from `train/` with its fraction. Inputs are normalized with the
+    per-channel mean and std of (up to STATS_SAMPLE of) the training images."""
     if image_size < 1:
         raise ConfigError("dataset.image_size", image_size, "an integer >= 1")
+    if workers is None:
+        workers = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    if workers < 0:
+        raise ConfigError("dataset.workers", workers, "null, or an integer >= 0 (0: in-process)")
     root = _existing_path(path, IMAGE_FOLDER_LAYOUT)
     pre_split = (root / "train").is_dir()
-    train_dir = root / "train" if pre_split else root
-    x, y, classes = _load_folder(train_dir, image_size)
+    folder = _image_folder(root / "train" if pre_split else root, image_size)
+    labels = torch.tensor(folder.targets)
     given = {
-        name: Split(*_load_folder(root / name, image_size, classes)[:2])
+        name: _image_folder(root / name, image_size, folder.classes)
         for name in ("val", "test")
         if pre_split and (root / name).is_dir()
     }
+    # Split sample indices: the same assignment `split` makes for in-memory tensors.
     train, val, test = split(
-        x,
-        y,
+        torch.arange(len(labels)),
+        labels,
         0.0 if "val" in given else val_fraction,
         0.0 if "test" in given else test_fraction,
         seed,
     )
-    val, test = given.get("val", val), given.get("test", test)
-    mean, std = _channel_stats(train.x)
-    splits = [s if s is None else Split(normalize(s.x, mean, std), s.y) for s in (train, val, test)]
-    return Data(*splits, num_classes=len(classes), mean=mean, std=std)
+    shape = (3, image_size, image_size)
+    mean, std = _channel_stats(Subset(folder, train.x[:STATS_SAMPLE].tolist()), workers)
+
+    def part(name: str, carved: Split | None) -> FileSplit | None:
+        """The split from its own folder if given, else the samples carved for it."""
+        if name in given:
+            images, labels = given[name], torch.tensor(given[name].targets)
+        elif carved is not None:
+            images, labels = Subset(folder, carved.x.tolist()), carved.y
+        else:
+            return None
+        return FileSplit(images, labels, shape, mean, std, workers)
+
+    classes = len(folder.classes)
+    splits = part("train", train), part("val", val), part("test", test)
+    return Data(*splits, num_classes=classes, mean=mean, std=std)
 
 
-def _load_folder(
-    folder: Path, image_size: int, classes: list[str] | None = None
-) -> tuple[Tensor, Tensor, list[str]]:
-    """Every image under `folder` as uint8 RGB resized, then as float in [0, 1]."""
+def _image_folder(folder: Path, image_size: int, classes: list[str] | None = None) -> Dataset:
+    """torchvision's ImageFolder giving uint8 RGB images (its loader converts every image
+    to RGB) resized to `image_size` squared."""
     from torchvision.datasets import ImageFolder
     from torchvision.transforms import v2
 
     resize = v2.Compose([v2.PILToTensor(), v2.Resize((image_size, image_size), antialias=True)])
     try:
         dataset = ImageFolder(str(folder), transform=resize)
-        pairs = list(dataset)  # decodes every image once
     except (OSError, RuntimeError, ValueError) as error:
         raise ConfigError(
             "dataset.path", str(folder), IMAGE_FOLDER_LAYOUT, f"cannot be loaded: {error}"
@@ -186,15 +206,28 @@ def _load_folder(
             f"the class folders of train/: {', '.join(classes)}",
             f"has other class folders: {', '.join(dataset.classes)}",
         )
-    x = torch.stack([image for image, _ in pairs]).float().div_(255)
-    return x, torch.tensor([label for _, label in pairs]), dataset.classes
+    return dataset
 
 
-def _channel_stats(x: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std of (N, C, H, W) images; std 1 where a channel is constant."""
-    std = x.std(dim=(0, 2, 3)).nan_to_num(1.0)  # NaN: a single pixel
-    std = torch.where(std > 0, std, 1.0)
-    return tuple(x.mean(dim=(0, 2, 3)).tolist()), tuple(std.tolist())
+def _channel_stats(images: Dataset, workers: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images scaled to [0, 1], summed batch by batch."""
+    from torch.utils.data import DataLoader
+
+    total = squares = torch.zeros(3, dtype=torch.float64)
+    count = 0
+    try:
+        for x, _ in DataLoader(images, batch_size=256, num_workers=workers):
+            x = x.double().div_(255)
+            total = total + x.sum(dim=(0, 2, 3))
+            squares = squares + x.square().sum(dim=(0, 2, 3))
+            count += x.numel() // x.shape[1]
+    except OSError as error:
+        raise UserError(f"cannot read an image of dataset.path: {error}") from None
+    mean = total / count
+    variance = (squares - count * mean.square()) / max(count - 1, 1)
+    std = variance.clamp_min(0).sqrt()
+    std = torch.where(std > 0, std, 1.0)  # a constant channel
+    return tuple(mean.tolist()), tuple(std.tolist())
 
 
 def _existing_path(path: str | None, allowed: str) -> Path:
