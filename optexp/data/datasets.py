@@ -174,12 +174,12 @@ def image_folder(
     def part(name: str, carved: Split | None) -> FileSplit | None:
         """The split from its own folder if given, else the samples carved for it."""
         if name in given:
-            images, labels = given[name], torch.tensor(given[name].targets)
+            images, y = given[name], torch.tensor(given[name].targets)
         elif carved is not None:
-            images, labels = Subset(folder, carved.x.tolist()), carved.y
+            images, y = Subset(folder, carved.x.tolist()), carved.y
         else:
             return None
-        return FileSplit(images, labels, shape, mean, std, workers)
+        return FileSplit(images, y, shape, mean, std, workers)
 
     classes = len(folder.classes)
     splits = part("train", train), part("val", val), part("test", test)
