@@ -3,6 +3,7 @@ its current step, checkpoint and report; a second signal stops at once."""
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -18,6 +19,7 @@ class StopRequest:
     def __init__(self) -> None:
         self.signal: int | None = None
         self._previous: dict[int, Any] = {}
+        self._pid = os.getpid()
 
     def __bool__(self) -> bool:
         return self.signal is not None
@@ -33,6 +35,8 @@ class StopRequest:
             signal.signal(sig, handler)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != self._pid:  # a forked DataLoader worker: the trainer decides
+            return
         if self.signal is not None:
             raise KeyboardInterrupt  # the second signal: stop now
         self.signal = signum

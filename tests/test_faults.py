@@ -17,16 +17,23 @@ from optexp.checkpoint import CheckpointError
 from optexp.signals import StopRequest
 from optexp.train import run
 from tests.conftest import REPO
+from tests.datafiles import write_image_folder
 
 COMPARED = ("test", "best", "best_epoch", "epochs_completed", "status", "global_step")
 
 
-def start(tmp_path: Path, run_dir: Path, *args: str) -> subprocess.Popen[str]:
+def start(tmp_path: Path, run_dir: Path, *args: str, **popen: object) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("OPTEXP_DEBUG", "HYDRA_FULL_ERROR")}
     env |= {"PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "optexp", *args, f"hydra.run.dir={run_dir}"]
     return subprocess.Popen(
-        cmd, cwd=tmp_path, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        cmd,
+        cwd=tmp_path,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **popen,
     )
 
 
@@ -90,6 +97,34 @@ def test_sigterm_checkpoints_and_the_resumed_run_matches(optexp_cli, tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     whole, again = metrics(tmp_path / "whole"), metrics(stopped)
     assert {k: again[k] for k in COMPARED} == {k: whole[k] for k in COMPARED}
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the workers in /proc")
+def test_ctrl_c_to_the_process_group_stops_gracefully_with_dataloader_workers(tmp_path):
+    folder = write_image_folder(tmp_path / "images", classes=2, per_class=40)
+    args = (
+        "dataset=image_folder",
+        f"dataset.path={folder}",
+        "dataset.image_size=8",
+        "dataset.workers=2",
+        "trainer.batch_size=2",
+        "trainer.epochs=100",
+    )
+    stopped = tmp_path / "stopped"
+    process = start(tmp_path, stopped, *args, start_new_session=True)  # a terminal's group
+    for line in process.stdout:
+        if line.startswith("epoch 1/100"):  # training (and graceful stopping) has begun
+            break
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+    deadline = time.monotonic() + 60
+    while len(children.read_text().split()) < 2:  # the two DataLoader workers are up
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGINT)  # Ctrl-C: the trainer and its workers get it
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGINT, stderr
+    assert stderr.count("SIGINT received") == 1 and "Traceback" not in stderr
+    assert metrics(stopped)["status"] == "interrupted"
 
 
 class StopAfter(StopRequest):

@@ -9,6 +9,7 @@ comparison sees the same batches in the same order.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
@@ -87,6 +88,7 @@ class FileSplit:
             sampler=indices,
             num_workers=self.workers,
             pin_memory=self.device.type == "cuda",
+            worker_init_fn=_leave_stop_signals_to_the_trainer,
         )
         shape = (1, -1, 1, 1)
         mean = torch.tensor(self.mean, device=self.device).view(shape)
@@ -98,6 +100,15 @@ class FileSplit:
                 yield x.div_(255).sub_(mean).div_(std), y.to(self.device, non_blocking=True)
         except OSError as error:  # a file that went missing or does not decode
             raise UserError(f"cannot read an image of dataset.path: {error}") from None
+
+
+def _leave_stop_signals_to_the_trainer(worker_id: int) -> None:
+    """A worker ignores Ctrl-C and SIGTERM sent to the whole process group: the training
+    process stops gracefully and shuts its workers down (they exit if it dies). Forked
+    workers also ignore them before this runs (see `optexp.signals`); spawned ones start
+    with Python's own handlers."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 @dataclass
