@@ -92,6 +92,22 @@ def test_crop_is_a_window_of_the_zero_padded_image():
     assert torch.equal(random_crop(x, 0), x)
 
 
+def test_crop_with_flip_mirrors_the_same_windows_per_image_and_keeps_the_layout():
+    x = images(n=32, size=6)
+    torch.manual_seed(0)
+    plain = random_crop(x, 2)
+    torch.manual_seed(0)
+    assert torch.equal(random_crop(x, 2, flip=1.0), plain.flip(-1))  # same windows, mirrored
+    torch.manual_seed(0)
+    mixed = random_crop(x, 2, flip=0.5)
+    mirrored = [torch.equal(m, p.flip(-1)) for m, p in zip(mixed, plain, strict=True)]
+    kept = [torch.equal(m, p) for m, p in zip(mixed, plain, strict=True)]
+    assert all(a or b for a, b in zip(mirrored, kept, strict=True)) and any(mirrored) and any(kept)
+    assert mixed.is_contiguous()
+    channels_last = x.contiguous(memory_format=torch.channels_last)
+    assert random_crop(channels_last, 2).is_contiguous(memory_format=torch.channels_last)
+
+
 def test_colour_jitter_equals_torchvision_adjustments_with_each_samples_factors():
     pixels = images(n=6)
     torch.manual_seed(0)

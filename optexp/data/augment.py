@@ -58,7 +58,7 @@ class CropFlip:
 
     def __call__(self, x: Tensor) -> Tensor:
         _require_images(x, "crop_flip")
-        return random_flip(random_crop(x, self.padding), self.flip)
+        return random_crop(x, self.padding, self.flip)
 
 
 def random_flip(x: Tensor, p: float) -> Tensor:
@@ -87,19 +87,25 @@ def random_rotation(x: Tensor, degrees: float) -> Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def random_crop(x: Tensor, padding: int) -> Tensor:
-    """Pad with zeros, then take a window of the original size at a random offset."""
+def random_crop(x: Tensor, padding: int, flip: float = 0.0) -> Tensor:
+    """Pad with zeros, then take a window of the original size at a random offset,
+    mirrored left-right with probability `flip`. The mirror reverses the window's column
+    index, and whole pixels (all channels) are gathered at once: one pass over the
+    batch instead of a crop, a flipped copy and a select."""
     if padding <= 0:
-        return x
+        return random_flip(x, flip)
     n, _, height, width = x.shape
-    padded = F.pad(x, (padding, padding, padding, padding))
+    padded = F.pad(x, (padding, padding, padding, padding)).permute(0, 2, 3, 1)  # N H W C
     top = torch.randint(0, 2 * padding + 1, (n, 1), device=x.device)
     left = torch.randint(0, 2 * padding + 1, (n, 1), device=x.device)
-    rows = (top + torch.arange(height, device=x.device)).view(n, 1, height, 1)
-    cols = (left + torch.arange(width, device=x.device)).view(n, 1, 1, width)
-    samples = torch.arange(n, device=x.device).view(n, 1, 1, 1)
-    channels = torch.arange(x.shape[1], device=x.device).view(1, -1, 1, 1)
-    return padded[samples, channels, rows, cols]
+    rows = (top + torch.arange(height, device=x.device)).view(n, height, 1)
+    cols = left + torch.arange(width, device=x.device)
+    if flip > 0:
+        mirrored = torch.rand(n, 1, device=x.device) < flip
+        cols = torch.where(mirrored, cols.flip(-1), cols)
+    samples = torch.arange(n, device=x.device).view(n, 1, 1)
+    crops = padded[samples, rows, cols.view(n, 1, width)].permute(0, 3, 1, 2)
+    return crops if x.is_contiguous(memory_format=torch.channels_last) else crops.contiguous()
 
 
 def colour_jitter(pixels: Tensor, brightness: float, contrast: float, saturation: float) -> Tensor:
