@@ -13,6 +13,9 @@ Parts (each prints its figures as a ratio, with the absolute numbers beside it):
   startup  `--help`, `--cfg job` and two config errors, against the 0.5 s budget, and
            whether torch / torchvision / tensorboard were imported on those paths
   sweep    one `-m` sweep of N seeds vs N separate invocations
+  cnn      a CIFAR-10-shaped CNN with crop/flip augmentation on the GPU if there is one:
+           training images/s of optexp vs a hand-written loop (handwritten_cnn.py), and
+           the speed-up of bf16 and fp16 autocast and of channels-last over fp32
 
 Timings are medians. Wall time is the target; CPU time (user + system of the process)
 is printed beside it because it is less disturbed by other work on a shared machine.
@@ -31,10 +34,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
+T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
 HANDWRITTEN = REPO / "benchmarks" / "handwritten.py"
 WORKLOAD = "experiment=digits_mlp_bench"
@@ -74,9 +79,7 @@ def report(
     )
 
 
-def alternate(
-    reps: int, ours: Callable[[], Sample], theirs: Callable[[], Sample]
-) -> tuple[list[Sample], list[Sample]]:
+def alternate(reps: int, ours: Callable[[], T], theirs: Callable[[], T]) -> tuple[list[T], list[T]]:
     """Run the two sides in turn, `reps` times each, so load changes hit both alike."""
     a, b = [], []
     for _ in range(reps):
@@ -130,12 +133,11 @@ def train_part(args: argparse.Namespace) -> None:
 
     def timed(train: Callable[[Path], object]) -> Callable[[], Sample]:
         def once() -> Sample:
-            with tempfile.TemporaryDirectory() as tmp, open(os.devnull, "w") as sink:
+            with quiet_run_dir() as run_dir:
                 wall, cpu = time.perf_counter(), time.process_time()
-                with contextlib.redirect_stdout(sink):
-                    train(Path(tmp))
+                train(run_dir)
                 wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-                return Sample(wall, cpu, loop_s=epoch_seconds(Path(tmp) / "tb"))
+                return Sample(wall, cpu, loop_s=epoch_seconds(run_dir / "tb"))
 
         return once
 
@@ -146,6 +148,17 @@ def train_part(args: argparse.Namespace) -> None:
     report(f"training part, wall (median of {args.reps})", a, b, 1.05)
     report(f"training part, CPU (median of {args.reps})", a, b, 1.05, "cpu_s")
     report(f"training loop only, wall (median of {args.reps})", a, b, 1.05, "loop_s")
+
+
+@contextlib.contextmanager
+def quiet_run_dir() -> Iterator[Path]:
+    """A temporary run directory; what the run prints is discarded."""
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        open(os.devnull, "w") as sink,
+        contextlib.redirect_stdout(sink),
+    ):
+        yield Path(tmp)
 
 
 def epoch_seconds(tensorboard_dir: Path) -> float:
@@ -253,7 +266,84 @@ def sweep_part(args: argparse.Namespace) -> None:
     report(f"{figure}, CPU", a, b, 0.60, "cpu_s")
 
 
-PARTS = {"train": train_part, "process": process_part, "startup": startup_part, "sweep": sweep_part}
+def cnn_part(args: argparse.Namespace) -> None:
+    """A CIFAR-10-shaped CNN with crop/flip augmentation on this machine's device (a GPU
+    if there is one): training images/s of optexp and of a hand-written loop, and the
+    speed-up of bf16 and fp16 autocast (fp16 needs CUDA) and of channels-last over fp32."""
+    import numpy as np
+    import torch
+    from hydra import compose, initialize_config_dir
+
+    sys.path[:0] = [str(REPO), str(HANDWRITTEN.parent)]
+    import handwritten_cnn
+
+    from optexp.cli import CONFIG_DIR
+    from optexp.train import run
+
+    torch.set_num_threads(args.threads)
+    cuda = torch.cuda.is_available()
+    n_train = args.cnn_images or (50_000 if cuda else 2048)  # CIFAR-10's size on a GPU
+    n_val = n_train // 8
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (n_train + n_val, 3, 32, 32), dtype=np.uint8)
+    labels = rng.integers(0, 10, n_train + n_val)
+    device = torch.device("cuda" if cuda else "cpu")
+    name = torch.cuda.get_device_name() if cuda else "CPU"
+    print(f"  {name}: {n_train} images 3x32x32 (random), batch 128, the second epoch timed")
+    with tempfile.TemporaryDirectory() as tmp:
+        arrays = Path(tmp) / "cifar_shaped.npz"
+        train, held_out = slice(0, n_train), slice(n_train, None)
+        np.savez(
+            arrays,
+            **{f"x_{s}": images[held_out] for s in ("val", "test")},
+            **{f"y_{s}": labels[held_out] for s in ("val", "test")},
+            x_train=images[train],
+            y_train=labels[train],
+        )
+        x = torch.as_tensor(images).to(device).float().div_(255)
+        y = torch.as_tensor(labels).to(device)
+
+        def ours(*options: str) -> Callable[[], float]:
+            overrides = [
+                "dataset=arrays", f"dataset.path={arrays}", "model=cnn",
+                "augmentation=crop_flip", "trainer.batch_size=128", "trainer.epochs=2",
+                "trainer.early_stopping.enabled=false", "trainer.tensorboard=false",
+                "trainer.checkpoint.every=2", *options,
+            ]  # fmt: skip
+            with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+                cfg = compose("config", overrides=overrides)
+
+            def once() -> float:
+                with quiet_run_dir() as run_dir:
+                    return run(cfg, run_dir)["final"]["throughput/samples_per_s"]
+
+            return once
+
+        def theirs() -> float:
+            return handwritten_cnn.train(x[train], y[train], x[held_out], y[held_out])
+
+        mine, hand = alternate(args.reps, ours(), theirs)
+        a, b = statistics.median(mine), statistics.median(hand)
+        verdict = "ok" if b / a <= 1.05 else "MISSED"
+        print(
+            f"  {f'CNN images/s, fp32 (median of {args.reps})':<44} optexp {a:8.0f}  "
+            f"reference {b:8.0f}  time ratio {b / a:5.3f}  target <= 1.05  {verdict}",
+            flush=True,
+        )
+        variants = ["trainer.precision=bf16", "trainer.channels_last=true"]
+        variants += ["trainer.precision=fp16"] if cuda else []
+        for option in variants:
+            fast = statistics.median(ours(option)() for _ in range(args.reps))
+            print(f"  optexp {option}: {fast:8.0f} images/s, {fast / a:.2f}x fp32", flush=True)
+
+
+PARTS = {
+    "train": train_part,
+    "process": process_part,
+    "startup": startup_part,
+    "sweep": sweep_part,
+    "cnn": cnn_part,
+}
 
 
 def machine() -> str:
@@ -287,6 +377,12 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=10, help="jobs in the sweep part")
     parser.add_argument("--threads", type=int, default=1, help="torch threads, both sides")
     parser.add_argument("--epochs", type=int, default=20, help="epochs (the workload has 20)")
+    parser.add_argument(
+        "--cnn-images",
+        type=int,
+        default=None,
+        help="training images of the cnn part (default: 50000 on a GPU, 2048 on a CPU)",
+    )
     args = parser.parse_args()
     parts = args.parts.split(",")
     if unknown := set(parts) - PARTS.keys():
