@@ -32,13 +32,6 @@ class CheckpointError(UserError):
     """A checkpoint cannot be written or read; the message names the file."""
 
 
-def save(state: dict[str, Any], *paths: Path) -> None:
-    """Write `state` to each path atomically: a temporary file beside it, fsynced, then
-    renamed over it, so a kill or a full disk mid-save leaves the previous checkpoint
-    intact. Serialized and written once; further paths are hard links to the first."""
-    write(serialize(state), *paths)
-
-
 def serialize(state: dict[str, Any]) -> memoryview:
     """The bytes of `torch.save(state)`: a copy, unaffected by later training steps."""
     buffer = io.BytesIO()
@@ -47,7 +40,9 @@ def serialize(state: dict[str, Any]) -> memoryview:
 
 
 def write(data: memoryview, *paths: Path) -> None:
-    """The file half of `save`: `data` to each path, atomically."""
+    """Write `data` to each path atomically: a temporary file beside it, fsynced, then
+    renamed over it, so a kill or a full disk mid-write leaves the previous checkpoint
+    intact. Written once; further paths are hard links to the first."""
     first = None
     for path in paths:
         tmp = path.with_name(f".{path.name}.tmp")

@@ -199,11 +199,11 @@ def test_resume_with_a_different_config_names_the_differing_keys(optexp_cli, tmp
 
 def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "last.pt"
-    checkpoint.save({"version": torch.tensor(1)}, path)
+    checkpoint.write(checkpoint.serialize({"version": torch.tensor(1)}), path)
 
     monkeypatch.setattr(os, "fsync", disk_full)  # where a full disk shows at the latest
     with pytest.raises(CheckpointError, match=f"cannot write checkpoint {path}: No space left"):
-        checkpoint.save({"version": torch.tensor(2)}, path)
+        checkpoint.write(checkpoint.serialize({"version": torch.tensor(2)}), path)
     monkeypatch.undo()
     assert checkpoint.load(path)["version"].item() == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no temporary left over
