@@ -45,6 +45,7 @@ class Progress:
 def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -> dict[str, Any]:
     """Train the experiment `cfg` into `run_dir`; return what metrics.json holds."""
     started = time.perf_counter()
+    run_dir.mkdir(parents=True, exist_ok=True)  # checkpoints make it too, but on their thread
     seed_everything(cfg.seed)
     parts = build_parts(cfg)
     # Plain dataclasses from here on: a DictConfig lookup costs as much as a small tensor op.

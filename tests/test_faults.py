@@ -233,6 +233,22 @@ def test_a_failed_background_write_raises_at_the_next_save_and_keeps_the_previou
     assert checkpoint.load(path)["version"].item() == 1
 
 
+def test_a_run_writes_its_results_while_checkpoints_are_still_on_their_way(
+    make_cfg, tmp_path, monkeypatch
+):
+    # The checkpoint thread used to be what created the run directory; metrics.json
+    # could then be written before the directory existed.
+    def slow_write(data: memoryview, *paths: Path) -> None:
+        time.sleep(0.2)
+        real_write(data, *paths)
+
+    real_write = checkpoint.write
+    monkeypatch.setattr(checkpoint, "write", slow_write)
+    summary = run(make_cfg("trainer.epochs=1", "trainer.tensorboard=false"), tmp_path / "new")
+    assert json.loads((tmp_path / "new" / "metrics.json").read_text()) == summary
+    assert checkpoint.load(tmp_path / "new" / "checkpoints" / "last.pt")["progress"]["epoch"] == 1
+
+
 def test_a_failed_last_write_raises_when_the_block_ends(tmp_path):
     blocked = tmp_path / "file"
     blocked.write_text("a file where a directory should be")
