@@ -43,12 +43,20 @@ class Split:
         self, batch_size: int, order: Tensor | None = None, first: int = 0
     ) -> Iterator[tuple[Tensor, Tensor]]:
         """Yield (x, y) batches from batch index `first` on, in `order` (a permutation)."""
-        for start in range(first * batch_size, len(self), batch_size):
-            if order is None:
-                yield self.x[start : start + batch_size], self.y[start : start + batch_size]
-            else:
-                index = order[start : start + batch_size]
-                yield self.x[index], self.y[index]
+        start = first * batch_size
+        if order is None:
+            xs, ys = self.x[start:].split(batch_size), self.y[start:].split(batch_size)
+            yield from zip(xs, ys, strict=True)
+            return
+        for index in order[start:].split(batch_size):
+            yield _rows(self.x, index), _rows(self.y, index)
+
+
+def _rows(t: Tensor, index: Tensor) -> Tensor:
+    """`t[index]`. index_select copies whole rows at half the cost of general indexing
+    (~12 us less per step, 1.5 % of the benchmark MLP's step on a CPU), but returns a
+    contiguous tensor: channels-last images keep their layout through `t[index]`."""
+    return t.index_select(0, index) if t.is_contiguous() else t[index]
 
 
 @dataclass
