@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -402,6 +402,7 @@ def versions() -> dict[str, str | None]:
     }
 
 
+@cache  # the code a process runs does not change under it: ask git once per sweep
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(
