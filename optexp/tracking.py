@@ -136,28 +136,28 @@ def _finite(tree: Any) -> Any:
 
 
 def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
-    table = Table(title=f"optexp: {summary['status']}", show_header=True)
-    table.add_column("split")
-    table.add_column("loss", justify="right")
-    table.add_column("acc", justify="right")
-    best = summary["best"] or {}
+    best, test = summary["best"] or {}, summary["test"] or {}
     rows = [
         ("train (best epoch)", best.get("train/loss"), best.get("train/acc")),
         (f"val (best epoch {summary['best_epoch']})", best.get("val/loss"), best.get("val/acc")),
-        (
-            "test (best weights)",
-            (summary["test"] or {}).get("loss"),
-            (summary["test"] or {}).get("acc"),
-        ),
+        ("test (best weights)", test.get("loss"), test.get("acc")),
     ]
+    title = f"optexp: {summary['status']}"
+    epochs, wall = summary["epochs_completed"], summary["wall_s"]
+    footer = f"epochs {epochs}  wall {wall:.1f}s  run dir {run_dir}"
+    if not console.is_terminal:  # a log file: aligned text (rich takes ~2 ms to draw a table)
+        lines = [title, f"  {'split':<24}{'loss':>8}  {'acc':>8}"]
+        lines += [f"  {name:<24}{_fmt(loss):>8}  {_fmt(acc):>8}" for name, loss, acc in rows]
+        print("\n".join([*lines, footer]), flush=True)
+        return
+    table = Table(title=title, show_header=True)
+    table.add_column("split")
+    table.add_column("loss", justify="right")
+    table.add_column("acc", justify="right")
     for name, loss, acc in rows:
         table.add_row(name, _fmt(loss), _fmt(acc))
     console.print(table)
-    console.print(
-        f"epochs {summary['epochs_completed']}  wall {summary['wall_s']:.1f}s  run dir {run_dir}",
-        highlight=False,
-        soft_wrap=True,
-    )
+    console.print(footer, highlight=False, soft_wrap=True)
 
 
 def _fmt(value: float | None) -> str:

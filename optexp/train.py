@@ -109,7 +109,7 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -
 
             parts.schedule.after_epoch(metrics[stopper.monitor])
             if improved:
-                progress.best_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                progress.best_model = {k: v.clone() for k, v in model.state_dict().items()}
             progress = replace(
                 progress, epoch=epoch, batches_done=0, sums=[0.0] * 3, metrics=metrics
             )
@@ -308,7 +308,7 @@ def clip_gradients(model: nn.Module, max_norm: float | None) -> torch.Tensor:
 
 
 def weight_norm(model: nn.Module) -> float:
-    return nn.utils.get_total_norm(p.detach() for p in model.parameters()).item()
+    return nn.utils.get_total_norm(model.parameters()).item()  # computed without grad
 
 
 def learning_rates(optimizer: torch.optim.Optimizer) -> dict[str, float]:

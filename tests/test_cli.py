@@ -24,6 +24,8 @@ def test_overrides_change_what_runs(optexp_cli, tmp_path):
     assert metrics["epochs_completed"] == 3 and metrics["final"]["lr"] == 0.01
     assert metrics["choices"]["optimizer"] == "adam"
     assert "epoch 3/3" in result.stdout  # one plain line per epoch off a terminal
+    test_loss = f"{metrics['test']['loss']:.4f}"
+    assert f"\n  test (best weights) {test_loss:>12}" in result.stdout  # the summary, as text
 
 
 def test_unknown_option_lists_the_available_ones_and_exits_2(optexp_cli):
