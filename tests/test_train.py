@@ -42,7 +42,7 @@ def test_two_epoch_run_leaves_metrics_checkpoints_and_events(make_cfg, tmp_path)
         "rng",
         "config",
     }
-    assert last["config"]["trainer"]["epochs"] == 2
+    assert json.loads(last["config"])["trainer"]["epochs"] == 2
     assert (tmp_path / "checkpoints" / "best.pt").is_file()
 
     for tag in TAGS:
