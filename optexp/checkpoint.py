@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import pickle
 import random
@@ -147,8 +148,11 @@ def resume_path(run_dir: Path, resume: str | None) -> Path | None:
     return path
 
 
-def check_compatible(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
-    """Refuse a resume whose config differs from the checkpoint's, naming the keys."""
+def check_compatible(saved: str | dict[str, Any], current: dict[str, Any], path: Path) -> None:
+    """Refuse a resume whose config differs from the checkpoint's, naming the keys.
+    `saved` is the checkpoint's config: JSON text, or a dict in older checkpoints."""
+    if isinstance(saved, str):
+        saved = json.loads(saved)
     saved, current = flatten(saved), flatten(current)
     differing = [
         key

@@ -14,6 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from optexp import checkpoint, train
 from optexp.checkpoint import CheckpointError
+from optexp.config import ConfigError
 from optexp.signals import StopRequest
 from optexp.train import run
 from tests.conftest import REPO
@@ -195,6 +196,15 @@ def test_resume_with_a_different_config_names_the_differing_keys(optexp_cli, tmp
     # a longer run of the same config is a legitimate resume
     longer = optexp_cli("trainer.epochs=2")
     assert longer.returncode == 0 and metrics(tmp_path / "run")["epochs_completed"] == 2
+
+
+def test_resume_check_reads_the_config_as_json_text_or_as_an_older_dict(tmp_path):
+    current = {"optimizer": {"lr": 0.1}, "trainer": {"epochs": 3}}
+    longer = {"optimizer": {"lr": 0.1}, "trainer": {"epochs": 5}}
+    for saved in (json.dumps(current), current):  # this version's text, an older dict
+        checkpoint.check_compatible(saved, longer, tmp_path / "last.pt")
+        with pytest.raises(ConfigError, match=r"different config: optimizer\.lr"):
+            checkpoint.check_compatible(saved, {**longer, "optimizer": {"lr": 1.0}}, tmp_path)
 
 
 def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
