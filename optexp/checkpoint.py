@@ -152,7 +152,10 @@ def check_compatible(saved: str | dict[str, Any], current: dict[str, Any], path:
     """Refuse a resume whose config differs from the checkpoint's, naming the keys.
     `saved` is the checkpoint's config: JSON text, or a dict in older checkpoints."""
     if isinstance(saved, str):
-        saved = json.loads(saved)
+        try:
+            saved = json.loads(saved)
+        except json.JSONDecodeError:
+            raise CheckpointError(f"cannot read the config stored in {path}") from None
     saved, current = flatten(saved), flatten(current)
     differing = [
         key

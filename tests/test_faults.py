@@ -205,6 +205,8 @@ def test_resume_check_reads_the_config_as_json_text_or_as_an_older_dict(tmp_path
         checkpoint.check_compatible(saved, longer, tmp_path / "last.pt")
         with pytest.raises(ConfigError, match=r"different config: optimizer\.lr"):
             checkpoint.check_compatible(saved, {**longer, "optimizer": {"lr": 1.0}}, tmp_path)
+    with pytest.raises(CheckpointError, match="cannot read the config stored in"):
+        checkpoint.check_compatible("{not json", longer, tmp_path / "last.pt")
 
 
 def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
