@@ -221,6 +221,18 @@ def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no temporary left over
 
 
+def test_a_stale_temporary_file_is_replaced_not_written_through(tmp_path):
+    # A run killed between linking .best.pt.tmp to last.pt and renaming it leaves a
+    # temporary file that *is* last.pt: writing into it would overwrite last.pt.
+    last, best = tmp_path / "last.pt", tmp_path / "best.pt"
+    checkpoint.write(checkpoint.serialize({"version": torch.tensor(1)}), last)
+    os.link(last, tmp_path / ".best.pt.tmp")
+    checkpoint.write(checkpoint.serialize({"version": torch.tensor(2)}), best)
+    assert checkpoint.load(last)["version"].item() == 1
+    assert checkpoint.load(best)["version"].item() == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]
+
+
 def test_background_writes_land_in_order_and_are_on_disk_when_the_block_ends(tmp_path):
     last, best = tmp_path / "last.pt", tmp_path / "best.pt"
     with checkpoint.Writer() as writer:
