@@ -91,8 +91,7 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -
                 status = "interrupted"
                 break
 
-            metrics = epoch_metrics(sums.tolist(), len(data.train), data.is_classification)
-            metrics |= {"grad_norm": grad_norm.item(), "weight_norm": weight_norm(model)}
+            metrics = epoch_metrics(sums, grad_norm, model, len(data.train), data.is_classification)
             metrics |= learning_rates(parts.optimizer)
             if diverged(metrics["train/loss"], trainer.divergence_threshold):
                 status = "diverged"  # a result, not a crash: the last good checkpoint stays
@@ -265,12 +264,17 @@ def stats_sums(stats: list[BatchStats]) -> torch.Tensor:
     )
 
 
-def epoch_metrics(sums: list[float], n: int, classification: bool) -> dict[str, float]:
-    loss, correct, penalty = (s / n for s in sums)
+def epoch_metrics(
+    sums: torch.Tensor, grad_norm: torch.Tensor, model: nn.Module, n: int, classification: bool
+) -> dict[str, float]:
+    """The epoch's training metrics, read from the device in one transfer (one sync)."""
+    weights = global_norm(model.parameters())
+    *sums_read, grad, weight = torch.cat([sums, torch.stack([grad_norm, weights])]).tolist()
+    loss, correct, penalty = (s / n for s in sums_read)
     metrics = {"train/loss": loss, "train/penalty": penalty}
     if classification:
         metrics["train/acc"] = correct
-    return metrics
+    return metrics | {"grad_norm": grad, "weight_norm": weight}
 
 
 @torch.no_grad()
@@ -306,11 +310,16 @@ def clip_gradients(model: nn.Module, max_norm: float | None) -> torch.Tensor:
     """The global gradient norm (before clipping); gradients scaled down to `max_norm` if set."""
     if max_norm:
         return nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-    return nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+    return global_norm(p.grad for p in model.parameters() if p.grad is not None)
 
 
-def weight_norm(model: nn.Module) -> float:
-    return nn.utils.get_total_norm(model.parameters()).item()  # computed without grad
+@torch.no_grad()
+def global_norm(tensors: Iterable[torch.Tensor]) -> torch.Tensor:
+    """The L2 norm of all `tensors` together, on their device. `nn.utils.get_total_norm`
+    computes the same but takes twice as long for a model's few tensors (it groups them
+    by device and dtype first): ~50 against ~25 us for the benchmark MLP on a CPU."""
+    norms = [torch.linalg.vector_norm(t) for t in tensors]
+    return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
 
 
 def learning_rates(optimizer: torch.optim.Optimizer) -> dict[str, float]:
