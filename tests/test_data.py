@@ -20,6 +20,27 @@ from tests.datafiles import (
 )
 
 
+def test_digits_are_scikit_learns_whether_read_from_its_file_or_through_load_digits(
+    monkeypatch,
+):
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    expected = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    direct = datasets._digits_table()
+    monkeypatch.setattr(datasets.importlib.util, "find_spec", lambda name: None)  # no file
+    assert (datasets._digits_table() == direct).all()  # the load_digits fallback
+    monkeypatch.undo()
+
+    data = datasets.digits(val_fraction=0.1, test_fraction=0.2, seed=0)
+    assert data.input_shape == (1, 8, 8) and data.num_classes == 10
+    assert data.train.x.dtype == torch.float32 and data.train.y.dtype == torch.long
+    x = torch.cat([data.val.x, data.test.x, data.train.x])
+    y = torch.cat([data.val.y, data.test.y, data.train.y])
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(x, expected[order]) and torch.equal(y, torch.tensor(bunch.target)[order])
+
+
 @pytest.mark.parametrize("option", sorted(TORCHVISION_SETS))
 def test_torchvision_sets_load_from_files_with_their_own_test_split(
     option, tmp_path, fake_checksums
