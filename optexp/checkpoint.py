@@ -74,17 +74,18 @@ def _write_synced(path: Path, data: memoryview) -> None:
 
 
 def _create(path: Path) -> int:
-    """A new file at `path`, open for writing; its directory is made if missing. A file
-    already there (a temporary one a killed run left) is removed, never written through:
-    it may be a hard link to a checkpoint."""
+    """A new file at `path`, open for writing (permissions as `open` gives: 0o666 less the
+    umask); its directory is made if missing. A file already there (a temporary one a
+    killed run left) is removed, never written through: it may be a hard link to a
+    checkpoint."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
     try:
-        return os.open(path, flags, 0o644)
+        return os.open(path, flags, 0o666)
     except FileNotFoundError:
         path.parent.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
         path.unlink()
-    return os.open(path, flags, 0o644)
+    return os.open(path, flags, 0o666)
 
 
 class Writer:
