@@ -67,6 +67,7 @@ class TrainerConfig:
     tensorboard: bool = True
     compile: bool = False
     channels_last: bool = False
+    test_weights: str = "best"
 
 
 @dataclass
@@ -89,6 +90,7 @@ ConfigStore.instance().store(name="optexp_schema", node=OptexpConfig)
 
 PRECISIONS = ("32", "bf16", "fp16")
 MONITORS = ("val/loss", "val/acc")
+TEST_WEIGHTS = ("best", "last")
 
 
 def _positive(v: Any) -> bool:
@@ -122,6 +124,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "trainer.early_stopping.patience": (_non_negative, "an integer >= 0"),
     "trainer.early_stopping.min_delta": (_non_negative, "a number >= 0"),
     "trainer.checkpoint.every": (lambda v: v >= 1, "an integer >= 1"),
+    "trainer.test_weights": (lambda v: v in TEST_WEIGHTS, " | ".join(TEST_WEIGHTS)),
     "optimizer.lr": (_positive, "a number > 0"),
     "optimizer.weight_decay": (_non_negative, "a number >= 0"),
     "optimizer.momentum": (_fraction, "a number in [0, 1)"),

@@ -140,7 +140,7 @@ def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     rows = [
         ("train (best epoch)", best.get("train/loss"), best.get("train/acc")),
         (f"val (best epoch {summary['best_epoch']})", best.get("val/loss"), best.get("val/acc")),
-        ("test (best weights)", test.get("loss"), test.get("acc")),
+        (f"test ({summary['test_weights']} weights)", test.get("loss"), test.get("acc")),
     ]
     title = f"optexp: {summary['status']}"
     epochs, wall = summary["epochs_completed"], summary["wall_s"]

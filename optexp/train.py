@@ -130,8 +130,8 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -
             status = "early_stopped"
         test = None
         if status != "interrupted":
-            if progress.best_model is not None:
-                model.load_state_dict(progress.best_model)  # test with the best weights
+            if trainer.test_weights == "best" and progress.best_model is not None:
+                model.load_state_dict(progress.best_model)
             test = evaluate(model, data.test, parts.loss_fn, trainer.eval_batch_size, autocast)
         summary = summarize(status, progress, stopper, test, cfg, parts.device, choices)
         summary |= {"wall_s": time.perf_counter() - started, "signal": stop.signal}
@@ -200,6 +200,7 @@ def summarize(
         "best": stopper.best_metrics,
         "final": progress.metrics,
         "test": test or None,
+        "test_weights": cfg.trainer.test_weights,
         "objective": objective(status, stopper),
         "global_step": progress.step,
         "seed": cfg.seed,

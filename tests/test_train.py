@@ -71,16 +71,20 @@ def test_same_seed_gives_identical_metrics(make_cfg, tmp_path):
     assert other["final"]["train/loss"] != first["final"]["train/loss"]
 
 
-def test_early_stopping_fires_on_a_plateau_and_restores_the_best_weights(make_cfg, tmp_path):
+@pytest.mark.parametrize("test_weights", ["best", "last"])
+def test_early_stopping_fires_on_a_plateau_and_tests_the_chosen_weights(
+    make_cfg, tmp_path, test_weights
+):
     # min_delta larger than any possible gain: epoch 1 stays best, the run stops 2 epochs later.
     cfg = make_cfg(
         "trainer.epochs=20",
         "trainer.early_stopping.patience=2",
         "trainer.early_stopping.min_delta=100",
         "optimizer.lr=0.01",
+        f"trainer.test_weights={test_weights}",
     )
     summary = run(cfg, tmp_path)
-    assert summary["status"] == "early_stopped"
+    assert summary["status"] == "early_stopped" and summary["test_weights"] == test_weights
     assert summary["best_epoch"] == 1 and summary["epochs_completed"] == 3
 
     parts = build_parts(cfg)
@@ -90,7 +94,7 @@ def test_early_stopping_fires_on_a_plateau_and_restores_the_best_weights(make_cf
             checkpoint.load(tmp_path / "checkpoints" / f"{name}.pt")["model"]
         )
         test_with[name] = evaluate(parts.model, parts.data.test, parts.loss_fn, 1024, torch.no_grad)
-    assert summary["test"] == pytest.approx(test_with["best"])
+    assert summary["test"] == pytest.approx(test_with[test_weights])
     assert test_with["best"]["loss"] != pytest.approx(test_with["last"]["loss"])
 
 
