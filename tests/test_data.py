@@ -43,10 +43,11 @@ def test_digits_are_scikit_learns_whether_read_from_its_file_or_through_load_dig
 
 @pytest.mark.parametrize("option", sorted(TORCHVISION_SETS))
 def test_torchvision_sets_load_from_files_with_their_own_test_split(
-    option, tmp_path, fake_checksums
+    option, tmp_path, fake_checksums, make_cfg
 ):
     write_torchvision_set(option, tmp_path)
-    data = getattr(datasets, option)(str(tmp_path), download=False, val_fraction=0.25)
+    cfg = make_cfg(f"dataset={option}", "dataset.download=false", "dataset.val_fraction=0.25")
+    data = build("dataset", cfg.dataset, data_dir=str(tmp_path))
 
     channels, classes = (1, 10) if "mnist" in option else (3, TORCHVISION_SETS[option][1])
     size = 28 if "mnist" in option else 32
@@ -64,9 +65,9 @@ def test_torchvision_sets_load_from_files_with_their_own_test_split(
 
 def test_validation_is_carved_from_training_by_the_data_seed(tmp_path):
     write_torchvision_set("mnist", tmp_path)
-    first = datasets.mnist(str(tmp_path), download=False, seed=0)
-    again = datasets.mnist(str(tmp_path), download=False, seed=0)
-    other = datasets.mnist(str(tmp_path), download=False, seed=1)
+    first = datasets.torchvision_set("MNIST", str(tmp_path), download=False, seed=0)
+    again = datasets.torchvision_set("MNIST", str(tmp_path), download=False, seed=0)
+    other = datasets.torchvision_set("MNIST", str(tmp_path), download=False, seed=1)
     assert torch.equal(first.val.x, again.val.x) and not torch.equal(first.val.x, other.val.x)
     everything = torch.cat([first.train.x, first.val.x]).flatten(1)
     assert len(everything) == N_TRAIN and len(everything.unique(dim=0)) == N_TRAIN

@@ -23,11 +23,14 @@ from torch.utils.data import Dataset, Subset
 from optexp.config import ConfigError, UserError
 from optexp.data import Data, FileSplit, Split, split
 
-# Per-channel mean and std of each training set (the values its literature uses).
-MNIST_STATS = ((0.1307,), (0.3081,))
-FASHION_MNIST_STATS = ((0.2860,), (0.3530,))
-CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
-CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+# torchvision's in-memory sets: the per-channel mean and std of each training set (the
+# values its literature uses).
+TORCHVISION_STATS = {
+    "MNIST": ((0.1307,), (0.3081,)),
+    "FashionMNIST": ((0.2860,), (0.3530,)),
+    "CIFAR10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "CIFAR100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+}
 
 
 def digits(val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0) -> Data:
@@ -41,8 +44,8 @@ def digits(val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0)
 
 def _digits_table() -> np.ndarray:
     """The table scikit-learn ships as sklearn/datasets/data/digits.csv.gz, read as its
-    `load_digits` reads it, but without importing `sklearn.datasets`: that import (scipy
-    included) takes ~1.2 s, a fifth of the default run. `load_digits` if the file moved."""
+    `load_digits` reads it, but without importing `sklearn.datasets`, whose imports (scipy
+    included) cost a good part of a short run. `load_digits` if the file moved."""
     spec = importlib.util.find_spec("sklearn")  # finds the package without importing it
     if spec is not None and spec.origin is not None:
         path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
@@ -54,41 +57,13 @@ def _digits_table() -> np.ndarray:
     return np.column_stack([bunch.data, bunch.target])
 
 
-# --- torchvision's sets: their own test split; validation carved from training ------------
-
-
-def mnist(data_dir: str, download: bool = True, val_fraction: float = 0.1, seed: int = 0) -> Data:
-    """MNIST handwritten digits, 28x28 grey, 10 classes."""
-    return _torchvision("MNIST", data_dir, download, val_fraction, seed, MNIST_STATS)
-
-
-def fashion_mnist(
-    data_dir: str, download: bool = True, val_fraction: float = 0.1, seed: int = 0
+def torchvision_set(
+    name: str, data_dir: str, download: bool = True, val_fraction: float = 0.1, seed: int = 0
 ) -> Data:
-    """Fashion-MNIST clothing images, 28x28 grey, 10 classes."""
-    return _torchvision("FashionMNIST", data_dir, download, val_fraction, seed, FASHION_MNIST_STATS)
-
-
-def cifar10(data_dir: str, download: bool = True, val_fraction: float = 0.1, seed: int = 0) -> Data:
-    """CIFAR-10 natural images, 32x32 colour, 10 classes."""
-    return _torchvision("CIFAR10", data_dir, download, val_fraction, seed, CIFAR10_STATS)
-
-
-def cifar100(
-    data_dir: str, download: bool = True, val_fraction: float = 0.1, seed: int = 0
-) -> Data:
-    """CIFAR-100 natural images, 32x32 colour, 100 (fine) classes."""
-    return _torchvision("CIFAR100", data_dir, download, val_fraction, seed, CIFAR100_STATS)
-
-
-def _torchvision(
-    name: str,
-    data_dir: str,
-    download: bool,
-    val_fraction: float,
-    seed: int,
-    stats: tuple[tuple[float, ...], tuple[float, ...]],
-) -> Data:
+    """The torchvision set `name` (a key of TORCHVISION_STATS), loaded whole and
+    normalized; its own test split, validation carved from its training split."""
+    if name not in TORCHVISION_STATS:
+        raise ConfigError("dataset.name", name, " | ".join(TORCHVISION_STATS))
     from torchvision import datasets
 
     cls = getattr(datasets, name)
@@ -97,7 +72,7 @@ def _torchvision(
     except (RuntimeError, OSError, ValueError, EOFError, pickle.UnpicklingError) as error:
         raise UserError(_not_found(name, cls, data_dir, download, error)) from None
     (x, y), (x_test, y_test) = (_images(s) for s in sets)
-    mean, std = stats
+    mean, std = TORCHVISION_STATS[name]
     x, x_test = normalize(x, mean, std), normalize(x_test, mean, std)
     train, val, _ = split(x, y, val_fraction, 0.0, seed)
     return Data(train, val, Split(x_test, y_test), len(sets[0].classes), mean, std)
