@@ -98,8 +98,7 @@ class Writer:
 
     The thread is not free: every system call it makes releases the GIL, and taking it
     back interrupts the training loop, which then waits for the thread's next release.
-    `write` keeps those calls few (7 for last.pt + best.pt; `open()`, `Path.mkdir` and
-    an unlink before each link made it 14, and the loop ~4 % slower on a 2-core machine).
+    `write` keeps those calls few (benchmarks/RESULTS.md has the counts and their cost).
     """
 
     def __init__(self) -> None:
@@ -158,15 +157,20 @@ def load(path: Path) -> dict[str, Any]:
         ) from None
 
 
+def file(run_dir: Path, name: str) -> Path:
+    """Where a run keeps its checkpoint `name` ("last" or "best")."""
+    return run_dir / "checkpoints" / f"{name}.pt"
+
+
 def resume_path(run_dir: Path, resume: str | None) -> Path | None:
     """`trainer.resume` (a file, or a run dir meaning its last.pt), else this run dir's own
     last.pt when a run is repeated into the same directory, else None."""
     if resume is None:
-        own = run_dir / "checkpoints" / "last.pt"
+        own = file(run_dir, "last")
         return own if own.is_file() else None
     path = Path(resume).expanduser()
     if path.is_dir():
-        path = path / "checkpoints" / "last.pt"
+        path = file(path, "last")
     if not path.is_file():
         raise ConfigError(
             "trainer.resume",
@@ -195,7 +199,7 @@ def check_compatible(saved: str | dict[str, Any], current: dict[str, Any], path:
         raise ConfigError(
             "trainer.resume",
             str(path),
-            "the same config as the checkpoint (only trainer.epochs and logging may change)",
+            f"the same config as the checkpoint, but for {', '.join(RESUMABLE_CHANGES)}",
             problem=f"was saved with a different config: {', '.join(differing)}",
         )
 

@@ -7,8 +7,10 @@ imported when there is something to train.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
+import shutil
 import signal
 import string
 import sys
@@ -22,12 +24,14 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from optexp.config import UserError, check
+from optexp.checks import check_config
+from optexp.config import UserError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 USER_ERROR = 2
 HELP_FLAGS = ("--help", "-h")
 _job_started = False
+_new_folders: list[Path] = []  # of a single run's directory, deepest first
 
 
 class Rejected(BaseException):
@@ -40,13 +44,32 @@ class Rejected(BaseException):
 
 
 class CheckBeforeRun(Callback):
-    """Checks a single run's config before Hydra creates its directory and log file."""
+    """Checks a single run's config before Hydra creates its directory and log file, and
+    notes which folders of that directory are new: a run refused when its parts are built
+    and checked (`optexp.checks`) leaves none of them behind."""
 
     def on_run_start(self, config: DictConfig, **kwargs: object) -> None:
+        global _new_folders
         try:
-            check(config)
+            check_config(config)
         except UserError as error:
             raise Rejected(error) from None
+        run_dir = Path(config.hydra.run.dir).absolute()
+        _new_folders = [path for path in (run_dir, *run_dir.parents) if not path.exists()]
+
+
+def remove_refused_run_dir() -> None:
+    """Remove the new run directory of a run refused before it wrote anything: Hydra's
+    own files (.hydra/, the log) are all there is. Parents go only if left empty."""
+    if not _new_folders or not _new_folders[0].is_dir():
+        return
+    run_dir = _new_folders[0]
+    if any(path.name != ".hydra" and path.suffix != ".log" for path in run_dir.iterdir()):
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    for folder in _new_folders[1:]:
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only if empty: another run may have started in it since
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
@@ -55,7 +78,7 @@ def train_from_config(cfg: DictConfig) -> float:
     objective for sweepers."""
     global _job_started
     _job_started = True
-    check(cfg)
+    check_config(cfg)
     from optexp.train import run
 
     hydra_cfg = HydraConfig.get()
@@ -86,6 +109,7 @@ def main() -> None:
             return
         train_from_config()
     except (UserError, HydraException, OmegaConfBaseException) as error:
+        remove_refused_run_dir()
         fail(error, debug)
     except Rejected as rejected:
         fail(rejected.error, debug)

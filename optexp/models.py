@@ -7,6 +7,9 @@ import math
 
 from torch import nn
 
+from optexp.checks import check_input_shape
+from optexp.config import ConfigError
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "tanh": nn.Tanh,
@@ -20,8 +23,6 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 
 def make_activation(name: str) -> nn.Module:
     if name not in ACTIVATIONS:
-        from optexp.config import ConfigError
-
         raise ConfigError("model.activation", name, " | ".join(ACTIVATIONS))
     return ACTIVATIONS[name]()
 
@@ -65,7 +66,8 @@ def cnn(
     """[Conv3x3 -> (BatchNorm) -> activation -> MaxPool2] per entry of `channels`, then
     global average pooling -> (Dropout) -> Linear. The pooling to 1x1 makes one network
     fit 8x8, 28x28 and 32x32 images alike."""
-    in_channels = _image_channels(input_shape, "cnn")
+    check_input_shape(input_shape, "C, H, W", "model", "cnn", "mlp | linear for flat features")
+    in_channels = input_shape[0]
     layers: list[nn.Module] = []
     for width in channels:
         layers.append(nn.Conv2d(in_channels, width, 3, padding=1, bias=not batch_norm))
@@ -86,20 +88,8 @@ def resnet18(input_shape: tuple[int, ...], num_outputs: int) -> nn.Module:
     stride-1 first convolution and no max-pool, so 32x32 inputs are not shrunk 4x at once."""
     from torchvision.models import resnet18 as torchvision_resnet18
 
+    check_input_shape(input_shape, "C, H, W", "model", "resnet18", "mlp | linear for flat features")
     model = torchvision_resnet18(weights=None, num_classes=num_outputs)
-    model.conv1 = nn.Conv2d(_image_channels(input_shape, "resnet18"), 64, 3, 1, 1, bias=False)
+    model.conv1 = nn.Conv2d(input_shape[0], 64, 3, 1, 1, bias=False)
     model.maxpool = nn.Identity()
     return model
-
-
-def _image_channels(input_shape: tuple[int, ...], option: str) -> int:
-    if len(input_shape) != 3:
-        from optexp.config import ConfigError
-
-        raise ConfigError(
-            "model",
-            option,
-            "mlp | linear for flat features",
-            f"needs image input (C, H, W), but the dataset's inputs are {tuple(input_shape)}",
-        )
-    return input_shape[0]

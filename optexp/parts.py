@@ -11,7 +11,9 @@ from __future__ import annotations
 import difflib
 import inspect
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -19,71 +21,90 @@ from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from optexp.config import ConfigError, UserError
+from optexp import checks
+from optexp.config import ConfigError, TrainerConfig, UserError
 from optexp.data import Data
 from optexp.optim import param_groups
 from optexp.optim.schedules import Schedule, with_warmup
+from optexp.stopping import EarlyStopping
 
 # optexp's own keys inside a group node: read here, not passed to the target.
 OWN_KEYS = {
-    "optimizer": ("decay_bias_and_norm", "full_batch"),
+    "optimizer": ("regularize_bias_and_norm", "full_batch"),
     "scheduler": ("interval", "warmup_epochs"),
 }
-CLASSIFICATION_ONLY_LOSSES = (nn.CrossEntropyLoss, nn.NLLLoss, nn.MultiMarginLoss)
 # Devices where torch's Adam, AdamW, SGD and Adagrad have fused kernels.
 FUSED_DEVICES = ("cpu", "cuda")
 
 
 @dataclass
 class Parts:
+    """Everything a run needs, built from the config once; the loop reads nothing else."""
+
+    trainer: TrainerConfig
     device: torch.device
     data: Data
+    data_seed: int  # the batch order of every epoch follows it
     model: nn.Module
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     optimizer: torch.optim.Optimizer
     schedule: Schedule
     penalty: Callable[[], torch.Tensor] | None
     augment: Callable[[torch.Tensor], torch.Tensor] | None
+    autocast: Callable[[], AbstractContextManager[Any]]  # mixed precision, or nothing
+    scaler: torch.amp.GradScaler  # fp16's gradient scaling; a no-op otherwise
+    early_stopping: EarlyStopping
     batch_size: int
     steps_per_epoch: int
 
 
 def build_parts(cfg: DictConfig) -> Parts:
-    device = resolve_device(cfg.trainer.device, cfg.trainer.precision)
+    """Build every part, each checked against those it works with (`optexp.checks`)."""
+    # A plain dataclass from here on: a DictConfig lookup costs as much as a small tensor op.
+    trainer: TrainerConfig = OmegaConf.to_object(cfg.trainer)
+    device = resolve_device(trainer.device, trainer.precision)
     data = build("dataset", cfg.dataset, data_dir=cfg.data_dir)
+    if trainer.limit_batches:
+        data = data.head(trainer.limit_batches * trainer.batch_size)
+    checks.check_monitor(trainer.early_stopping.monitor, data)
     model = build("model", cfg.model, input_shape=data.input_shape, num_outputs=data.num_outputs)
     layout = None
-    if cfg.trainer.channels_last and len(data.input_shape) == 3:  # images: (C, H, W)
+    if trainer.channels_last and len(data.input_shape) == 3:  # images: (C, H, W)
         layout = torch.channels_last  # 4-D weights and image batches; the rest is unchanged
     data, model = data.to(device, layout), model.to(device, memory_format=layout)
-    if cfg.trainer.compile:
+    if trainer.compile:
         model.compile()  # in place: state_dict keys, hence checkpoints, stay the same
     loss_fn = build("loss", cfg.loss)
-    if isinstance(loss_fn, CLASSIFICATION_ONLY_LOSSES) and not data.is_classification:
-        raise ConfigError(
-            "loss",
-            type(loss_fn).__name__,
-            "mse for a regression dataset",
-            problem="needs class labels, but the dataset has real-valued targets",
-        )
+    checks.check_loss(loss_fn, data)
 
     opt = cfg.optimizer
-    batch_size = len(data.train) if opt.get("full_batch") else cfg.trainer.batch_size
+    batch_size = len(data.train) if opt.get("full_batch") else trainer.batch_size
     groups = param_groups(
-        model, opt.get("weight_decay", 0.0), opt.get("decay_bias_and_norm", False)
+        model, opt.get("weight_decay", 0.0), opt.get("regularize_bias_and_norm", False)
     )
     optimizer = build("optimizer", opt, params=groups, **fused_kernel(opt, device))
-
     steps_per_epoch = -(-len(data.train) // batch_size)
+    autocast, scaler = mixed_precision(trainer.precision, device)
     return Parts(
+        trainer=trainer,
         device=device,
         data=data,
+        data_seed=cfg.data_seed,
         model=model,
         loss_fn=loss_fn,
         optimizer=optimizer,
-        schedule=build_schedule(cfg.scheduler, optimizer, cfg.trainer.epochs, steps_per_epoch),
+        schedule=build_schedule(cfg.scheduler, optimizer, trainer.epochs, steps_per_epoch),
         penalty=build_optional("regularizer", cfg.regularizer, model=model),
-        augment=build_optional("augmentation", cfg.augmentation, mean=data.mean, std=data.std),
+        augment=build_optional(
+            "augmentation",
+            cfg.augmentation,
+            input_shape=data.input_shape,
+            mean=data.mean,
+            std=data.std,
+        ),
+        autocast=autocast,
+        scaler=scaler,
+        early_stopping=EarlyStopping(**vars(trainer.early_stopping)),
         batch_size=batch_size,
         steps_per_epoch=steps_per_epoch,
     )
@@ -104,8 +125,6 @@ def build_schedule(
 ) -> Schedule:
     node = node if node is not None and "_target_" in node else _constant_schedule()
     interval = node.get("interval", "epoch")
-    if interval not in ("epoch", "step"):
-        raise ConfigError("scheduler.interval", interval, "epoch | step")
     per_interval = steps_per_epoch if interval == "step" else 1
     warmup = int(node.get("warmup_epochs", 0) * per_interval)
     scheduler = build(
@@ -116,16 +135,7 @@ def build_schedule(
         epochs=epochs,
         steps_per_epoch=per_interval,
     )
-    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-        if warmup:
-            raise ConfigError(
-                "scheduler.warmup_epochs",
-                node.warmup_epochs,
-                "0 with plateau",
-                problem="cannot precede a reduce-on-plateau schedule",
-            )
-        if interval == "step":  # it steps on the epoch's validation metric
-            raise ConfigError("scheduler.interval", interval, "epoch with plateau")
+    checks.check_schedule(scheduler, interval, node.get("warmup_epochs", 0))
     return Schedule(with_warmup(optimizer, scheduler, warmup), interval)
 
 
@@ -151,12 +161,13 @@ def build(group: str, node: DictConfig, **context: Any) -> Any:
     if accepted is not None:
         for key in user_keys:
             if key not in accepted:
-                close = difflib.get_close_matches(key, accepted, n=1)
+                close = difflib.get_close_matches(key, [*accepted, *own], n=1)
                 hint = f"did you mean {group}.{close[0]}? " if close else ""
+                known = ", ".join(sorted(accepted)) + "".join(f"; optexp's {k}" for k in own)
                 raise ConfigError(
                     f"{group}.{key}",
                     node[key],
-                    hint + f"parameters of {node._target_}: {', '.join(sorted(accepted))}",
+                    hint + f"parameters of {node._target_}: {known}",
                     problem=f"is not a parameter of {node._target_}",
                 )
     passed = {
@@ -220,13 +231,14 @@ def resolve_device(device: str, precision: str) -> torch.device:
     cuda = torch.cuda.is_available()
     if device == "auto":
         device = "cuda" if cuda else "cpu"
-    if device.startswith("cuda") and not cuda:
-        raise ConfigError("trainer.device", device, "cpu | auto (no CUDA device is visible)")
-    if precision == "fp16" and not device.startswith("cuda"):
-        raise ConfigError(
-            "trainer.precision",
-            precision,
-            "32 | bf16 on a CPU",
-            problem="needs a CUDA device (float16 autocast with gradient scaling)",
-        )
+    checks.check_device(device, precision, cuda)
     return torch.device(device)
+
+
+def mixed_precision(
+    precision: str, device: torch.device
+) -> tuple[Callable[[], AbstractContextManager[Any]], torch.amp.GradScaler]:
+    """autocast context and gradient scaler: bf16 needs no scaling, fp16 does."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    autocast = nullcontext if dtype is None else partial(torch.autocast, device.type, dtype=dtype)
+    return autocast, torch.amp.GradScaler(device.type, enabled=precision == "fp16")

@@ -6,12 +6,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from optexp.optim import regularized
+
 
 class NormPenalty:
     """Elastic net: l1 * sum|theta| + l2 * sum theta^2 (L1 = lasso, L2 = ridge).
 
-    Biases and normalization weights (1-D tensors) are left out unless
-    `include_bias_and_norm` is true.
+    Biases and normalization weights are left out unless `regularize_bias_and_norm`
+    (the rule of `optexp.optim.regularized`, which weight decay follows too).
     """
 
     def __init__(
@@ -19,14 +21,10 @@ class NormPenalty:
         model: nn.Module,
         l1: float = 0.0,
         l2: float = 0.0,
-        include_bias_and_norm: bool = False,
+        regularize_bias_and_norm: bool = False,
     ):
         self.l1, self.l2 = l1, l2
-        self.params = [
-            p
-            for p in model.parameters()
-            if p.requires_grad and (include_bias_and_norm or p.ndim > 1)
-        ]
+        self.params, _ = regularized(model, regularize_bias_and_norm)
 
     def __call__(self) -> Tensor:
         total = torch.zeros((), device=self.params[0].device)

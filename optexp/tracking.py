@@ -6,13 +6,19 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
+import subprocess
 from collections.abc import Iterable, Iterator
+from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+
+import optexp
+from optexp.config import flatten
 
 T = TypeVar("T")
 console = Console()
@@ -145,7 +151,7 @@ def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     title = f"optexp: {summary['status']}"
     epochs, wall = summary["epochs_completed"], summary["wall_s"]
     footer = f"epochs {epochs}  wall {wall:.1f}s  run dir {run_dir}"
-    if not console.is_terminal:  # a log file: aligned text (rich takes ~2 ms to draw a table)
+    if not console.is_terminal:  # a log file: aligned text, quicker than drawing a rich table
         lines = [title, f"  {'split':<24}{'loss':>8}  {'acc':>8}"]
         lines += [f"  {name:<24}{_fmt(loss):>8}  {_fmt(acc):>8}" for name, loss, acc in rows]
         print("\n".join([*lines, footer]), flush=True)
@@ -162,3 +168,65 @@ def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
+
+
+def about(cfg: Any, device: Any, choices: dict[str, str] | None) -> dict[str, Any]:
+    """What identifies the run: the second part of metrics.json."""
+    return {
+        "seed": cfg.seed,
+        "data_seed": cfg.data_seed,
+        "device": str(device),
+        "choices": choices or {},
+        "versions": versions(),
+    }
+
+
+def hparams(config: dict[str, Any], choices: dict[str, str] | None) -> dict[str, Any]:
+    """Group choices plus the scalar knobs of each part, for TensorBoard's HParams tab."""
+    flat = {k: v for k, v in flatten(config).items() if not k.startswith("hydra")}
+    keep = (
+        "seed",
+        "data_seed",
+        "optimizer.",
+        "scheduler.",
+        "regularizer.",
+        "model.",
+        "loss.",
+        "augmentation.",
+        "dataset.",
+        "trainer.batch_size",
+        "trainer.epochs",
+        "trainer.precision",
+    )
+    chosen = {k: v for k, v in flat.items() if k.startswith(keep)}
+    chosen = {
+        k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in chosen.items()
+    }
+    return dict(choices or {}) | chosen
+
+
+def versions() -> dict[str, str | None]:
+    import torch
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "optexp": optexp.__version__,
+        "git_commit": _git_commit(),
+    }
+
+
+@cache  # the code a process runs does not change under it: ask git once per sweep
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(optexp.__file__).parent,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None

@@ -16,11 +16,14 @@ from optexp.data.augment import (
     random_flip,
     random_rotation,
 )
+from optexp.parts import build_parts
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
 OPTIONS = {  # option -> builder for images of C channels (mean/std per channel)
-    "flip_rotate_jitter": lambda channels=3: FlipRotateJitter(MEAN[:channels], STD[:channels]),
-    "crop_flip": lambda channels=3: CropFlip(),
+    "flip_rotate_jitter": lambda channels=3: FlipRotateJitter(
+        (channels, 12, 12), MEAN[:channels], STD[:channels]
+    ),
+    "crop_flip": lambda channels=3: CropFlip((channels, 12, 12)),
 }
 
 
@@ -124,9 +127,13 @@ def test_colour_jitter_equals_torchvision_adjustments_with_each_samples_factors(
 def test_jitter_works_on_pixels_behind_the_normalization():
     mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
     x = (images() - mean) / std
-    off = FlipRotateJitter(MEAN, STD, flip=0, degrees=0, brightness=0, contrast=0, saturation=0)
+    off = FlipRotateJitter(
+        (3, 12, 12), MEAN, STD, flip=0, degrees=0, brightness=0, contrast=0, saturation=0
+    )
     assert torch.allclose(off(x), x, atol=1e-6)  # undo and redo are exact inverses
-    strong = FlipRotateJitter(MEAN, STD, flip=0, degrees=0, brightness=0.9, contrast=0.9)
+    strong = FlipRotateJitter(
+        (3, 12, 12), MEAN, STD, flip=0, degrees=0, brightness=0.9, contrast=0.9
+    )
     pixels = strong(x) * std + mean
     # clamped to [0, 1] as pixels, not as normalized values (those would stay above the mean)
     assert pixels.min() >= 0 and pixels.max() <= 1 + 1e-6 and pixels.min() < 0.05
@@ -141,10 +148,11 @@ def test_grey_images_get_brightness_and_contrast_but_no_saturation():
 
 
 @pytest.mark.parametrize("option", OPTIONS)
-def test_flat_inputs_are_refused_naming_the_augmentation(option):
+def test_flat_inputs_are_refused_naming_the_augmentation_before_training(option, make_cfg):
     with pytest.raises(ConfigError) as raised:
-        OPTIONS[option]()(torch.randn(8, 2))
-    assert raised.value.key == "augmentation" and "(N, C, H, W)" in str(raised.value)
+        build_parts(make_cfg(f"augmentation={option}", "dataset=synthetic"))
+    assert raised.value.key == "augmentation" and "(C, H, W)" in str(raised.value)
+    assert f"augmentation={option!r}" in str(raised.value)
 
 
 def test_the_loop_augments_training_batches_only(make_cfg, tmp_path, monkeypatch):

@@ -5,7 +5,8 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
-from optexp.config import ConfigError, check
+from optexp.checks import check_config as check
+from optexp.config import ConfigError
 
 
 def test_default_config_composes_the_default_experiment(make_cfg):

@@ -57,7 +57,7 @@ BAD_INPUTS = [
     (["scheduler=plateau", "scheduler.interval=step"], "scheduler.interval"),
     (["dataset=synthetic", "dataset.task=regression"], "loss="),
     (["dataset=synthetic", "dataset.task=regression", "loss=hinge"], "loss="),
-    (["dataset=synthetic", "model=resnet18"], "model='resnet18' needs image input"),
+    (["dataset=synthetic", "model=resnet18"], "model='resnet18' needs inputs shaped (C, H, W)"),
     (["dataset=arrays"], "dataset.path"),
     (["dataset=image_folder", "dataset.workers=-1"], "dataset.workers=-1"),
     (["dataset=arrays", "dataset.path=/nonexistent.npz"], "dataset.path"),
@@ -79,6 +79,22 @@ def test_range_errors_say_what_is_allowed_before_a_run_directory_exists(optexp_c
     result = optexp_cli("trainer.precision=fp8")
     assert "trainer.precision='fp8' is not allowed. Allowed: 32 | bf16 | fp16." in result.stderr
     assert not (tmp_path / "run").exists()  # checked by a Hydra callback, before run_job
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["dataset=synthetic", "model=cnn"],  # model vs input rank
+        ["dataset=synthetic", "augmentation=crop_flip"],  # augmentation vs input rank
+        ["dataset=synthetic", "dataset.task=regression"],  # cross-entropy vs float targets
+        ["scheduler=plateau", "scheduler.warmup_epochs=2"],  # schedule combination
+    ],
+)
+def test_a_run_refused_by_a_check_across_parts_leaves_no_directory(optexp_cli, tmp_path, args):
+    run_dir = tmp_path / "outputs" / "day" / "time"
+    result = optexp_cli(*args, run_dir=run_dir)
+    assert result.returncode == 2 and result.stderr.count("optexp: error:") == 1
+    assert not (tmp_path / "outputs").exists()  # nor the parents Hydra made for it
 
 
 def test_a_bad_rerun_loses_nothing_already_written(optexp_cli, tmp_path):

@@ -129,11 +129,12 @@ def test_ctrl_c_to_the_process_group_stops_gracefully_with_dataloader_workers(tm
 
 
 class StopAfter(StopRequest):
-    """A stop request that arrives after 30 optimizer steps (it is asked once per step)."""
+    """A stop request that arrives after 30 optimizer steps (the loop asks before the first
+    epoch, then once per step)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.remaining = 30
+        self.remaining = 31
 
     def __bool__(self) -> bool:
         if self.remaining == 0:

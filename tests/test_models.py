@@ -38,7 +38,7 @@ def test_resnet18_has_a_small_image_stem(shape):
 def test_image_models_refuse_flat_inputs_naming_model(builder):
     with pytest.raises(ConfigError) as raised:
         builder((2,), 3)
-    assert raised.value.key == "model" and "image input (C, H, W)" in str(raised.value)
+    assert raised.value.key == "model" and "inputs shaped (C, H, W)" in str(raised.value)
 
 
 DROPOUT_MODELS = {

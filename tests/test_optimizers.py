@@ -97,7 +97,7 @@ def test_weight_decay_skips_biases_and_norm_weights_by_default(make_cfg):
         "optimizer=sgd",
         "optimizer.weight_decay=0.1",
         "model.batch_norm=true",
-        "optimizer.decay_bias_and_norm=true",
+        "optimizer.regularize_bias_and_norm=true",
     )
     parts = build_parts(cfg)
     (group,) = parts.optimizer.param_groups

@@ -5,8 +5,8 @@ import json
 import pytest
 from hydra import compose, initialize_config_dir
 
+from optexp.checks import check_config as check
 from optexp.cli import CONFIG_DIR, options
-from optexp.config import check
 
 PRESETS = options(CONFIG_DIR / "experiment")
 

@@ -46,7 +46,7 @@ def model() -> nn.Module:
     ],
 )
 def test_penalty_equals_the_hand_computed_sum(model, l1, l2, include, expected):
-    penalty = NormPenalty(model, l1=l1, l2=l2, include_bias_and_norm=include)
+    penalty = NormPenalty(model, l1=l1, l2=l2, regularize_bias_and_norm=include)
     assert penalty().item() == pytest.approx(expected, rel=1e-6)
 
 
@@ -59,8 +59,8 @@ def test_excluded_parameters_get_no_penalty_gradient(model):
         assert torch.allclose(w.grad, 0.1 * w.sign() + 0.02 * w)
 
 
-def test_include_bias_and_norm_penalizes_every_parameter(model):
-    NormPenalty(model, l2=0.5, include_bias_and_norm=True)().backward()
+def test_regularize_bias_and_norm_penalizes_every_parameter(model):
+    NormPenalty(model, l2=0.5, regularize_bias_and_norm=True)().backward()
     for p in model.parameters():
         assert torch.allclose(p.grad, p.detach())  # 2 * 0.5 * theta
 

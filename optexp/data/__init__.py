@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from optexp.config import UserError
 
@@ -39,6 +39,9 @@ class Split:
         x = self.x.to(device, memory_format=memory_format or torch.preserve_format)
         return Split(x, self.y.to(device))
 
+    def head(self, n: int) -> Split:
+        return Split(self.x[:n], self.y[:n])
+
     def batches(
         self, batch_size: int, order: Tensor | None = None, first: int = 0
     ) -> Iterator[tuple[Tensor, Tensor]]:
@@ -53,9 +56,9 @@ class Split:
 
 
 def _rows(t: Tensor, index: Tensor) -> Tensor:
-    """`t[index]`. index_select copies whole rows at half the cost of general indexing
-    (~12 us less per step, 1.5 % of the benchmark MLP's step on a CPU), but returns a
-    contiguous tensor: channels-last images keep their layout through `t[index]`."""
+    """`t[index]`. index_select copies whole rows faster than general indexing
+    (benchmarks/RESULTS.md), but returns a contiguous tensor: channels-last images keep
+    their layout through `t[index]`."""
     return t.index_select(0, index) if t.is_contiguous() else t[index]
 
 
@@ -84,6 +87,10 @@ class FileSplit:
         self, device: torch.device, memory_format: torch.memory_format | None = None
     ) -> FileSplit:
         return replace(self, y=self.y.to(device), device=device, memory_format=memory_format)
+
+    def head(self, n: int) -> FileSplit:
+        n = min(n, len(self))
+        return replace(self, images=Subset(self.images, range(n)), y=self.y[:n])
 
     def batches(
         self, batch_size: int, order: Tensor | None = None, first: int = 0
@@ -147,6 +154,11 @@ class Data:
         train, val = self.train.to(device, memory_format), self.val.to(device, memory_format)
         test = self.test.to(device, memory_format) if self.test is not None else None
         return replace(self, train=train, val=val, test=test)
+
+    def head(self, n: int) -> Data:
+        """The first `n` samples of each split: a quick run on a sliver of the data."""
+        test = self.test.head(n) if self.test is not None else None
+        return replace(self, train=self.train.head(n), val=self.val.head(n), test=test)
 
 
 def _target_width(y: Tensor) -> int:

@@ -17,7 +17,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
-from optexp.config import ConfigError
+from optexp.checks import check_input_shape
+
+NONE = "none for inputs that are not images"
 
 
 class FlipRotateJitter:
@@ -28,6 +30,7 @@ class FlipRotateJitter:
 
     def __init__(
         self,
+        input_shape: tuple[int, ...],
         mean: tuple[float, ...] | None = None,
         std: tuple[float, ...] | None = None,
         flip: float = 0.5,
@@ -36,12 +39,12 @@ class FlipRotateJitter:
         contrast: float = 0.2,
         saturation: float = 0.2,
     ) -> None:
+        check_input_shape(input_shape, "C, H, W", "augmentation", "flip_rotate_jitter", NONE)
         self.mean, self.std = mean, std
         self.flip, self.degrees = flip, degrees
         self.brightness, self.contrast, self.saturation = brightness, contrast, saturation
 
     def __call__(self, x: Tensor) -> Tensor:
-        _require_images(x, "flip_rotate_jitter")
         x = random_flip(x, self.flip)
         x = random_rotation(x, self.degrees)
         pixels = _to_pixels(x, self.mean, self.std)
@@ -53,11 +56,11 @@ class CropFlip:
     """Zero-pad by `padding` on every side, cut a random window of the original size
     (the classic CIFAR recipe), then flip horizontally with probability `flip`."""
 
-    def __init__(self, padding: int = 4, flip: float = 0.5) -> None:
+    def __init__(self, input_shape: tuple[int, ...], padding: int = 4, flip: float = 0.5) -> None:
+        check_input_shape(input_shape, "C, H, W", "augmentation", "crop_flip", NONE)
         self.padding, self.flip = padding, flip
 
     def __call__(self, x: Tensor) -> Tensor:
-        _require_images(x, "crop_flip")
         return random_crop(x, self.padding, self.flip)
 
 
@@ -147,13 +150,3 @@ def _from_pixels(
 
 def _per_channel(values: tuple[float, ...], like: Tensor) -> Tensor:
     return torch.tensor(values, device=like.device, dtype=like.dtype).view(1, -1, 1, 1)
-
-
-def _require_images(x: Tensor, option: str) -> None:
-    if x.ndim != 4:
-        raise ConfigError(
-            "augmentation",
-            option,
-            "none for inputs that are not images",
-            f"needs image batches (N, C, H, W), but got inputs of shape {tuple(x.shape[1:])}",
-        )
