@@ -83,6 +83,43 @@ def cnn(
     return nn.Sequential(*layers)
 
 
+def cnn1d(
+    input_shape: tuple[int, ...],
+    num_outputs: int,
+    channels: list[int] = (25, 25, 25),  # type: ignore[assignment]
+    kernel_sizes: list[int] = (5, 3, 3),  # type: ignore[assignment]
+    stride: int = 2,
+    activation: str = "relu",
+    dropout: float = 0.0,
+    batch_norm: bool = False,
+) -> nn.Sequential:
+    """[Conv1d(kernel, stride, padding 1) -> (BatchNorm) -> activation] per entry of
+    `channels`, then flatten -> (Dropout) -> Linear, for signals (C, L). The defaults are
+    the MNIST-1D paper's CNN (its repository's ConvBase): 40 -> 19 -> 10 -> 5 positions of
+    25 channels, 125 features into the linear layer."""
+    check_input_shape(input_shape, "C, L", "model", "cnn1d", "mlp | linear | cnn | resnet18")
+    if len(kernel_sizes) != len(channels):
+        raise ConfigError("model.kernel_sizes", list(kernel_sizes), "one size per channels entry")
+    in_channels, length = input_shape
+    layers: list[nn.Module] = []
+    for width, kernel in zip(channels, kernel_sizes, strict=True):
+        length = (length + 2 - kernel) // stride + 1
+        if length < 1:
+            raise ConfigError(
+                "model.kernel_sizes", list(kernel_sizes), f"layers that fit length {input_shape[1]}"
+            )
+        layers.append(nn.Conv1d(in_channels, width, kernel, stride, padding=1, bias=not batch_norm))
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(width))
+        layers.append(make_activation(activation))
+        in_channels = width
+    layers.append(nn.Flatten())
+    if dropout > 0:
+        layers.append(nn.Dropout(dropout))
+    layers.append(nn.Linear(in_channels * length, num_outputs))
+    return nn.Sequential(*layers)
+
+
 def resnet18(input_shape: tuple[int, ...], num_outputs: int) -> nn.Module:
     """torchvision's ResNet-18 (random init) with the stem used for small images: a 3x3
     stride-1 first convolution and no max-pool, so 32x32 inputs are not shrunk 4x at once."""

@@ -20,9 +20,9 @@ import statistics
 import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
@@ -30,6 +30,9 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from optexp.config import UserError
+
+if TYPE_CHECKING:
+    from optexp.study import Target
 
 USER_ERROR = 2
 INCOMPLETE = "running/incomplete"
@@ -291,6 +294,22 @@ def choice_report(choices: list[Choice], by: str, title: str) -> Report:
     return Report(title, [*keys, over], common, metrics, rows)
 
 
+def add_time_to_target(report: Report, targets: Sequence[Target]) -> Report:
+    """Per row: how many of its runs reached each target ("k of n"), and the epochs and
+    wall seconds it took them, mean ± std over the runs that reached it only."""
+    from optexp import study
+
+    for row in report.rows:
+        curves = [study.read_scalars(Path(d)) for d in row.dirs]
+        for target in targets:
+            reach = study.Reach(tuple(study.time_to_target(c, target) for c in curves))
+            row.info[f"reached {target}"] = reach.show()
+            row.stats[f"epochs to {target}"] = Stat.of(reach.epochs())
+            row.stats[f"s to {target}"] = Stat.of(reach.seconds())
+    extra = [f"{unit} to {t}" for t in targets for unit in ("epochs", "s")]
+    return replace(report, metrics=[*report.metrics, *extra])
+
+
 def _as_number(value: str) -> tuple[bool, float, str]:
     """Sort key: numbers by value, then anything else by name."""
     try:
@@ -329,14 +348,19 @@ def to_csv(report: Report) -> str:
 
 def _cells(report: Report) -> tuple[list[str], list[list[str]], str]:
     info = list(report.rows[0].info) if report.rows else []
-    header = [*report.keys, *info, *(METRICS[m].label for m in report.metrics)]
+    header = [*report.keys, *info, *(_label(m) for m in report.metrics)]
     cells = [
         [*r.settings.values(), *map(str, r.info.values())]
-        + [r.stats[m].show(METRICS[m].fmt) for m in report.metrics]
+        + [r.stats[m].show(METRICS[m].fmt if m in METRICS else ".2f") for m in report.metrics]
         for r in report.rows
     ]
     caption = " ".join(f"{k}={v}" for k, v in report.common.items())
     return header, cells, caption and f"common: {caption}"
+
+
+def _label(metric: str) -> str:
+    """A metric's column name; a time-to-target column is named by itself."""
+    return METRICS[metric].label if metric in METRICS else metric
 
 
 def to_markdown(report: Report) -> str:
@@ -469,7 +493,21 @@ def parser() -> argparse.ArgumentParser:
             "  optexp-report outputs/multirun/2026-01-01/10-00-00\n"
             "  optexp-report outputs/multirun --sort test/acc --format markdown\n"
             "  optexp-report outputs/multirun --select-best-by val/loss --over optimizer.lr\n"
-            "  optexp-report outputs/multirun --plot curves.png --curve val/acc --band std"
+            "  optexp-report outputs/multirun --plot curves.png --curve val/acc --band std\n"
+            "  optexp-report outputs/multirun --target val/acc=0.9\n"
+            "  optexp-report SWEEP --select-best-by val/loss --over optimizer.lr \\\n"
+            "      --target val/loss=0.3 --target sine_mlp:val/loss=0.02 --study study/\n\n"
+            "study measures (see README, 'Comparing optimizers fairly'):\n"
+            "  time-to-target: the first epoch whose METRIC reaches VALUE (acc: >=, else <=)\n"
+            "    and the summed time/epoch_s up to it; mean ± std over the runs that reached\n"
+            "    it, with 'k of n reached'. A run that never reaches it is not averaged in.\n"
+            "  problems: the values of --problem (default: problem, else dataset); methods:\n"
+            "    the settings of the other keys, each at its --over value tuned per problem.\n"
+            "  performance profile: r = cost / best cost on the problem (inf: not reached);\n"
+            "    rho(tau) = fraction of problems with r <= tau. Cost: the median epochs to\n"
+            "    target over seeds (--time-unit), and the final --profile-metric (acc as\n"
+            "    error 1 - acc). score = area under rho over [1, tau_max] / (tau_max - 1),\n"
+            "    exact for the step function; --score-scale log integrates over log tau."
         ),
         formatter_class=_help_formatter(),
     )
@@ -515,7 +553,115 @@ def parser() -> argparse.ArgumentParser:
         choices=("minmax", "std"),
         help="shaded band over a group's runs: min-max (default) or ±1 sample std",
     )
+    study = p.add_argument_group("study: time-to-target, tuneability, performance profiles")
+    study.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="[PROBLEM:]METRIC=VALUE",
+        help="per-epoch TensorBoard metric and the value to reach, e.g. val/acc=0.9 or "
+        "sine_mlp:val/loss=0.02 for one problem only (repeatable); adds time-to-target columns",
+    )
+    study.add_argument(
+        "--problem",
+        metavar="KEY",
+        help="the key whose values are the problems (default: problem, else dataset)",
+    )
+    study.add_argument(
+        "--sensitivity",
+        type=Path,
+        metavar="FILE.png",
+        help="with --select-best-by/--over: that metric against KEY (log x), one line per "
+        "setting of the other keys, mean and min-max band over seeds, x where a run diverged",
+    )
+    study.add_argument(
+        "--profile",
+        type=Path,
+        metavar="FILE.png",
+        help="with --select-best-by/--over: the performance profile across problems, by "
+        "time-to-target if --target is given, else by the final --profile-metric",
+    )
+    study.add_argument(
+        "--study",
+        type=Path,
+        metavar="DIR",
+        help="with --select-best-by/--over: write DIR/README.md (tuned values, test metrics, "
+        "time-to-target, profile scores), its figures, and the numbers as csv and json",
+    )
+    study.add_argument(
+        "--profile-metric",
+        default="test/loss",
+        choices=METRICS,
+        metavar="METRIC",
+        help="final metric of the second profile (default: test/loss; accuracies as errors)",
+    )
+    study.add_argument(
+        "--time-unit",
+        default="epochs",
+        choices=("epochs", "seconds"),
+        help="time-to-target cost of the profile (default: epochs, which do not depend on "
+        "the machine's load; seconds: summed time/epoch_s)",
+    )
+    study.add_argument(
+        "--tau-max",
+        type=float,
+        default=4.0,
+        metavar="TAU",
+        help="upper end of the profile and its score (default: 4, as AlgoPerf)",
+    )
+    study.add_argument(
+        "--score-scale",
+        default="linear",
+        choices=("linear", "log"),
+        help="integrate rho over tau (default, AlgoPerf's formula) or over log tau",
+    )
     return p
+
+
+def targets(args: argparse.Namespace) -> list[Target]:
+    from optexp.study import parse_target
+
+    try:
+        return [parse_target(t) for t in args.target]
+    except ValueError as error:
+        raise ReportError(str(error)) from None
+
+
+def study_outputs(args: argparse.Namespace, runs: list[Run]) -> list[str]:
+    """--sensitivity, --profile and --study; returns what was written, one line each."""
+    from optexp import study_report
+
+    if not (args.study or args.profile or args.sensitivity):
+        return []
+    if args.over is None:
+        raise ReportError("--study, --profile and --sensitivity need --select-best-by and --over")
+    written = []
+    if args.sensitivity:
+        study_report.check_varies(runs, args.over, "nothing to plot against")
+        series = study_report.sensitivity_of_groups(
+            study_report.without_diverged_values(runs), args.select_best_by, args.over, args.band
+        )
+        title = f"{args.select_best_by} against {args.over}"
+        study_report.draw_sensitivity(
+            series, title, args.over, args.select_best_by, args.sensitivity
+        )
+        written.append(f"wrote {args.sensitivity}")
+    if not (args.study or args.profile):
+        return written
+    s = study_report.build(
+        runs, args.over, args.select_best_by, targets(args), args.problem, args.ignore
+    )
+    profiles = study_report.profiles(s, args)
+    if args.profile:
+        study_report.draw_profile(profiles[0], args.tau_max, args.profile)
+        written.append(f"wrote {args.profile}")
+    if args.study:
+        command = "optexp-report " + " ".join(sys.argv[1:]) if sys.argv[1:] else "optexp-report"
+        study_report.write_study(
+            s, args.study, profiles, args.tau_max, args.curve, args.band, command
+        )
+        written.append(f"wrote {args.study / 'README.md'} and its figures, csv and json")
+    return written
 
 
 def report(args: argparse.Namespace) -> str:
@@ -526,17 +672,38 @@ def report(args: argparse.Namespace) -> str:
             raise ReportError(
                 f"unknown key {key!r}: the runs override {sorted(known) or 'nothing'}"
             )
+    wanted = targets(args)
     groups = sort_groups(group_runs(runs, args.ignore), args.sort)
     if args.plot:
         plot_curves(groups, args.curve, args.band, args.plot)
+    written = study_outputs(args, runs)
     if args.over:
         choices = select_best(groups, args.select_best_by, args.over)
         order = {id(g): i for i, g in enumerate(groups)}
         choices.sort(key=lambda c: order[id(c.group)])
         title = f"{args.over} chosen by best mean {args.select_best_by}; test over seeds"
-        return render(choice_report(choices, args.select_best_by, title), args.format)
-    title = f"{len(runs)} runs in {len(groups)} groups, sorted by {args.sort}"
-    return render(group_report(groups, title), args.format)
+        table = choice_report(choices, args.select_best_by, title)
+    else:
+        title = f"{len(runs)} runs in {len(groups)} groups, sorted by {args.sort}"
+        table = group_report(groups, title)
+    if wanted:
+        _check_targets_logged(wanted, table)
+        table = add_time_to_target(table, [t for t in wanted if t.problem is None] or wanted)
+    out = render(table, args.format)
+    # The table stays the only thing on stdout (csv and json pipe into other tools).
+    for line in written:
+        print(line, file=sys.stderr)
+    return out
+
+
+def _check_targets_logged(wanted: list[Target], table: Report) -> None:
+    from optexp.study import read_scalars
+
+    logged = {tag for row in table.rows for d in row.dirs for tag in read_scalars(Path(d))}
+    for target in wanted:
+        if target.metric not in logged:
+            shown = ", ".join(sorted(t for t in logged if "/" in t)) or "nothing (no tb/ events)"
+            raise ReportError(f"--target {target}: no run logs {target.metric!r} (logged: {shown})")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -38,9 +38,17 @@ def dataset_overrides(option: str, tmp_path) -> list[str]:
         return [f"dataset.path={save_arrays(tmp_path / 'set.npz', array_set())}"]
     if option == "synthetic":
         return ["dataset.n_samples=200"]
+    if option == "mnist1d":
+        return [f"data_dir={tmp_path / 'data'}", "dataset.num_samples=200"]
     if option == "digits":
         return ["dataset.val_fraction=0.5", "dataset.test_fraction=0.45"]  # 90 to train on
     return []
+
+
+def tiny_signals(tmp_path) -> list[str]:
+    """24 random one-channel signals of length 40 (what cnn1d takes), 3 classes."""
+    path = save_arrays(tmp_path / "signals.npz", array_set(n=24, shape=(1, 40)))
+    return ["dataset=arrays", f"dataset.path={path}", "dataset.val_fraction=0.25"]
 
 
 def tiny_images(tmp_path) -> list[str]:
@@ -61,6 +69,8 @@ def test_every_option_trains_for_an_epoch(make_cfg, tmp_path, fake_checksums, gr
         overrides = dataset_overrides(option, tmp_path)
     elif group == "augmentation":
         overrides = [*tiny_images(tmp_path), "model=cnn", "model.channels=[8]"]
+    elif (group, option) == ("model", "cnn1d"):
+        overrides = tiny_signals(tmp_path)
     else:
         overrides = tiny_images(tmp_path)
     summary = run(make_cfg(f"{group}={option}", *QUICK, *overrides), tmp_path / "run")

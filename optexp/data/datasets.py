@@ -8,10 +8,13 @@ folders are read from disk by DataLoader workers (`FileSplit`).
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import math
 import os
 import pickle
+import random
 from pathlib import Path
 from typing import Any
 
@@ -380,3 +383,75 @@ def _sine(n: int, _: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
 
 
 _GENERATORS = {"spirals": _spirals, "blobs": _blobs, "sine": _sine}
+
+
+# --- MNIST-1D: generated offline by its own package, cached under data_dir -----------------
+
+
+def mnist1d(
+    data_dir: str,
+    num_samples: int = 5000,
+    generator_seed: int = 42,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+) -> Data:
+    """MNIST-1D (Greydanus 2020): 10 digit templates turned into signals of length 40 by
+    padding, scaling, translation, noise and shear. Made by the `mnist1d` package's own
+    generator (`make_dataset`, never its download); its defaults (5000 samples, seed 42)
+    give the published set: the first 80 % (4000) train, the rest (1000) test. Samples
+    are (1, 40), one channel, so 1-D convolutions apply. The arrays are cached in
+    data_dir as an .npz named by the generator settings; validation is carved from the
+    training part by `seed` (data_seed)."""
+    if num_samples < 20:
+        raise ConfigError("dataset.num_samples", num_samples, "an integer >= 20")
+    arrays = mnist1d_arrays(Path(data_dir), num_samples, generator_seed)
+    x, x_test = (torch.from_numpy(arrays[k]).float().unsqueeze(1) for k in ("x", "x_test"))
+    y, y_test = (torch.from_numpy(arrays[k]).long() for k in ("y", "y_test"))
+    train, val, _ = split(x, y, val_fraction, 0.0, seed)
+    return Data(train, val, Split(x_test, y_test), num_classes=10)
+
+
+def mnist1d_arrays(root: Path, num_samples: int, generator_seed: int) -> dict[str, np.ndarray]:
+    """x, y, x_test, y_test from the cache file, generated (and cached) if it is missing."""
+    args = _mnist1d_args(num_samples, generator_seed)
+    digest = hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()[:10]
+    path = root / f"mnist1d_n{num_samples}_seed{generator_seed}_{digest}.npz"
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as npz:
+            return {key: npz[key] for key in npz.files}
+    arrays = _generate_mnist1d(args)
+    root.mkdir(parents=True, exist_ok=True)
+    # Parallel sweep jobs may generate at once: each writes its own file, renamed into place.
+    partial = path.with_name(f"{path.stem}.{os.getpid()}.partial.npz")
+    np.savez(partial, **arrays)
+    os.replace(partial, path)
+    return arrays
+
+
+def _mnist1d_args(num_samples: int, generator_seed: int) -> dict[str, Any]:
+    try:
+        from mnist1d.data import get_dataset_args
+    except ImportError:
+        raise UserError("dataset=mnist1d needs the mnist1d package: pip install mnist1d") from None
+    args = get_dataset_args(as_dict=True)
+    args.pop("url")  # the download address: never used, and no part of the data
+    return args | {"num_samples": num_samples, "seed": generator_seed}
+
+
+def _generate_mnist1d(args: dict[str, Any]) -> dict[str, np.ndarray]:
+    from mnist1d.data import make_dataset
+    from mnist1d.utils import ObjectView
+
+    # make_dataset seeds numpy's and Python's global generators: keep the run's own draws.
+    numpy_state, python_state = np.random.get_state(), random.getstate()
+    try:
+        made = make_dataset(ObjectView(dict(args)))
+    finally:
+        np.random.set_state(numpy_state)
+        random.setstate(python_state)
+    return {
+        "x": made["x"].astype(np.float32),
+        "y": made["y"].astype(np.int64),
+        "x_test": made["x_test"].astype(np.float32),
+        "y_test": made["y_test"].astype(np.int64),
+    }

@@ -1,0 +1,230 @@
+"""The measures of an optimizer study, as pure functions of finished runs.
+
+- Time-to-target: the first epoch (and the wall seconds, summed from `time/epoch_s`) at
+  which a run's per-epoch metric reaches a target; a run that never does has none.
+- Tuneability: a metric against the swept learning rate, per method, over seeds.
+- Performance profiles (Dolan & Moré 2002) across problems: per problem, each method's
+  cost over the best method's; rho(tau) is the fraction of problems within a factor tau
+  of the best, and the score is the normalized area under rho over [1, tau_max].
+
+optexp/report.py reads the runs and draws; everything here takes and returns plain data,
+so the tests can check each number by hand.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+INF = math.inf
+
+
+# ---------------------------------------------------------------- time-to-target
+
+
+@dataclass(frozen=True)
+class Target:
+    metric: str  # a per-epoch TensorBoard tag, e.g. val/acc
+    value: float
+    problem: str | None = None  # None: every problem
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.metric.endswith("acc")  # accuracies rise to a target; losses fall to one
+
+    def reached(self, value: float) -> bool:
+        return value >= self.value if self.higher_is_better else value <= self.value
+
+    def __str__(self) -> str:
+        where = f"{self.problem}:" if self.problem else ""
+        return f"{where}{self.metric}={self.value:g}"
+
+
+def parse_target(text: str) -> Target:
+    """`METRIC=VALUE` or `PROBLEM:METRIC=VALUE` (raises ValueError with the reason)."""
+    head, sep, number = text.rpartition("=")
+    if not sep or not head:
+        raise ValueError(f"--target {text!r} is not METRIC=VALUE (e.g. val/acc=0.9)")
+    try:
+        value = float(number)
+    except ValueError:
+        raise ValueError(f"--target {text!r}: {number!r} is not a number") from None
+    problem, _, metric = head.rpartition(":")
+    return Target(metric, value, problem or None)
+
+
+@dataclass(frozen=True)
+class Hit:
+    epoch: int
+    seconds: float  # training and validation time up to the end of that epoch
+
+
+def time_to_target(curves: Mapping[str, Mapping[int, float]], target: Target) -> Hit | None:
+    """The first epoch whose `target.metric` reaches the target, or None if none does.
+    `curves` maps a tag to {epoch: value}; seconds sum `time/epoch_s` up to that epoch."""
+    curve = curves.get(target.metric, {})
+    epoch_s = curves.get("time/epoch_s", {})
+    for epoch in sorted(curve):
+        if target.reached(curve[epoch]):
+            return Hit(epoch, sum(s for e, s in epoch_s.items() if e <= epoch))
+    return None
+
+
+@dataclass(frozen=True)
+class Reach:
+    """Time-to-target of a group of runs (the seeds of one setting)."""
+
+    hits: tuple[Hit | None, ...]
+
+    @property
+    def reached(self) -> int:
+        return sum(h is not None for h in self.hits)
+
+    def show(self) -> str:
+        return f"{self.reached} of {len(self.hits)}"
+
+    def epochs(self) -> list[float]:
+        """Over the runs that reached it: the others are not averaged in."""
+        return [float(h.epoch) for h in self.hits if h is not None]
+
+    def seconds(self) -> list[float]:
+        return [h.seconds for h in self.hits if h is not None]
+
+    def cost(self, unit: str = "epochs") -> float:
+        """Median over all runs, a run that never reached counting as infinite: finite when
+        more than half of them reached the target."""
+        if not self.hits:
+            return INF
+        return statistics.median(
+            INF if h is None else float(h.epoch if unit == "epochs" else h.seconds)
+            for h in self.hits
+        )
+
+
+# ---------------------------------------------------------------- performance profiles
+
+
+def ratios(costs: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
+    """costs[problem][method] (lower is better; inf: failed) -> ratio[method][problem],
+    the cost over the problem's best cost. A method without a cost on a problem, or
+    failing on it, gets inf; a problem every method failed gives inf to all."""
+    methods = sorted({m for per_problem in costs.values() for m in per_problem})
+    out: dict[str, dict[str, float]] = {m: {} for m in methods}
+    for problem, per_method in costs.items():
+        best = min((c for c in per_method.values() if math.isfinite(c)), default=INF)
+        for m in methods:
+            cost = per_method.get(m, INF)
+            out[m][problem] = _ratio(cost, best)
+    return out
+
+
+def _ratio(cost: float, best: float) -> float:
+    if not math.isfinite(cost) or not math.isfinite(best):
+        return INF
+    if best == 0:  # a perfect method: it is the reference, any other is infinitely worse
+        return 1.0 if cost == 0 else INF
+    return cost / best
+
+
+def rho(method_ratios: Mapping[str, float], tau: float) -> float:
+    """Fraction of problems on which the method is within a factor tau of the best."""
+    values = list(method_ratios.values())
+    return sum(r <= tau for r in values) / len(values) if values else 0.0
+
+
+def profile(
+    all_ratios: Mapping[str, Mapping[str, float]], taus: Sequence[float]
+) -> dict[str, list[float]]:
+    """rho(tau) of every method at each tau: what the profile plot draws."""
+    return {m: [rho(r, tau) for tau in taus] for m, r in all_ratios.items()}
+
+
+def score(method_ratios: Mapping[str, float], tau_max: float, scale: str = "linear") -> float:
+    """Normalized area under rho over [1, tau_max], exact for the step function rho.
+
+    linear: (1 / (tau_max - 1)) * integral of rho(tau) dtau, the AlgoPerf benchmark score's
+    formula; each problem with ratio r <= tau_max adds (tau_max - r) / (tau_max - 1) / P.
+    log: the same area over log(tau), so factors count alike (2x matters as much near 1
+    as near tau_max); each problem adds log(tau_max / r) / log(tau_max) / P.
+    """
+    values = list(method_ratios.values())
+    if not values or tau_max <= 1:
+        return 0.0
+    if scale == "log":
+        area = sum(math.log(tau_max / r) for r in values if r <= tau_max)
+        return area / math.log(tau_max) / len(values)
+    area = sum(tau_max - r for r in values if r <= tau_max)
+    return area / (tau_max - 1) / len(values)
+
+
+def final_cost(value: float, higher_is_better: bool) -> float:
+    """A final metric as a cost, lower is better: losses as they are, accuracies as error
+    rates (1 - acc), so ratios compare errors: 0.02 error is twice as good as 0.04."""
+    return 1.0 - value if higher_is_better else value
+
+
+# ---------------------------------------------------------------- tuneability
+
+
+@dataclass
+class Point:
+    """One value of the swept key for one method: the metric over its seeds."""
+
+    x: float
+    mean: float | None  # over the runs that finished with a value
+    low: float | None
+    high: float | None
+    n: int  # runs with a value
+    diverged: int  # runs that diverged here
+
+
+def sensitivity(
+    runs: Iterable[tuple[float, str, float | None]], band: str = "minmax"
+) -> list[Point]:
+    """(swept value, status, metric or None) per run -> one Point per swept value, in
+    increasing order. Diverged runs are counted apart and never averaged in."""
+    by_x: dict[float, list[tuple[str, float | None]]] = {}
+    for x, status, value in runs:
+        by_x.setdefault(x, []).append((status, value))
+    points = []
+    for x in sorted(by_x):
+        values = [v for s, v in by_x[x] if s != "diverged" and v is not None]
+        diverged = sum(s == "diverged" for s, _ in by_x[x])
+        points.append(Point(x, *_spread(values, band), len(values), diverged))
+    return points
+
+
+def _spread(values: list[float], band: str) -> tuple[float | None, float | None, float | None]:
+    if not values:
+        return None, None, None
+    mean = statistics.fmean(values)
+    if band == "std":
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        return mean, mean - std, mean + std
+    return mean, min(values), max(values)
+
+
+def at_edge(chosen: str, tried: Iterable[str]) -> bool:
+    """Whether the chosen value is the smallest or largest tried: the grid may be too
+    narrow, and the best value may lie outside it."""
+    try:
+        numbers, value = sorted(float(v) for v in tried), float(chosen)
+    except ValueError:  # not numbers: no order, no edge
+        return False
+    return len(numbers) > 2 and value in (numbers[0], numbers[-1])
+
+
+def read_scalars(run_dir: Path) -> dict[str, dict[int, float]]:
+    """Every scalar of a run's TensorBoard events: {tag: {epoch: value}}, non-finite kept
+    (a diverged epoch logs its NaN loss)."""
+    tb_dir = run_dir / "tb"
+    if not tb_dir.is_dir():
+        return {}
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    return {tag: {e.step: e.value for e in events.Scalars(tag)} for tag in events.Tags()["scalars"]}
