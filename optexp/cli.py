@@ -1,4 +1,4 @@
-"""The `optexp` command. Hydra composes the config from configs/ and the command line;
+"""The `optexp` command. Hydra composes the config from optexp/configs/ and the command line;
 optexp checks it, trains, and returns the monitored metric to the sweeper.
 
 Only Hydra is imported up front: `--help` and config errors answer fast; torch is
@@ -24,7 +24,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from optexp.config import UserError, check
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_MODULE = "optexp.configs"  # found by package: works from any folder, in any install
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 USER_ERROR = 2
 HELP_FLAGS = ("--help", "-h")
 _job_started = False
@@ -49,7 +50,7 @@ class CheckBeforeRun(Callback):
             raise Rejected(error) from None
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
+@hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="config")
 def train_from_config(cfg: DictConfig) -> float:
     """One job: check the composed config (again, for a sweep's jobs), train, return the
     objective for sweepers."""
@@ -117,7 +118,7 @@ def print_help(overrides: list[str]) -> None:
     groups = "".join(
         f"{group.name}: {', '.join(options(group))}\n"
         for group in sorted(CONFIG_DIR.iterdir())
-        if group.is_dir()
+        if group.is_dir() and group.name != "__pycache__"  # configs/ is a package now
     )
     job = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
     print(
