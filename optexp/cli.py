@@ -7,27 +7,31 @@ imported when there is something to train.
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import os
 import signal
 import string
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import hydra
+from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import HydraException
+from hydra.core.object_type import ObjectType
+from hydra.errors import HydraException, MissingConfigException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+import optexp
 from optexp.config import UserError, check
+from optexp.user_configs import search_first
 
 CONFIG_MODULE = "optexp.configs"  # found by package: works from any folder, in any install
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 USER_ERROR = 2
-HELP_FLAGS = ("--help", "-h")
 _job_started = False
 
 
@@ -79,11 +83,15 @@ def main() -> None:
     """Console entry point: user errors, Hydra's included, print one line and exit 2."""
     debug = bool(os.environ.get("OPTEXP_DEBUG") or os.environ.get("HYDRA_FULL_ERROR"))
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let Hydra's errors reach us instead of printing
-    args = sys.argv[1:]
-    other_flags = [arg for arg in args if arg.startswith("-") and arg not in HELP_FLAGS]
+    if "--version" in sys.argv[1:]:  # Hydra's own flag prints only Hydra's version
+        print(f"optexp {optexp.__version__} (Hydra {hydra.__version__})")
+        return
+    args = get_args_parser().parse_args(sys.argv[1:])  # Hydra's own command line
     try:
-        if any(arg in HELP_FLAGS for arg in args) and not other_flags:
-            print_help([arg for arg in args if arg not in HELP_FLAGS])
+        if args.config_dir:
+            search_first(args.config_dir)
+        if args.help and not other_flags(args):
+            print_help(args.overrides)
             return
         train_from_config()
     except (UserError, HydraException, OmegaConfBaseException) as error:
@@ -100,6 +108,17 @@ def main() -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
+def other_flags(args: argparse.Namespace) -> list[str]:
+    """Hydra flags set besides --help, --config-dir and the overrides: Hydra's own help
+    handles those."""
+    defaults = vars(get_args_parser().parse_args([]))
+    return [
+        name
+        for name, value in vars(args).items()
+        if value != defaults[name] and name not in ("help", "config_dir", "overrides")
+    ]
+
+
 def fail(error: Exception, debug: bool) -> NoReturn:
     if debug:
         raise error
@@ -109,17 +128,19 @@ def fail(error: Exception, debug: bool) -> NoReturn:
 
 
 def print_help(overrides: list[str]) -> None:
-    """Print what Hydra's --help prints, from one composition. (Hydra's own help lists the
-    groups by copying its whole config store once per group: over a second.)"""
-    from hydra import compose, initialize_config_dir
+    """Print what Hydra's --help prints, from one composition. (Hydra's own help copies
+    its whole config repository once per group: over a second.)"""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
 
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+    with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
         cfg = compose("config", overrides=overrides, return_hydra_config=True)
-    groups = "".join(
-        f"{group.name}: {', '.join(options(group))}\n"
-        for group in sorted(CONFIG_DIR.iterdir())
-        if group.is_dir() and group.name != "__pycache__"  # configs/ is a package now
-    )
+        repository = GlobalHydra.instance().config_loader().repository  # type: ignore[attr-defined]
+        groups = "".join(
+            f"{group}: {', '.join(group_options(repository, group))}\n"
+            for group in repository.get_group_options("", ObjectType.GROUP)
+            if group != "hydra"
+        )
     job = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
     print(
         string.Template(cfg.hydra.help.template).safe_substitute(
@@ -128,14 +149,26 @@ def print_help(overrides: list[str]) -> None:
     )
 
 
+def group_options(repository: Any, group: str) -> list[str]:
+    """A group's options over the whole search path, the user's folders included; those
+    of a nested folder as e.g. `textbook/adam`."""
+    names = repository.get_group_options(group, ObjectType.CONFIG)
+    for sub in repository.get_group_options(group, ObjectType.GROUP):
+        names += [f"{sub}/{name}" for name in group_options(repository, f"{group}/{sub}")]
+    return sorted(names)
+
+
 def options(group: Path) -> list[str]:
-    """The option names of a config group folder, nested ones as e.g. `textbook/adam`."""
+    """The option names of a built-in config group folder, nested ones as e.g.
+    `textbook/adam` (what the tests run)."""
     return sorted(str(path.relative_to(group).with_suffix("")) for path in group.rglob("*.yaml"))
 
 
 def describe(error: BaseException) -> str:
     """Hydra's message, its cause's first line, and the closest valid key if one was misspelt."""
     message = str(error).split("Config search path:")[0].strip()  # drop Hydra's path dump
+    if isinstance(error, MissingConfigException) and error.options:
+        return f"{message.splitlines()[0]}. Allowed: {', '.join(error.options)}."
     override = getattr(error, "override", None)
     lines = [f"in override {override!r}: {message}" if override else message]
     cause = error.__cause__
