@@ -1,4 +1,4 @@
-"""The user's own config folders: --config-dir and OPTEXP_CONFIG_DIR."""
+"""The user's own config folders (--config-dir, OPTEXP_CONFIG_DIR) and optexp-init."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from hydra._internal.config_search_path_impl import ConfigSearchPathImpl
 
+from optexp.starter import main, write_starter
 from optexp.user_configs import BUILT_IN, add_user_dirs
 
 LION = """\
@@ -86,6 +87,20 @@ def test_other_hydra_apps_keep_their_search_path(monkeypatch, my_configs):
     ours.append("main", BUILT_IN)
     add_user_dirs(ours)
     assert [e.path for e in ours.get_path()] == [f"file://{my_configs}", BUILT_IN]
+
+
+def test_starter_folder_composes_and_is_never_overwritten(optexp_cli, tmp_path, capsys):
+    folder = tmp_path / "starter"
+    written = write_starter(folder)
+    assert folder / "optimizer" / "my_adam.yaml" in written
+    assert (folder / "README.md").exists() and (folder / "experiment" / "mine.yaml").exists()
+    result = optexp_cli("--cfg", "job", "-cd", str(folder), "experiment=mine")
+    assert result.returncode == 0, result.stderr
+    assert "_target_: torch.optim.Adam" in result.stdout and "epochs: 10" in result.stdout
+    with pytest.raises(SystemExit) as exit_:
+        main([str(folder)])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.startswith(f"optexp-init: error: {folder}/")
 
 
 def test_version_is_optexps(optexp_cli):
