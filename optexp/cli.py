@@ -14,9 +14,10 @@ import signal
 import string
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import hydra
+from hydra._internal.config_repository import IConfigRepository
 from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.object_type import ObjectType
@@ -135,7 +136,8 @@ def print_help(overrides: list[str]) -> None:
 
     with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
         cfg = compose("config", overrides=overrides, return_hydra_config=True)
-        repository = GlobalHydra.instance().config_loader().repository  # type: ignore[attr-defined]
+        # The loader's repository itself: the loader's get_group_options copies it per call.
+        repository = GlobalHydra.instance().config_loader().repository
         groups = "".join(
             f"{group}: {', '.join(group_options(repository, group))}\n"
             for group in repository.get_group_options("", ObjectType.GROUP)
@@ -149,7 +151,7 @@ def print_help(overrides: list[str]) -> None:
     )
 
 
-def group_options(repository: Any, group: str) -> list[str]:
+def group_options(repository: IConfigRepository, group: str) -> list[str]:
     """A group's options over the whole search path, the user's folders included; those
     of a nested folder as e.g. `textbook/adam`."""
     names = repository.get_group_options(group, ObjectType.CONFIG)

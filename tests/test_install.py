@@ -121,13 +121,15 @@ def test_the_package_comes_from_the_wheel_not_the_source_tree(installed, empty):
     assert version.stdout.startswith(f"optexp {optexp.__version__} ")
 
 
-def test_one_epoch_run_help_and_completion(installed, empty):
+def test_one_epoch_run_help_cfg_and_completion(installed, empty):
     run = installed.run("optexp", "trainer.epochs=1", cwd=empty)
     assert run.returncode == 0, run.stderr
     (metrics,) = _metrics(empty / "outputs")
     assert metrics["status"] == "completed" and metrics["epochs_completed"] == 1
     help_ = installed.run("optexp", "--help", cwd=empty)
     assert help_.returncode == 0 and "\noptimizer: adagrad, adam" in help_.stdout
+    job = installed.run("optexp", "--cfg", "job", "optimizer=sgd", cwd=empty)
+    assert job.returncode == 0 and "_target_: torch.optim.SGD" in job.stdout, job.stderr
     script = installed.run("optexp", "-sc", "install=bash", cwd=empty)
     assert script.stdout.rstrip().endswith("hydra_bash_completion optexp"), script.stderr
     line = {"COMP_LINE": "optexp ", "COMP_POINT": "7"}
