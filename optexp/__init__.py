@@ -1,3 +1,3 @@
 """optexp: configuration-driven experiments on neural-network optimization and regularization."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -1,4 +1,4 @@
-"""The `optexp` command. Hydra composes the config from configs/ and the command line;
+"""The `optexp` command. Hydra composes the config from optexp/configs/ and the command line;
 optexp checks it, trains, and returns the monitored metric to the sweeper.
 
 Only Hydra is imported up front: `--help` and config errors answer fast; torch is
@@ -7,6 +7,7 @@ imported when there is something to train.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import difflib
 import os
@@ -18,18 +19,23 @@ from pathlib import Path
 from typing import NoReturn
 
 import hydra
+from hydra._internal.config_repository import IConfigRepository
+from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import HydraException
+from hydra.core.object_type import ObjectType
+from hydra.errors import HydraException, MissingConfigException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+import optexp
 from optexp.checks import check_config
 from optexp.config import UserError
+from optexp.user_configs import search_first
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_MODULE = "optexp.configs"  # found by package: works from any folder, in any install
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 USER_ERROR = 2
-HELP_FLAGS = ("--help", "-h")
 _job_started = False
 _new_folders: list[Path] = []  # of a single run's directory, deepest first
 
@@ -72,7 +78,7 @@ def remove_refused_run_dir() -> None:
             folder.rmdir()  # only if empty: another run may have started in it since
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
+@hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="config")
 def train_from_config(cfg: DictConfig) -> float:
     """One job: check the composed config (again, for a sweep's jobs), train, return the
     objective for sweepers."""
@@ -101,11 +107,15 @@ def main() -> None:
     """Console entry point: user errors, Hydra's included, print one line and exit 2."""
     debug = bool(os.environ.get("OPTEXP_DEBUG") or os.environ.get("HYDRA_FULL_ERROR"))
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let Hydra's errors reach us instead of printing
-    args = sys.argv[1:]
-    other_flags = [arg for arg in args if arg.startswith("-") and arg not in HELP_FLAGS]
+    if "--version" in sys.argv[1:]:  # Hydra's own flag prints only Hydra's version
+        print(f"optexp {optexp.__version__} (Hydra {hydra.__version__})")
+        return
+    args = get_args_parser().parse_args(sys.argv[1:])  # Hydra's own command line
     try:
-        if any(arg in HELP_FLAGS for arg in args) and not other_flags:
-            print_help([arg for arg in args if arg not in HELP_FLAGS])
+        if args.config_dir:
+            search_first(args.config_dir)
+        if args.help and not other_flags(args):
+            print_help(args.overrides)
             return
         train_from_config()
     except (UserError, HydraException, OmegaConfBaseException) as error:
@@ -123,6 +133,17 @@ def main() -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
+def other_flags(args: argparse.Namespace) -> list[str]:
+    """Hydra flags set besides --help, --config-dir and the overrides: Hydra's own help
+    handles those."""
+    defaults = vars(get_args_parser().parse_args([]))
+    return [
+        name
+        for name, value in vars(args).items()
+        if value != defaults[name] and name not in ("help", "config_dir", "overrides")
+    ]
+
+
 def fail(error: Exception, debug: bool) -> NoReturn:
     if debug:
         raise error
@@ -132,17 +153,20 @@ def fail(error: Exception, debug: bool) -> NoReturn:
 
 
 def print_help(overrides: list[str]) -> None:
-    """Print what Hydra's --help prints, from one composition. (Hydra's own help lists the
-    groups by copying its whole config store once per group: over a second.)"""
-    from hydra import compose, initialize_config_dir
+    """Print what Hydra's --help prints, from one composition. (Hydra's own help copies
+    its whole config repository once per group: over a second.)"""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
 
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+    with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
         cfg = compose("config", overrides=overrides, return_hydra_config=True)
-    groups = "".join(
-        f"{group.name}: {', '.join(options(group))}\n"
-        for group in sorted(CONFIG_DIR.iterdir())
-        if group.is_dir()
-    )
+        # The loader's repository itself: the loader's get_group_options copies it per call.
+        repository = GlobalHydra.instance().config_loader().repository
+        groups = "".join(
+            f"{group}: {', '.join(group_options(repository, group))}\n"
+            for group in repository.get_group_options("", ObjectType.GROUP)
+            if group != "hydra"
+        )
     job = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
     print(
         string.Template(cfg.hydra.help.template).safe_substitute(
@@ -151,14 +175,26 @@ def print_help(overrides: list[str]) -> None:
     )
 
 
+def group_options(repository: IConfigRepository, group: str) -> list[str]:
+    """A group's options over the whole search path, the user's folders included; those
+    of a nested folder as e.g. `textbook/adam`."""
+    names = repository.get_group_options(group, ObjectType.CONFIG)
+    for sub in repository.get_group_options(group, ObjectType.GROUP):
+        names += [f"{sub}/{name}" for name in group_options(repository, f"{group}/{sub}")]
+    return sorted(names)
+
+
 def options(group: Path) -> list[str]:
-    """The option names of a config group folder, nested ones as e.g. `textbook/adam`."""
+    """The option names of a built-in config group folder, nested ones as e.g.
+    `textbook/adam` (what the tests run)."""
     return sorted(str(path.relative_to(group).with_suffix("")) for path in group.rglob("*.yaml"))
 
 
 def describe(error: BaseException) -> str:
     """Hydra's message, its cause's first line, and the closest valid key if one was misspelt."""
     message = str(error).split("Config search path:")[0].strip()  # drop Hydra's path dump
+    if isinstance(error, MissingConfigException) and error.options:
+        return f"{message.splitlines()[0]}. Allowed: {', '.join(error.options)}."
     override = getattr(error, "override", None)
     lines = [f"in override {override!r}: {message}" if override else message]
     cause = error.__cause__

@@ -1,5 +1,5 @@
 """Model builders. Each takes the dataset's `input_shape` and `num_outputs` (filled in
-by optexp) plus its own knobs from configs/model/<name>.yaml."""
+by optexp) plus its own knobs from optexp/configs/model/<name>.yaml."""
 
 from __future__ import annotations
 

@@ -40,13 +40,18 @@ def make_cfg() -> Callable[..., DictConfig]:
 
 @pytest.fixture
 def optexp_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
-    """Run `python -m optexp ARGS...` in a subprocess with the run dir under tmp_path."""
+    """Run `python -m optexp ARGS...` in a subprocess with the run dir under tmp_path (and
+    `env` added to the environment)."""
 
     def run(
-        *args: str, run_dir: Path | None = None, timeout: float = 120
+        *args: str,
+        run_dir: Path | None = None,
+        timeout: float = 120,
+        env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if k not in ("OPTEXP_DEBUG", "HYDRA_FULL_ERROR")}
-        env["PYTHONPATH"] = str(REPO)
+        own = ("OPTEXP_DEBUG", "HYDRA_FULL_ERROR", "OPTEXP_CONFIG_DIR")  # only what a test sets
+        environ = {k: v for k, v in os.environ.items() if k not in own} | (env or {})
+        environ["PYTHONPATH"] = str(REPO)
         target = run_dir or tmp_path / "run"
         cmd = [
             sys.executable,
@@ -57,7 +62,13 @@ def optexp_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]
             f"hydra.sweep.dir={tmp_path / 'sweep'}",
         ]
         return subprocess.run(
-            cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=timeout, check=False
+            cmd,
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=environ,
+            timeout=timeout,
+            check=False,
         )
 
     return run

@@ -48,3 +48,9 @@ def test_unknown_target_argument_suggests_the_closest(optexp_cli):
     assert result.returncode == 2
     assert "optimizer.beta" in result.stderr and "optimizer.betas" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_misspelt_preset_is_refused_not_skipped(optexp_cli):
+    result = optexp_cli("--cfg", "job", "experiment=optimisers")
+    assert result.returncode == 2
+    assert "experiment/optimisers" in result.stderr and "optimizers" in result.stderr

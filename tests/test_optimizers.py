@@ -1,5 +1,5 @@
 """The optimizer group: textbook update rules against torch.optim, weight-decay groups,
-and one epoch with every option of configs/optimizer/."""
+and one epoch with every option of optexp/configs/optimizer/."""
 
 import math
 

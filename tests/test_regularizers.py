@@ -1,5 +1,5 @@
 """The regularizer group: penalties against hand-computed sums, which parameters they see,
-and one epoch with every option of configs/regularizer/."""
+and one epoch with every option of optexp/configs/regularizer/."""
 
 import math
 

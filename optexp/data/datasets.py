@@ -1,7 +1,7 @@
 """Dataset options. Each returns `Data` with inputs already scaled/normalized.
 
 Add one: write a function here (or anywhere importable) that returns `Data`, and a
-YAML file in configs/dataset/ whose `_target_` names it. Sets that fit in memory are
+YAML file in optexp/configs/dataset/ whose `_target_` names it. Sets that fit in memory are
 loaded whole: batches are cut from tensors on the device, with no DataLoader. Image
 folders are read from disk by DataLoader workers (`FileSplit`).
 """

@@ -3,7 +3,7 @@
 Read these to see what an optimizer does, or copy one to write your own: subclass
 `torch.optim.Optimizer`, put the hyperparameters in `defaults`, and update each
 parameter in `step`. A YAML file whose `_target_` names the class makes it selectable
-(see configs/optimizer/textbook/). Knob names follow torch.optim (`momentum`, `alpha`,
+(see optexp/configs/optimizer/textbook/). Knob names follow torch.optim (`momentum`, `alpha`,
 `betas`), so the same overrides work on both versions; each class's docstring maps them
 to the symbols of the formulas. tests/test_optimizers.py checks every class against
 its torch.optim counterpart.

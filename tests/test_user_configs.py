@@ -1,0 +1,111 @@
+"""The user's own config folders (--config-dir, OPTEXP_CONFIG_DIR) and optexp-init."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra._internal.config_search_path_impl import ConfigSearchPathImpl
+
+from optexp.starter import main, write_starter
+from optexp.user_configs import BUILT_IN, add_user_dirs
+
+LION = """\
+# SGD with heavy momentum, under a name of the user's
+_target_: torch.optim.SGD
+lr: 0.05
+momentum: 0.9
+weight_decay: 0.0
+decay_bias_and_norm: false
+"""
+ADAM = "_target_: torch.optim.Adam\nlr: 0.0123\n"  # same name as a built-in option
+
+
+@pytest.fixture
+def my_configs(tmp_path: Path) -> Path:
+    folder = tmp_path / "my_configs"
+    (folder / "optimizer").mkdir(parents=True)
+    (folder / "optimizer" / "lion.yaml").write_text(LION)
+    (folder / "optimizer" / "adam.yaml").write_text(ADAM)
+    return folder
+
+
+@pytest.mark.parametrize("flag", ["--config-dir", "-cd"])
+def test_help_lists_the_users_options_beside_the_built_in_ones(optexp_cli, my_configs, flag):
+    result = optexp_cli(flag, str(my_configs), "--help")
+    assert result.returncode == 0, result.stderr
+    line = next(x for x in result.stdout.splitlines() if x.startswith("optimizer: "))
+    assert "lion" in line and "sgd" in line and "textbook/adam" in line
+    assert "OPTEXP_CONFIG_DIR" in result.stdout  # how to set it once
+
+
+def test_a_users_file_replaces_the_built_in_one_of_its_name(optexp_cli, my_configs):
+    result = optexp_cli("--cfg", "job", "--config-dir", str(my_configs))
+    assert result.returncode == 0, result.stderr
+    assert "lr: 0.0123" in result.stdout and "betas" not in result.stdout
+
+
+def test_the_environment_variable_names_the_folder_once(optexp_cli, my_configs):
+    env = {"OPTEXP_CONFIG_DIR": str(my_configs)}
+    result = optexp_cli("--cfg", "job", "optimizer=lion", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "momentum: 0.9" in result.stdout
+
+
+def test_the_command_line_folder_comes_before_the_environments(optexp_cli, my_configs, tmp_path):
+    other = tmp_path / "other" / "optimizer"
+    other.mkdir(parents=True)
+    (other / "adam.yaml").write_text("_target_: torch.optim.Adam\nlr: 0.5\n")
+    env = {"OPTEXP_CONFIG_DIR": str(other.parent)}
+    result = optexp_cli("--cfg", "job", "-cd", str(my_configs), env=env)
+    assert result.returncode == 0, result.stderr
+    assert "lr: 0.0123" in result.stdout
+
+
+def test_misspelt_option_lists_the_users_options_in_one_line(optexp_cli, my_configs):
+    result = optexp_cli("--config-dir", str(my_configs), "optimizer=lionn")
+    assert result.returncode == 2
+    errors = [x for x in result.stderr.splitlines() if x.startswith("optexp: error:")]
+    assert len(errors) == 1 and "optimizer/lionn" in errors[0]
+    assert "Allowed: " in errors[0] and "lion," in errors[0] and "sgd" in errors[0]
+
+
+def test_a_missing_folder_is_one_error_line(optexp_cli, tmp_path):
+    result = optexp_cli("--cfg", "job", env={"OPTEXP_CONFIG_DIR": str(tmp_path / "nope")})
+    assert result.returncode == 2
+    assert result.stderr.startswith("optexp: error: config directory") and "nope" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_other_hydra_apps_keep_their_search_path(monkeypatch, my_configs):
+    monkeypatch.setenv("OPTEXP_CONFIG_DIR", str(my_configs))
+    theirs = ConfigSearchPathImpl()
+    theirs.append("main", "pkg://their_app.conf")
+    add_user_dirs(theirs)
+    assert [e.path for e in theirs.get_path()] == ["pkg://their_app.conf"]
+    ours = ConfigSearchPathImpl()
+    ours.append("main", BUILT_IN)
+    add_user_dirs(ours)
+    assert [e.path for e in ours.get_path()] == [f"file://{my_configs}", BUILT_IN]
+
+
+def test_starter_folder_composes_and_is_never_overwritten(optexp_cli, tmp_path, capsys):
+    folder = tmp_path / "starter"
+    written = write_starter(folder)
+    assert folder / "optimizer" / "my_adam.yaml" in written
+    assert (folder / "README.md").exists() and (folder / "experiment" / "mine.yaml").exists()
+    result = optexp_cli("--cfg", "job", "-cd", str(folder), "experiment=mine")
+    assert result.returncode == 0, result.stderr
+    assert "_target_: torch.optim.Adam" in result.stdout and "epochs: 10" in result.stdout
+    with pytest.raises(SystemExit) as exit_:
+        main([str(folder)])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.startswith(f"optexp-init: error: {folder}/")
+
+
+def test_version_is_optexps(optexp_cli):
+    import optexp
+
+    result = optexp_cli("--version")
+    assert result.returncode == 0
+    assert result.stdout.startswith(f"optexp {optexp.__version__} (Hydra ")
