@@ -59,14 +59,15 @@ The built-in configs, to copy more from: {built_in}
 
 
 def default_choices() -> dict[str, str]:
-    """{group: option} of the built-in defaults list, e.g. {"optimizer": "adam"}."""
+    """{group: option} of the experiment's built-in defaults, e.g. {"optimizer": "adam"}
+    (Hydra's own settings, `hydra: default`, are no part of an experiment)."""
     defaults = OmegaConf.create((BUILT_IN / "config.yaml").read_text()).defaults
     return {
         group: option
         for entry in defaults
         if isinstance(entry, DictConfig)
         for group, option in entry.items()
-        if option is not None
+        if option is not None and group != "hydra"
     }
 
 

@@ -4,9 +4,10 @@ import json
 import math
 
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from optexp import checkpoint
+from optexp import checkpoint, train
 from optexp.parts import build_parts
 from optexp.train import evaluate, run
 
@@ -127,3 +128,25 @@ def test_gradient_clipping_bounds_the_update(make_cfg, tmp_path):
     free = run(make_cfg("trainer.epochs=1", "optimizer.lr=0.01"), tmp_path / "free")
     assert clipped["final"]["grad_norm"] > 0.01  # the measured norm is before clipping
     assert clipped["final"]["train/loss"] != free["final"]["train/loss"]
+
+
+def test_debug_preset_trains_two_batches_with_anomaly_detection(make_cfg, tmp_path, monkeypatch):
+    seen = []
+
+    def build_spying(cfg):
+        parts = build_parts(cfg)
+        loss_fn = parts.loss_fn
+
+        def spy(out, y):
+            seen.append((torch.is_anomaly_enabled(), len(y)))
+            return loss_fn(out, y)
+
+        parts.loss_fn = spy
+        return parts
+
+    monkeypatch.setattr(train, "build_parts", build_spying)
+    summary = run(make_cfg("debug=default", "trainer.tensorboard=false"), tmp_path)
+    assert summary["status"] == "completed" and summary["global_step"] == 2
+    assert seen[:2] == [(True, 64), (True, 64)]  # training batches: 2 x trainer.batch_size
+    assert sum(n for _, n in seen[2:]) == 2 * 128  # validation and test: 128 samples each
+    assert not torch.is_anomaly_enabled()  # switched off again after the run
