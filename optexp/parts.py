@@ -77,12 +77,8 @@ def build_parts(cfg: DictConfig) -> Parts:
     loss_fn = build("loss", cfg.loss)
     checks.check_loss(loss_fn, data)
 
-    opt = cfg.optimizer
-    batch_size = len(data.train) if opt.get("full_batch") else trainer.batch_size
-    groups = param_groups(
-        model, opt.get("weight_decay", 0.0), opt.get("regularize_bias_and_norm", False)
-    )
-    optimizer = build("optimizer", opt, params=groups, **fused_kernel(opt, device))
+    optimizer = build_optimizer(cfg.optimizer, model, device)
+    batch_size = len(data.train) if cfg.optimizer.get("full_batch") else trainer.batch_size
     steps_per_epoch = -(-len(data.train) // batch_size)
     autocast, scaler = mixed_precision(trainer.precision, device)
     return Parts(
@@ -108,6 +104,17 @@ def build_parts(cfg: DictConfig) -> Parts:
         batch_size=batch_size,
         steps_per_epoch=steps_per_epoch,
     )
+
+
+def build_optimizer(
+    node: DictConfig, model: nn.Module, device: torch.device
+) -> torch.optim.Optimizer:
+    """The optimizer over the model's parameter groups: biases and normalization weights
+    get no weight decay unless `regularize_bias_and_norm`."""
+    groups = param_groups(
+        model, node.get("weight_decay", 0.0), node.get("regularize_bias_and_norm", False)
+    )
+    return build("optimizer", node, params=groups, **fused_kernel(node, device))
 
 
 def fused_kernel(node: DictConfig, device: torch.device) -> dict[str, bool]:

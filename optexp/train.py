@@ -59,7 +59,9 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -
     def save(*paths: Path) -> None:
         writer.save(snapshot(parts, progress, config_json), *paths)
 
-    with tracker, writer, StopRequest() as stop, anomaly_detection(trainer.detect_anomaly):
+    # Anomaly detection (debug): autograd names the forward operation behind a NaN gradient.
+    anomaly_detection = torch.autograd.set_detect_anomaly(trainer.detect_anomaly)
+    with tracker, writer, StopRequest() as stop, anomaly_detection:
         while (status := ending(parts, progress, stop)) is None:
             epoch_started, first = time.perf_counter(), progress.batches_done
             steps, sums, grad_norm = train_epoch(
@@ -74,9 +76,9 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -
             metrics = train_metrics(parts, sums, grad_norm)
             if not diverged(metrics["train/loss"], trainer.divergence_threshold):
                 metrics |= {f"val/{k}": v for k, v in evaluate(parts, parts.data.val).items()}
-            seconds = timing(parts, first, time.perf_counter() - epoch_started)
-            tracker.log_epoch(progress.epoch + 1, metrics | seconds)
-            if due := end_epoch(parts, progress, metrics, seconds):
+            timing = epoch_timing(parts, first, time.perf_counter() - epoch_started)
+            tracker.log_epoch(progress.epoch + 1, metrics | timing)
+            if due := end_epoch(parts, progress, metrics, timing):
                 save(*(checkpoint.file(run_dir, name) for name in due))
 
         if status == "interrupted":
@@ -213,7 +215,7 @@ def train_metrics(parts: Parts, sums: torch.Tensor, grad_norm: torch.Tensor) -> 
     return metrics | {"grad_norm": grad, "weight_norm": weight} | learning_rates(parts.optimizer)
 
 
-def timing(parts: Parts, first: int, seconds: float) -> dict[str, float]:
+def epoch_timing(parts: Parts, first: int, seconds: float) -> dict[str, float]:
     """The epoch's wall time, and the samples per second it trained (since `first`)."""
     samples = len(parts.data.train) - first * parts.batch_size
     return {"time/epoch_s": seconds, "throughput/samples_per_s": samples / seconds}
@@ -312,11 +314,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
-
-
-def anomaly_detection(enabled: bool) -> torch.autograd.set_detect_anomaly:
-    """Autograd names the forward operation behind a NaN gradient (slow: for debugging)."""
-    return torch.autograd.set_detect_anomaly(enabled)
 
 
 def clip_gradients(model: nn.Module, max_norm: float | None) -> torch.Tensor:
