@@ -91,26 +91,6 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 GROUPS_WITH_TARGET = ("dataset", "model", "loss", "optimizer")
 
 
-def check(cfg: DictConfig) -> None:
-    """Raise ConfigError for the first value outside its allowed range."""
-    for group in GROUPS_WITH_TARGET:
-        node = cfg.get(group)
-        if not isinstance(node, DictConfig) or "_target_" not in node:
-            raise ConfigError(group, node, f"a config with _target_, e.g. {group}=<option>")
-    for key, (test, allowed) in RULES.items():
-        value = OmegaConf.select(cfg, key, default=None)
-        if value is None:  # absent, or an optional key left unset
-            continue
-        if isinstance(value, ListConfig):
-            value = list(value)
-        try:
-            ok = test(value)
-        except TypeError:
-            ok = False
-        if not ok or (isinstance(value, float) and math.isnan(value)):
-            raise ConfigError(key, value, allowed)
-
-
 def check_config(cfg: DictConfig) -> None:
     """Raise ConfigError for a missing part or the first value outside its allowed range."""
     for group in GROUPS_WITH_TARGET:
