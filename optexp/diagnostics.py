@@ -41,26 +41,33 @@ def norms(tensors: Sequence[torch.Tensor | None]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def weights_now(model: nn.Module) -> list[torch.Tensor]:
-    """A detached copy of every parameter: the start of the epoch's update ratio."""
-    return [p.detach().clone() for p in model.parameters()]
+def weights_now(model: nn.Module, wanted: bool = True) -> list[torch.Tensor] | None:
+    """A detached copy of every parameter, the start of the epoch's update ratios (None
+    when not `wanted`: no TensorBoard to show them)."""
+    return [p.detach().clone() for p in model.parameters()] if wanted else None
 
 
 @torch.no_grad()
 def layer_norms(
-    model: nn.Module, grad_norms: torch.Tensor, before: list[torch.Tensor]
+    model: nn.Module, grad_norms: torch.Tensor, before: list[torch.Tensor] | None
 ) -> torch.Tensor:
     """(3, P) on the device: per parameter tensor, the gradient norm at the epoch's last
     step, the weight norm now, and ||theta_now - theta_before|| / ||theta_now|| (a tensor
-    that started at 0 reads 1: all of it is new)."""
+    that started at 0 reads 1: all of it is new). Without `before`: the first two rows
+    alone, which the global norms need."""
     weights = [p.detach() for p in model.parameters()]
     weight = norms(weights)
+    if before is None:
+        return torch.stack([grad_norms.float(), weight])
     update = norms(torch._foreach_sub(weights, before))
     return torch.stack([grad_norms.float(), weight, update / weight.clamp_min(1e-12)])
 
 
 def layer_scalars(names: Sequence[str], values: Sequence[float]) -> dict[str, float]:
-    """`layer_norms`' numbers (read from the device, row after row) as TensorBoard tags."""
+    """`layer_norms`' numbers (read from the device, row after row) as TensorBoard tags;
+    none without the update ratios (no TensorBoard)."""
+    if len(values) < len(LAYER_KINDS) * len(names):
+        return {}
     tags = [f"{kind}/{name}" for kind in LAYER_KINDS for name in names]
     return dict(zip(tags, values, strict=True))
 

@@ -284,9 +284,9 @@ def describe_run(
 ) -> dict[str, str]:
     """What the run was, as Markdown for TensorBoard's Text tab: the composed config, how
     it was started, and the code and machine it ran on."""
-    from omegaconf import OmegaConf
+    import yaml  # PyYAML, Hydra's own: a third of OmegaConf.to_yaml's time on a plain dict
 
-    texts = {"run/config": f"```yaml\n{OmegaConf.to_yaml(config)}```"}
+    texts = {"run/config": f"```yaml\n{yaml.safe_dump(config, sort_keys=False)}```"}
     if launch is not None:
         overrides = " ".join(f"`{o}`" for o in launch.overrides) or "(none)"
         texts["run/launch"] = _table({"command": f"`{launch.command}`", "overrides": overrides})

@@ -69,7 +69,7 @@ def run(
             tracker.log_run(describe_run(config, parts.device, launch))
         while (status := ending(parts, progress, stop)) is None:
             epoch_started, first = time.perf_counter(), progress.batches_done
-            before = diagnostics.weights_now(parts.model)  # for the epoch's update ratios
+            before = diagnostics.weights_now(parts.model, trainer.tensorboard)  # update ratios
             steps, sums, grad_norms = train_epoch(
                 parts, epoch_batches(parts, progress, tracker), stop
             )
@@ -241,11 +241,11 @@ class BatchStats(NamedTuple):
 
 
 def train_metrics(
-    parts: Parts, sums: torch.Tensor, grad_norms: torch.Tensor, before: list[torch.Tensor]
+    parts: Parts, sums: torch.Tensor, grad_norms: torch.Tensor, before: list[torch.Tensor] | None
 ) -> tuple[dict[str, float], dict[str, float]]:
     """The epoch's training metrics from its `EpochSums` and the norms, and its per-layer
     statistics for TensorBoard alone (`diagnostics.layer_norms`, from the weights `before`
-    it), read from the device in one transfer (one sync)."""
+    it; none without them), read from the device in one transfer (one sync)."""
     layers = diagnostics.layer_norms(parts.model, grad_norms, before)
     norms = torch.linalg.vector_norm(layers[:2], dim=1)  # global gradient and weight norms
     values = torch.cat([sums, norms, layers.flatten()]).tolist()

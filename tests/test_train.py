@@ -127,3 +127,27 @@ def test_gradient_clipping_bounds_the_update(make_cfg, tmp_path):
     free = run(make_cfg("trainer.epochs=1", "optimizer.lr=0.01"), tmp_path / "free")
     assert clipped["final"]["grad_norm"] > 0.01  # the measured norm is before clipping
     assert clipped["final"]["train/loss"] != free["final"]["train/loss"]
+
+
+def test_layer_statistics_match_the_weights_and_histograms_come_when_asked(make_cfg, tmp_path):
+    first = run(make_cfg("trainer.epochs=1", "trainer.histograms_every=2"), tmp_path)
+    start = checkpoint.load(tmp_path / "checkpoints" / "last.pt")["model"]  # after epoch 1
+    run(make_cfg("trainer.epochs=2", "trainer.histograms_every=2"), tmp_path)  # resumed
+    end = checkpoint.load(tmp_path / "checkpoints" / "last.pt")["model"]
+
+    events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"scalars": 0})
+    events.Reload()
+    value = {
+        tag: {e.step: e.value for e in events.Scalars(tag)} for tag in events.Tags()["scalars"]
+    }
+    for name, weight in end.items():
+        assert value[f"weight_norm/{name}"][2] == pytest.approx(weight.norm().item(), rel=1e-5)
+        ratio = (weight - start[name]).norm() / weight.norm()
+        assert value[f"update_ratio/{name}"][2] == pytest.approx(ratio.item(), rel=1e-4)
+        assert sorted(value[f"update_ratio/{name}"]) == [1, 2]  # each epoch once
+    global_grad = math.sqrt(sum(value[f"grad_norm/{name}"][2] ** 2 for name in end))
+    assert value["grad_norm"][2] == pytest.approx(global_grad, rel=1e-5)
+
+    assert {"weights/1.weight", "gradients/1.weight"} <= set(events.Tags()["histograms"])
+    assert [e.step for e in events.Histograms("weights/1.weight")] == [2]  # every 2nd epoch
+    assert not any("/1.weight" in key for key in first["final"])  # TensorBoard only
