@@ -186,8 +186,8 @@ def review_part(args: argparse.Namespace) -> None:
 
     full, plain = (lambda: once(False)), (lambda: once(True))
     alternate(1, full, plain)  # warm-up
-    # Half the pairs in each order: a run after the other side's differs by a few
-    # percent either way on this workload, more than the difference measured.
+    # Half the pairs in each order: which side runs first moved the ratio by about one
+    # percent in scratch runs, as much as the difference to be measured.
     a, b = alternate(args.reps - args.reps // 2, full, plain)
     b2, a2 = alternate(args.reps // 2, plain, full)
     a, b = a + a2, b + b2

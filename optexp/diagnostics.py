@@ -25,7 +25,9 @@ if TYPE_CHECKING:
 LAYER_KINDS = ("grad_norm", "weight_norm", "update_ratio")
 GRID_IMAGES = 64  # of the first batch
 GRID_COLUMNS = 8
-MIN_TILE_PX = 32  # smaller images are scaled up by a whole factor, to be seen at all
+# Smaller images are scaled up by a whole factor, so that they stay sharp when
+# TensorBoard stretches the card; not more: the PNG encoding grows with the pixels.
+MIN_TILE_PX = 16
 
 
 @torch.no_grad()
@@ -35,9 +37,11 @@ def norms(tensors: Sequence[torch.Tensor | None]) -> torch.Tensor:
     present = [t for t in tensors if t is not None]
     if not present:
         return torch.zeros(len(tensors))
-    values = iter(torch._foreach_norm(present))  # one kernel per device and dtype
-    zero = present[0].new_zeros((), dtype=torch.float32)
-    return torch.stack([zero if t is None else next(values).float() for t in tensors])
+    values = torch._foreach_norm(present)  # one kernel per device and dtype
+    if len(present) < len(tensors):
+        values, zero = iter(values), present[0].new_zeros(())
+        values = [zero if t is None else next(values) for t in tensors]
+    return torch.stack(values).float()
 
 
 @torch.no_grad()
