@@ -48,7 +48,7 @@ def run(
     launch: Launch | None = None,
 ) -> dict[str, Any]:
     """Train the experiment `cfg` into `run_dir`; return what metrics.json holds. `launch`:
-    how Hydra started it (overrides, command line, the sweep), for TensorBoard."""
+    how Hydra started it (overrides, command line), for TensorBoard's Text tab."""
     started = time.perf_counter()
     seed_everything(cfg.seed)
     parts = build_parts(cfg)  # every part, checked against the others before anything is written
