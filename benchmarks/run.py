@@ -14,6 +14,9 @@ Parts (each prints its figures as a ratio, with the absolute numbers beside it):
   startup  `--help`, `--cfg job` and two config errors, against the 0.5 s budget, and
            whether torch / torchvision / tensorboard were imported on those paths
   sweep    one `-m` sweep of N seeds vs N separate invocations
+  review   what TensorBoard's review costs: optexp as it is against optexp with the
+           per-layer statistics, the run's text and the first batch's images patched
+           out, alternating in one process (the whole call and the loop alone)
   cnn      a CIFAR-10-shaped CNN with crop/flip augmentation on the GPU if there is one:
            training images/s of optexp vs a hand-written loop (handwritten_cnn.py), and
            the speed-up of bf16 and fp16 autocast and of channels-last over fp32
@@ -149,6 +152,49 @@ def train_part(args: argparse.Namespace) -> None:
     report(f"training part, wall (median of {args.reps})", a, b, 1.05)
     report(f"training part, CPU (median of {args.reps})", a, b, 1.05, "cpu_s")
     report(f"training loop only, wall (median of {args.reps})", a, b, 1.05, "loop_s")
+
+
+def review_part(args: argparse.Namespace) -> None:
+    """The defaults that TensorBoard's review added (diagnostics.py) against none of them."""
+    from unittest import mock
+
+    import torch
+    from hydra import compose, initialize_config_dir
+
+    sys.path[:0] = [str(REPO)]
+    from optexp import diagnostics
+    from optexp.cli import CONFIG_DIR
+    from optexp.tracking import Tracker
+    from optexp.train import run
+
+    torch.set_num_threads(args.threads)
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[WORKLOAD, f"trainer.epochs={args.epochs}"])
+
+    def once(plain: bool) -> Sample:
+        with contextlib.ExitStack() as patches, quiet_run_dir() as run_dir:
+            if plain:  # no start weights: no per-layer statistics; no text, no images
+                patches.enter_context(
+                    mock.patch.object(diagnostics, "weights_now", lambda *a: None)
+                )
+                patches.enter_context(mock.patch.object(Tracker, "log_run"))
+                patches.enter_context(mock.patch.object(Tracker, "shows_images", lambda *a: False))
+            wall, cpu = time.perf_counter(), time.process_time()
+            run(cfg, run_dir)
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            return Sample(wall, cpu, loop_s=epoch_seconds(run_dir / "tb"))
+
+    full, plain = (lambda: once(False)), (lambda: once(True))
+    alternate(1, full, plain)  # warm-up
+    # Half the pairs in each order: which side runs first moved the ratio by about one
+    # percent in scratch runs, as much as the difference to be measured.
+    a, b = alternate(args.reps - args.reps // 2, full, plain)
+    b2, a2 = alternate(args.reps // 2, plain, full)
+    a, b = a + a2, b + b2
+    print("  (reference: optexp without the review's per-layer statistics, text and images)")
+    report(f"training part, wall (median of {args.reps})", a, b, 1.02)
+    report(f"training part, CPU (median of {args.reps})", a, b, 1.02, "cpu_s")
+    report(f"training loop only, wall (median of {args.reps})", a, b, 1.02, "loop_s")
 
 
 @contextlib.contextmanager
@@ -346,6 +392,7 @@ PARTS = {
     "process": process_part,
     "startup": startup_part,
     "sweep": sweep_part,
+    "review": review_part,
     "cnn": cnn_part,
 }
 

@@ -25,6 +25,7 @@ RESUMABLE_CHANGES = (
     "trainer.resume",
     "trainer.checkpoint",
     "trainer.tensorboard",
+    "trainer.histograms_every",
     "data_dir",
 )
 

@@ -60,6 +60,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "trainer.checkpoint.every": (lambda v: v >= 1, "an integer >= 1"),
     "trainer.limit_batches": (lambda v: v >= 1, "null or an integer >= 1"),
     "trainer.test_weights": (lambda v: v in TEST_WEIGHTS, " | ".join(TEST_WEIGHTS)),
+    "trainer.histograms_every": (_non_negative, "an integer >= 0 (0: no histograms)"),
     "optimizer.lr": (_positive, "a number > 0"),
     "optimizer.weight_decay": (_non_negative, "a number >= 0"),
     "optimizer.momentum": (_fraction, "a number in [0, 1)"),

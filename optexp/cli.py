@@ -85,10 +85,12 @@ def train_from_config(cfg: DictConfig) -> float:
     global _job_started
     _job_started = True
     check_config(cfg)
+    from optexp.tracking import Launch
     from optexp.train import run
 
     hydra_cfg = HydraConfig.get()
-    summary = run(cfg, Path(hydra_cfg.runtime.output_dir), chosen_options(hydra_cfg))
+    run_dir, choices = Path(hydra_cfg.runtime.output_dir), chosen_options(hydra_cfg)
+    summary = run(cfg, run_dir, choices, Launch.from_hydra(hydra_cfg))
     if summary["status"] == "interrupted":  # by SIGINT/SIGTERM: exit as the signal would
         sys.exit(128 + summary["signal"])
     return summary["objective"]

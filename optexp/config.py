@@ -69,6 +69,7 @@ class TrainerConfig:
     test_weights: str = "best"
     limit_batches: int | None = None
     detect_anomaly: bool = False
+    histograms_every: int = 0
 
 
 @dataclass

@@ -7,45 +7,70 @@ import json
 import math
 import os
 import platform
+import shlex
 import subprocess
-from collections.abc import Iterable, Iterator
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from functools import cache
+from importlib import metadata
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 import optexp
-from optexp.config import flatten
+from optexp.config import TrainerConfig, flatten
+
+if TYPE_CHECKING:
+    import torch
+    from omegaconf import DictConfig
+    from torch import nn
 
 T = TypeVar("T")
 console = Console()
 
-# TensorBoard's Custom Scalars tab: training and validation curves of every run on one chart.
+# TensorBoard's Custom Scalars tab: one chart per metric, each run a line, so it still
+# reads with twenty runs (the regexes match the tag in every run).
 CURVES = {
-    "train vs val": {
-        "loss": ["Multiline", ["^train/loss$", "^val/loss$"]],
-        "accuracy": ["Multiline", ["^train/acc$", "^val/acc$"]],
+    "across runs": {
+        "training loss": ["Multiline", ["^train/loss$"]],
+        "validation loss": ["Multiline", ["^val/loss$"]],
+        "training accuracy": ["Multiline", ["^train/acc$"]],
+        "validation accuracy": ["Multiline", ["^val/acc$"]],
+        "learning rate": ["Multiline", ["^lr$", "^lr/"]],
+        "gradient norm": ["Multiline", ["^grad_norm$"]],
     }
 }
+LIBRARIES = ("hydra-core", "omegaconf", "numpy", "tensorboard", "torchvision")
+
+
+@dataclass
+class Launch:
+    """How Hydra started a run, for TensorBoard's Text tab (a run started by calling
+    `optexp.train.run` directly has none)."""
+
+    overrides: list[str]  # the job's own
+    command: str  # the command line that started it: the sweep's, for a sweep's job
+
+    @classmethod
+    def from_hydra(cls, hydra_cfg: DictConfig) -> Launch:
+        return cls(list(hydra_cfg.overrides.task), shlex.join(["optexp", *sys.argv[1:]]))
 
 
 class Tracker:
     """Progress display and TensorBoard writer of one run; use as a context manager."""
 
     def __init__(
-        self,
-        run_dir: Path,
-        epochs: int,
-        steps_per_epoch: int,
-        tensorboard: bool = True,
-        start_epoch: int = 0,
+        self, run_dir: Path, trainer: TrainerConfig, steps_per_epoch: int, start_epoch: int = 0
     ) -> None:
-        self.epochs, self.steps_per_epoch = epochs, steps_per_epoch
+        self.epochs, self.steps_per_epoch = trainer.epochs, steps_per_epoch
+        self.histograms_every = trainer.histograms_every
+        self.step = start_epoch  # the last epoch logged: where the end-of-run records go
         self.writer = None
-        if tensorboard:
+        if trainer.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
             # purge_step drops events a killed run wrote past its last checkpoint.
@@ -62,7 +87,7 @@ class Tracker:
                 console=console,
             )
             self.epoch_task = self.progress.add_task(
-                "epochs", total=epochs, completed=start_epoch, info=""
+                "epochs", total=self.epochs, completed=start_epoch, info=""
             )
             self.batch_task = self.progress.add_task("batches", total=steps_per_epoch, info="")
 
@@ -88,6 +113,7 @@ class Tracker:
             self.progress.advance(self.batch_task)
 
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        self.step = epoch
         if self.writer is not None:
             from tensorboard.compat.proto.summary_pb2 import Summary
 
@@ -101,21 +127,69 @@ class Tracker:
         else:
             self.progress.update(self.epoch_task, completed=epoch, info=line.split("  ", 1)[1])
 
-    def log_hparams(self, hparams: dict[str, Any], results: dict[str, float]) -> None:
-        """Record the run for TensorBoard's HParams dashboard, in this run's own directory."""
+    def log_run(self, texts: dict[str, str]) -> None:
+        """What the run is (`describe_run`), in the Text tab at step 0."""
+        if self.writer is not None:
+            for tag, text in texts.items():
+                self.writer.add_text(tag, text, 0)
+
+    def shows_images(self, input_shape: Sequence[int]) -> bool:
+        from optexp.diagnostics import is_image
+
+        return self.writer is not None and is_image(input_shape)
+
+    def log_first_batch(
+        self,
+        x: torch.Tensor,
+        augmented: torch.Tensor | None,
+        mean: Sequence[float] | None,
+        std: Sequence[float] | None,
+    ) -> None:
+        """The first training batch (de-normalized), and as augmented if it was, at step 1."""
+        from optexp.diagnostics import image_grid
+
+        assert self.writer is not None
+        self.writer.add_image("images/train_batch", image_grid(x, mean, std), 1)
+        if augmented is not None:
+            grid = image_grid(augmented, mean, std)
+            self.writer.add_image("images/train_batch_augmented", grid, 1)
+
+    def log_histograms(self, epoch: int, model: nn.Module) -> None:
+        """Weights and gradients (at the epoch's last step), every `histograms_every` epochs."""
+        if self.writer is None or not self.histograms_every or epoch % self.histograms_every:
+            return
+        for name, param in model.named_parameters():
+            self.writer.add_histogram(f"weights/{name}", param.detach(), epoch)
+            if param.grad is not None:
+                self.writer.add_histogram(f"gradients/{name}", param.grad, epoch)
+
+    def log_results(self, hparams: dict[str, Any], results: dict[str, float]) -> None:
+        """Record the run for TensorBoard's HParams dashboard, in this run's own directory;
+        its metrics at the run's last step, where they sit at the end of the curves."""
         if self.writer is None:
             return
+        from tensorboard.compat.proto.summary_pb2 import Summary
         from torch.utils.tensorboard.summary import hparams as hparams_summary
 
         metrics = {f"hparams/{k}": v for k, v in results.items() if math.isfinite(v)}
         # Session records only: with no per-run experiment record, TensorBoard builds the
-        # comparison from all runs of a sweep (the union of their hparams and metrics)
-        # instead of picking one run's list arbitrarily.
+        # comparison from all runs of a sweep (the union of their hparams and metrics, the
+        # values of text and bool hparams as their filter's choices) instead of picking
+        # one run's lists arbitrarily.
         _experiment, session_start, session_end = hparams_summary(hparams, metrics)
-        self.writer.file_writer.add_summary(session_start)
-        self.writer.file_writer.add_summary(session_end)
-        for tag, value in metrics.items():
-            self.writer.add_scalar(tag, value)
+        self.writer.file_writer.add_summary(session_start, self.step)
+        self.writer.file_writer.add_summary(session_end, self.step)
+        values = [Summary.Value(tag=tag, simple_value=v) for tag, v in metrics.items()]
+        self.writer.file_writer.add_summary(Summary(value=values), self.step)
+
+    def log_confusion(self, counts: torch.Tensor | None) -> None:
+        """The test set's confusion matrix as an image, at the run's last step."""
+        if self.writer is None or counts is None:
+            return
+        from optexp.diagnostics import confusion_image
+
+        image = confusion_image(counts)
+        self.writer.add_image("images/test_confusion_matrix", image, self.step, dataformats="HWC")
 
 
 def epoch_line(epoch: int, epochs: int, metrics: dict[str, float]) -> str:
@@ -203,6 +277,43 @@ def hparams(config: dict[str, Any], choices: dict[str, str] | None) -> dict[str,
         k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in chosen.items()
     }
     return dict(choices or {}) | chosen
+
+
+def describe_run(
+    config: dict[str, Any], device: torch.device, launch: Launch | None
+) -> dict[str, str]:
+    """What the run was, as Markdown for TensorBoard's Text tab: the composed config, how
+    it was started, and the code and machine it ran on."""
+    import yaml  # PyYAML, Hydra's own: a third of OmegaConf.to_yaml's time on a plain dict
+
+    texts = {"run/config": f"```yaml\n{yaml.safe_dump(config, sort_keys=False)}```"}
+    if launch is not None:
+        overrides = " ".join(f"`{o}`" for o in launch.overrides) or "(none)"
+        texts["run/launch"] = _table({"command": f"`{launch.command}`", "overrides": overrides})
+    environment = {k: str(v) for k, v in versions().items()}
+    environment |= {name: _version(name) for name in LIBRARIES}
+    texts["run/environment"] = _table(environment | {"device": _device_name(device)})
+    return texts
+
+
+def _table(rows: dict[str, str]) -> str:
+    return "| | |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows.items())
+
+
+def _version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _device_name(device: torch.device) -> str:
+    import torch
+
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    cpu = platform.processor() or platform.machine()
+    return f"{device} ({cpu}, {torch.get_num_threads()} torch threads)"
 
 
 def versions() -> dict[str, str | None]:

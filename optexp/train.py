@@ -9,6 +9,7 @@ import math
 import random
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
@@ -18,12 +19,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from optexp import checkpoint
+from optexp import checkpoint, diagnostics
 from optexp.data import Split, epoch_order
 from optexp.parts import Parts, build_parts
 from optexp.signals import StopRequest
 from optexp.stopping import EarlyStopping
-from optexp.tracking import Tracker, about, hparams, print_summary, write_json
+from optexp.tracking import Launch, Tracker, about, describe_run, hparams, print_summary, write_json
 
 T = TypeVar("T")
 
@@ -40,8 +41,14 @@ class Progress:
     best_model: dict[str, torch.Tensor] | None = None
 
 
-def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -> dict[str, Any]:
-    """Train the experiment `cfg` into `run_dir`; return what metrics.json holds."""
+def run(
+    cfg: DictConfig,
+    run_dir: Path,
+    choices: dict[str, str] | None = None,
+    launch: Launch | None = None,
+) -> dict[str, Any]:
+    """Train the experiment `cfg` into `run_dir`; return what metrics.json holds. `launch`:
+    how Hydra started it (overrides, command line), for TensorBoard's Text tab."""
     started = time.perf_counter()
     seed_everything(cfg.seed)
     parts = build_parts(cfg)  # every part, checked against the others before anything is written
@@ -51,9 +58,7 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -
     config_json = json.dumps(config)  # for checkpoints: one string to pickle
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    tracker = Tracker(
-        run_dir, trainer.epochs, parts.steps_per_epoch, trainer.tensorboard, progress.epoch
-    )
+    tracker = Tracker(run_dir, trainer, parts.steps_per_epoch, progress.epoch)
     writer = checkpoint.Writer()
 
     def save(*paths: Path) -> None:
@@ -62,9 +67,12 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -
     # Anomaly detection (debug): autograd names the forward operation behind a NaN gradient.
     anomaly_detection = torch.autograd.set_detect_anomaly(trainer.detect_anomaly)
     with tracker, writer, StopRequest() as stop, anomaly_detection:
+        if progress.epoch == progress.batches_done == 0:  # a fresh start: once per run
+            tracker.log_run(describe_run(config, parts.device, launch))
         while (status := ending(parts, progress, stop)) is None:
             epoch_started, first = time.perf_counter(), progress.batches_done
-            steps, sums, grad_norm = train_epoch(
+            before = diagnostics.weights_now(parts.model, trainer.tensorboard)  # update ratios
+            steps, sums, grad_norms = train_epoch(
                 parts, epoch_batches(parts, progress, tracker), stop
             )
             progress.step += steps
@@ -73,11 +81,12 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -
                 progress.batches_done, progress.sums = first + steps, sums.tolist()
                 continue
 
-            metrics = train_metrics(parts, sums, grad_norm)
+            metrics, layers = train_metrics(parts, sums, grad_norms, before)
             if not diverged(metrics["train/loss"], trainer.divergence_threshold):
                 metrics |= {f"val/{k}": v for k, v in evaluate(parts, parts.data.val).items()}
             timing = epoch_timing(parts, first, time.perf_counter() - epoch_started)
-            tracker.log_epoch(progress.epoch + 1, metrics | timing)
+            tracker.log_epoch(progress.epoch + 1, metrics | timing | layers)
+            tracker.log_histograms(progress.epoch + 1, parts.model)
             if due := end_epoch(parts, progress, metrics, timing):
                 save(*(checkpoint.file(run_dir, name) for name in due))
 
@@ -87,7 +96,9 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -
         summary = results(status, progress, parts, test) | about(cfg, parts.device, choices)
         summary |= {"wall_s": time.perf_counter() - started, "signal": stop.signal}
         write_json(run_dir / "metrics.json", summary)
-        tracker.log_hparams(hparams(config, choices), hparams_metrics(parts, test))
+        if status != "interrupted" and trainer.tensorboard:  # a resumed run: when it ends
+            tracker.log_results(hparams(config, choices), hparams_metrics(parts, test))
+            tracker.log_confusion(test_confusion(parts))
     print_summary(summary, run_dir)
     return summary
 
@@ -110,19 +121,47 @@ def epoch_batches(
     """The next epoch's training batches, in that epoch's order, from where the run is."""
     epoch, first = progress.epoch + 1, progress.batches_done
     order = epoch_order(len(parts.data.train), parts.data_seed, epoch, parts.device)
-    return tracker.batches(parts.data.train.batches(parts.batch_size, order, first), first)
+    batches = parts.data.train.batches(parts.batch_size, order, first)
+    if epoch == 1 and first == 0 and tracker.shows_images(parts.data.input_shape):
+        batches = show_first(batches, parts, tracker)
+    return tracker.batches(batches, first)
+
+
+def show_first(
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]], parts: Parts, tracker: Tracker
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Pass the batches through; the first one also goes to TensorBoard, as it is and as
+    augmented. The random state is put back after, so the loop draws the very same
+    augmentation: the image shows what the model saw, and the run is unchanged."""
+    iterator = iter(batches)
+    for x, y in iterator:
+        augmented = None
+        if parts.augment is not None:
+            with forked_rng(parts.device):
+                augmented = parts.augment(x)
+        tracker.log_first_batch(x, augmented, parts.data.mean, parts.data.std)
+        yield x, y
+        break
+    yield from iterator
+
+
+def forked_rng(device: torch.device) -> AbstractContextManager[None]:
+    """Torch's random state (CPU and `device`'s) as it was, after the block."""
+    if device.type == "cpu":
+        return torch.random.fork_rng(devices=[])
+    return torch.random.fork_rng(devices=[device], device_type=device.type)
 
 
 def train_epoch(
     parts: Parts, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], stop: StopRequest
 ) -> tuple[int, torch.Tensor, torch.Tensor | None]:
     """One optimizer step per batch, until the batches run out or `stop` is set. Returns
-    the steps taken, the sums of their `EpochSums` (on the device) and the gradient norm
-    at the epoch's last batch (None if it stopped before)."""
+    the steps taken, the sums of their `EpochSums` (on the device) and each parameter's
+    gradient norm at the epoch's last batch (None if it stopped before)."""
     model, optimizer, scaler, trainer = parts.model, parts.optimizer, parts.scaler, parts.trainer
     classification = parts.data.is_classification
     model.train()
-    grad_norm, stats = None, []
+    grad_norms, stats = None, []
     for (x, y), last in mark_last(batches):
         if stop:
             break
@@ -136,12 +175,12 @@ def train_epoch(
         scaler.scale(loss if penalty is None else loss + penalty).backward()
         if trainer.grad_clip or last:
             scaler.unscale_(optimizer)  # clip and measure the true gradients
-            grad_norm = clip_gradients(model, trainer.grad_clip)
+            grad_norms = clip_gradients(model, trainer.grad_clip)
         scaler.step(optimizer)
         scaler.update()
         parts.schedule.after_step()
         stats.append(BatchStats.of(out, y, loss, penalty, classification))
-    return len(stats), BatchStats.sums(stats, parts.device), grad_norm
+    return len(stats), BatchStats.sums(stats, parts.device), grad_norms
 
 
 def mark_last(items: Iterable[T]) -> Iterator[tuple[T, bool]]:
@@ -203,16 +242,23 @@ class BatchStats(NamedTuple):
         )
 
 
-def train_metrics(parts: Parts, sums: torch.Tensor, grad_norm: torch.Tensor) -> dict[str, float]:
-    """The epoch's training metrics from its `EpochSums` and the norms, read from the
-    device in one transfer (one sync)."""
-    norms = torch.stack([grad_norm, global_norm(parts.model.parameters())])
-    *totals, grad, weight = torch.cat([sums, norms]).tolist()
+def train_metrics(
+    parts: Parts, sums: torch.Tensor, grad_norms: torch.Tensor, before: list[torch.Tensor] | None
+) -> tuple[dict[str, float], dict[str, float]]:
+    """The epoch's training metrics from its `EpochSums` and the norms, and its per-layer
+    statistics for TensorBoard alone (`diagnostics.layer_norms`, from the weights `before`
+    it; none without them), read from the device in one transfer (one sync)."""
+    layers = diagnostics.layer_norms(parts.model, grad_norms, before)
+    norms = torch.linalg.vector_norm(layers[:2], dim=1)  # global gradient and weight norms
+    values = torch.cat([sums, norms, layers.flatten()]).tolist()
+    totals, (grad, weight), per_layer = values[:3], values[3:5], values[5:]
     loss, correct, penalty = (total / len(parts.data.train) for total in EpochSums(*totals))
     metrics = {"train/loss": loss, "train/penalty": penalty}
     if parts.data.is_classification:
         metrics["train/acc"] = correct
-    return metrics | {"grad_norm": grad, "weight_norm": weight} | learning_rates(parts.optimizer)
+    metrics |= {"grad_norm": grad, "weight_norm": weight} | learning_rates(parts.optimizer)
+    names = [name for name, _ in parts.model.named_parameters()]
+    return metrics, diagnostics.layer_scalars(names, per_layer)
 
 
 def epoch_timing(parts: Parts, first: int, seconds: float) -> dict[str, float]:
@@ -275,6 +321,15 @@ def test_metrics(parts: Parts, progress: Progress) -> dict[str, float]:
     return evaluate(parts, parts.data.test)
 
 
+def test_confusion(parts: Parts) -> torch.Tensor | None:
+    """The test split's confusion matrix (classification), with the weights just tested."""
+    data, batch_size = parts.data, parts.trainer.eval_batch_size
+    if data.test is None or data.num_classes is None:
+        return None
+    with parts.autocast():
+        return diagnostics.confusion_matrix(parts.model, data.test, data.num_classes, batch_size)
+
+
 def results(
     status: str, progress: Progress, parts: Parts, test: dict[str, float] | None
 ) -> dict[str, Any]:
@@ -317,19 +372,13 @@ def seed_everything(seed: int) -> None:
 
 
 def clip_gradients(model: nn.Module, max_norm: float | None) -> torch.Tensor:
-    """The global gradient norm (before clipping); gradients scaled down to `max_norm` if set."""
+    """Each parameter's gradient norm (before clipping); the gradients scaled down to a
+    global norm of `max_norm` if set."""
+    params = list(model.parameters())
+    grad_norms = diagnostics.norms([p.grad for p in params])
     if max_norm:
-        return nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-    return global_norm(p.grad for p in model.parameters() if p.grad is not None)
-
-
-@torch.no_grad()
-def global_norm(tensors: Iterable[torch.Tensor]) -> torch.Tensor:
-    """The L2 norm of all `tensors` together, on their device. (`nn.utils.get_total_norm`
-    groups them by device and dtype first, which is slower for a model's few tensors:
-    benchmarks/RESULTS.md.)"""
-    norms = [torch.linalg.vector_norm(t) for t in tensors]
-    return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+        nn.utils.clip_grads_with_norm_(params, max_norm, torch.linalg.vector_norm(grad_norms))
+    return grad_norms
 
 
 def learning_rates(optimizer: torch.optim.Optimizer) -> dict[str, float]:

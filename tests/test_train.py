@@ -150,3 +150,27 @@ def test_debug_preset_trains_two_batches_with_anomaly_detection(make_cfg, tmp_pa
     assert seen[:2] == [(True, 64), (True, 64)]  # training batches: 2 x trainer.batch_size
     assert sum(n for _, n in seen[2:]) == 2 * 128  # validation and test: 128 samples each
     assert not torch.is_anomaly_enabled()  # switched off again after the run
+
+
+def test_layer_statistics_match_the_weights_and_histograms_come_when_asked(make_cfg, tmp_path):
+    first = run(make_cfg("trainer.epochs=1", "trainer.histograms_every=2"), tmp_path)
+    start = checkpoint.load(tmp_path / "checkpoints" / "last.pt")["model"]  # after epoch 1
+    run(make_cfg("trainer.epochs=2", "trainer.histograms_every=2"), tmp_path)  # resumed
+    end = checkpoint.load(tmp_path / "checkpoints" / "last.pt")["model"]
+
+    events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"scalars": 0})
+    events.Reload()
+    value = {
+        tag: {e.step: e.value for e in events.Scalars(tag)} for tag in events.Tags()["scalars"]
+    }
+    for name, weight in end.items():
+        assert value[f"weight_norm/{name}"][2] == pytest.approx(weight.norm().item(), rel=1e-5)
+        ratio = (weight - start[name]).norm() / weight.norm()
+        assert value[f"update_ratio/{name}"][2] == pytest.approx(ratio.item(), rel=1e-4)
+        assert sorted(value[f"update_ratio/{name}"]) == [1, 2]  # each epoch once
+    global_grad = math.sqrt(sum(value[f"grad_norm/{name}"][2] ** 2 for name in end))
+    assert value["grad_norm"][2] == pytest.approx(global_grad, rel=1e-5)
+
+    assert {"weights/1.weight", "gradients/1.weight"} <= set(events.Tags()["histograms"])
+    assert [e.step for e in events.Histograms("weights/1.weight")] == [2]  # every 2nd epoch
+    assert not any("/1.weight" in key for key in first["final"])  # TensorBoard only
