@@ -62,6 +62,16 @@ BAD_INPUTS = [
     (["dataset=image_folder", "dataset.workers=-1"], "dataset.workers=-1"),
     (["dataset=arrays", "dataset.path=/nonexistent.npz"], "dataset.path"),
     (["dataset=mnist", "dataset.download=false", "data_dir=nowhere"], "dataset.download=false"),
+    # Issue 14: schedule knobs, non-finite numbers, seeds, keys nothing reads.
+    (["scheduler=exponential", "scheduler.gamma=-0.5"], "scheduler.gamma=-0.5"),
+    (["scheduler=step", "scheduler.step_size=0"], "scheduler.step_size=0"),
+    (["optimizer.lr=1e400"], "optimizer.lr=inf"),
+    (["seed=-1"], "seed=-1"),
+    (["data_seed=99999999999"], "data_seed=99999999999"),
+    (["+trainer.epoch=2"], "did you mean trainer.epochs?"),
+    (["+foo=1"], "foo=1 is not read"),
+    (["+regularizer.l2=0.1"], "regularizer.l2=0.1 is not read"),
+    (["model.batch_norm=abc"], "model.batch_norm='abc'"),
 ]
 
 
