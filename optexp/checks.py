@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 import typing
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -30,6 +29,7 @@ MONITORS = ("val/loss", "val/acc")
 TEST_WEIGHTS = ("best", "last")
 
 
+FLOAT32_MAX = 3.4028234663852886e38  # beyond it a value overflows when torch uses it
 SEED_MAX = 2**32 - 1  # numpy's legacy seeding accepts [0, 2**32 - 1]
 INT_MAX = 2**31 - 1  # far beyond any sensible count, and safe in torch's int64 arithmetic
 
@@ -198,8 +198,8 @@ def check_config(cfg: DictConfig) -> None:
     tree.pop("hydra", None)  # the callback sees Hydra's own node too
     check_known_keys(tree)
     for key, value in _numbers(tree):
-        if not math.isfinite(value):
-            raise ConfigError(key, value, "a finite number")
+        if not abs(value) <= FLOAT32_MAX:  # NaN and inf too; torch computes in float32
+            raise ConfigError(key, value, f"a finite number, |x| <= {FLOAT32_MAX:.3g}")
     for key, (test, allowed) in RULES.items():
         value = OmegaConf.select(cfg, key, default=None)
         if value is None:  # absent, or an optional key left unset

@@ -14,6 +14,7 @@ status and a finite, non-negative learning rate.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import signal
@@ -42,6 +43,7 @@ EXHAUSTIVE = os.environ.get("OPTEXP_WALK") == "all"
 GROUPS = ("dataset", "augmentation", "model", "loss", "optimizer", "scheduler", "regularizer")
 PATH_KEYS = ("dataset.path", "trainer.resume", "data_dir")
 HUGE_FLOAT, HUGE_INT = 1e308, 2**62
+RUNS = itertools.count()
 STATUSES = ("completed", "early_stopped", "diverged", "interrupted")
 
 
@@ -171,7 +173,8 @@ def outcome(cfg: DictConfig, key: str, value: Any, tmp_path: Path) -> str:
         message = str(error)
         assert "\n" not in message, message
         part = key.partition(".")[0]
-        assert key in message or f"{part}=" in message or f"{part}." in message, message
+        named = (key, f"{part}=", f"{part}.", *([str(value)] if key in PATH_KEYS else []))
+        assert any(name in message for name in named), message  # a path may name itself
         return "refused"
     return "accepted"
 
@@ -182,7 +185,7 @@ def trained(cfg: DictConfig, key: str, tmp_path: Path) -> str:
     for name, setting in short.items():
         if name != key:
             OmegaConf.update(cfg, name, setting)
-    summary = train.run(cfg, tmp_path / "run")
+    summary = train.run(cfg, tmp_path / f"run{next(RUNS)}")  # a fresh directory: no resume
     assert summary["status"] in STATUSES, summary
     rates = [v for k, v in (summary["final"] or {}).items() if k.startswith("lr")]
     assert all(r is not None and math.isfinite(r) and r >= 0 for r in rates), summary["final"]
