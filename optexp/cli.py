@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import difflib
+import json
+import math
 import os
+import shlex
 import shutil
 import signal
 import string
@@ -19,12 +22,14 @@ from pathlib import Path
 from typing import NoReturn
 
 import hydra
+import yaml
 from hydra._internal.config_repository import IConfigRepository
 from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.object_type import ObjectType
 from hydra.errors import HydraException, MissingConfigException
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -38,6 +43,8 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 USER_ERROR = 2
 _job_started = False
 _new_folders: list[Path] = []  # of a single run's directory, deepest first
+_failed_jobs: list[str] = []  # a sweep's jobs that failed, each with its reason
+FINISHED = ("completed", "early_stopped", "diverged")
 
 
 class Rejected(BaseException):
@@ -81,17 +88,53 @@ def remove_refused_run_dir() -> None:
 @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="config")
 def train_from_config(cfg: DictConfig) -> float:
     """One job: check the composed config (again, for a sweep's jobs), train, return the
-    objective for sweepers."""
+    objective for sweepers. A single run's user error leaves through `Rejected`, past
+    Hydra's "Error executing job" preamble; a sweep job's is recorded and the sweep goes on."""
     global _job_started
     _job_started = True
-    check_config(cfg)
-    from optexp.train import run
-
     hydra_cfg = HydraConfig.get()
-    summary = run(cfg, Path(hydra_cfg.runtime.output_dir), chosen_options(hydra_cfg))
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    try:
+        check_config(cfg)
+        from optexp.train import run
+
+        summary = run(cfg, run_dir, chosen_options(hydra_cfg))
+    except (UserError, OSError) as error:
+        if isinstance(error, OSError):  # the file system: a full disk, a read-only folder
+            error = UserError(f"cannot write in {run_dir}: {error.strerror or error}")
+        if hydra_cfg.mode != RunMode.MULTIRUN:
+            raise Rejected(error) from None
+        record_failure(run_dir, error, hydra_cfg.job.num)
+        return math.nan  # a failed trial to a sweeper (Optuna); Hydra's own go on
     if summary["status"] == "interrupted":  # by SIGINT/SIGTERM: exit as the signal would
+        print(f"optexp: to continue: {continue_command(hydra_cfg)}", file=sys.stderr)
         sys.exit(128 + summary["signal"])
     return summary["objective"]
+
+
+def record_failure(run_dir: Path, error: UserError, job: int) -> None:
+    """A sweep job that failed says why in its metrics.json (optexp-report lists it), unless
+    the directory holds an earlier result: nothing already written is lost."""
+    from optexp.tracking import write_json
+
+    _failed_jobs.append(f"job {job} ({run_dir.name}): {describe(error)}")
+    print(f"optexp: job {job} failed: {describe(error)}", file=sys.stderr)
+    metrics = run_dir / "metrics.json"
+    with contextlib.suppress(OSError, ValueError):
+        if json.loads(metrics.read_text()).get("status") in FINISHED:
+            return
+    with contextlib.suppress(OSError):  # a full disk: the message above still says why
+        write_json(metrics, {"status": "failed", "error": describe(error)})
+
+
+def continue_command(hydra_cfg: DictConfig) -> str:
+    """The command that continues an interrupted run or sweep: the same arguments, into
+    the same directory (a re-run resumes interrupted jobs and skips finished ones)."""
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    folder = hydra_cfg.sweep.dir if multirun else hydra_cfg.run.dir
+    args = [a for a in sys.argv[1:] if not a.startswith((f"{key}=", f"+{key}="))]
+    return shlex.join(["optexp", *args, f"{key}={Path(folder).absolute()}"])
 
 
 def chosen_options(hydra_cfg: DictConfig) -> dict[str, str]:
@@ -118,11 +161,16 @@ def main() -> None:
             print_help(args.overrides)
             return
         train_from_config()
-    except (UserError, HydraException, OmegaConfBaseException) as error:
+    except (UserError, HydraException, OmegaConfBaseException, yaml.YAMLError) as error:
         remove_refused_run_dir()
         fail(error, debug)
     except Rejected as rejected:
+        remove_refused_run_dir()
         fail(rejected.error, debug)
+    except OSError as error:  # before a job: Hydra making the run directory
+        if _job_started:
+            raise
+        fail(UserError(f"cannot create the run directory: {error}"), debug)
     except ValueError as error:  # before a job: Hydra refusing a combination of flags
         if _job_started:
             raise  # from inside a job it is a bug: show the traceback
@@ -131,6 +179,9 @@ def main() -> None:
         sys.exit(128 + signal.SIGINT)
     except BrokenPipeError:  # `optexp --help | head`: the reader left, nothing to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    if _failed_jobs:
+        count = f"{len(_failed_jobs)} sweep job{'s' * (len(_failed_jobs) > 1)} failed"
+        fail(UserError(f"{count} (status: failed in metrics.json): {_failed_jobs[0]}"), False)
 
 
 def other_flags(args: argparse.Namespace) -> list[str]:
@@ -191,17 +242,24 @@ def options(group: Path) -> list[str]:
 
 
 def describe(error: BaseException) -> str:
-    """Hydra's message, its cause's first line, and the closest valid key if one was misspelt."""
+    """One line: Hydra's message, its cause's first line, and the closest valid key if one
+    was misspelt (never Hydra's "+key" hint: a key the part lacks is refused anyway)."""
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
+        mark = error.problem_mark
+        return f"{mark.name}:{mark.line + 1}:{mark.column + 1}: YAML syntax: {error.problem}"
     message = str(error).split("Config search path:")[0].strip()  # drop Hydra's path dump
     if isinstance(error, MissingConfigException) and error.options:
         return f"{message.splitlines()[0]}. Allowed: {', '.join(error.options)}."
+    lines = [line for line in message.splitlines() if not line.startswith("To append")]
     override = getattr(error, "override", None)
-    lines = [f"in override {override!r}: {message}" if override else message]
+    if override:
+        lines[0] = f"in override {override!r}: {lines[0]}"
     cause = error.__cause__
     if isinstance(cause, OmegaConfBaseException):
         lines.append(str(cause).strip().splitlines()[0])
         lines.extend(_suggestion(cause))
-    return "\n".join(line for line in lines if line)
+    parts = [line.strip() for line in lines if line.strip()]
+    return " ".join(p if p.endswith((".", "?", ":")) else f"{p}." for p in parts)
 
 
 def _suggestion(cause: OmegaConfBaseException) -> list[str]:

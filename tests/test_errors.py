@@ -65,7 +65,7 @@ BAD_INPUTS = [
     # Issue 14: schedule knobs, non-finite numbers, seeds, keys nothing reads.
     (["scheduler=exponential", "scheduler.gamma=-0.5"], "scheduler.gamma=-0.5"),
     (["scheduler=step", "scheduler.step_size=0"], "scheduler.step_size=0"),
-    (["optimizer.lr=1e400"], "optimizer.lr=inf"),
+    (["optimizer.lr=1e400"], "optimizer.lr=inf is not allowed. Allowed: a finite number"),
     (["seed=-1"], "seed=-1"),
     (["data_seed=99999999999"], "data_seed=99999999999"),
     (["+trainer.epoch=2"], "did you mean trainer.epochs?"),
@@ -150,3 +150,41 @@ def test_bad_arrays_file_names_the_path_and_the_problem(optexp_cli, tmp_path, ar
     assert result.returncode == 2
     assert f"dataset.path='{path}'" in result.stderr and problem in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "problem"),
+    [
+        ("_target_: torch.optim.SGD\nlr: 0.1\n  momentum: 0.9\n", ":3:11:", "mapping values"),
+        ("_target_: torch.optim.SGD\n\tlr: 0.1\n", ":2:1:", "'\\t'"),
+        ("_target_: torch.optim.SGD\nlr: [0.1\n", ":3:1:", "expected ',' or ']'"),
+    ],
+)
+def test_a_yaml_syntax_error_in_a_users_file_names_file_line_and_column(
+    optexp_cli, tmp_path, text, where, problem
+):
+    (tmp_path / "mine" / "optimizer").mkdir(parents=True)
+    path = tmp_path / "mine" / "optimizer" / "broken.yaml"
+    path.write_text(text)
+    result = optexp_cli("--config-dir", str(tmp_path / "mine"), "optimizer=broken")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    line = result.stderr.splitlines()[0]
+    assert line.startswith(f"optexp: error: {path}{where} YAML syntax:") and problem in line
+
+
+def test_messages_are_one_line_without_hydras_preamble_or_its_append_hint(optexp_cli):
+    for args in (["optimizer.beta=0.9"], ["+optimizer.momentun=0.9"], ["dataset=arrays"]):
+        result = optexp_cli(*args)
+        assert result.returncode == 2
+        assert "Error executing job" not in result.stderr
+        assert "To append" not in result.stderr
+        assert len(result.stderr.splitlines()) == 2, result.stderr  # the error, the debug hint
+    assert "Did you mean optimizer.betas?" in optexp_cli("optimizer.beta=0.9").stderr
+
+
+def test_a_run_directory_that_is_a_file_is_one_clear_error(optexp_cli, tmp_path):
+    (tmp_path / "run").write_text("a file where the run directory should go")
+    result = optexp_cli("trainer.epochs=1")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "optexp: error: cannot create the run directory" in result.stderr
+    assert (tmp_path / "run").read_text().startswith("a file")

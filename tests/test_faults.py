@@ -306,3 +306,32 @@ def test_a_diverging_job_inside_a_multirun_leaves_the_others_completed(optexp_cl
     assert result.returncode == 0, result.stderr
     runs = [json.loads(p.read_text()) for p in sorted((tmp_path / "sweep").rglob("metrics.json"))]
     assert sorted(run["status"] for run in runs) == ["completed", "diverged"]
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (torch.zeros(3), "it holds a Tensor"),
+        ({"model": {}}, "missing optimizer, scheduler"),
+    ],
+)
+def test_a_file_that_is_no_optexp_checkpoint_is_refused_in_one_line(
+    optexp_cli, tmp_path, content, problem
+):
+    path = tmp_path / "plain.pt"
+    torch.save(content, path)
+    result = optexp_cli(f"trainer.resume={path}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"{path} is not an optexp checkpoint: {problem}" in result.stderr
+
+
+def test_a_refused_sweep_job_says_why_in_metrics_json_and_the_others_run(optexp_cli, tmp_path):
+    result = optexp_cli("-m", "dataset=digits,synthetic", "model=mlp,cnn", "trainer.epochs=1")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "Error executing job" not in result.stderr
+    assert "optexp: error: 1 sweep job failed" in result.stderr
+    runs = {p.parent.name: metrics(p.parent) for p in (tmp_path / "sweep").rglob("metrics.json")}
+    assert len(runs) == 4
+    failed = [name for name, m in runs.items() if m["status"] == "failed"]
+    assert failed == ["3_dataset=synthetic,model=cnn,trainer.epochs=1"]
+    assert "needs inputs shaped (C, H, W)" in runs[failed[0]]["error"]
