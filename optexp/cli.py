@@ -34,6 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 import optexp
+from optexp import rundir
 from optexp.checks import check_config
 from optexp.config import UserError
 from optexp.user_configs import search_first
@@ -69,6 +70,11 @@ class CheckBeforeRun(Callback):
             raise Rejected(error) from None
         run_dir = Path(config.hydra.run.dir).absolute()
         _new_folders = [path for path in (run_dir, *run_dir.parents) if not path.exists()]
+        try:  # before Hydra writes its files there: another run's stay as they are
+            rundir.acquire(run_dir)
+        except UserError as error:
+            _new_folders = []  # the directory is the other process's
+            raise Rejected(error) from None
 
 
 def remove_refused_run_dir() -> None:
@@ -96,6 +102,7 @@ def train_from_config(cfg: DictConfig) -> float:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
         check_config(cfg)
+        rundir.acquire(run_dir)  # a sweep's job here; a single run's in CheckBeforeRun
         from optexp.train import run
 
         summary = run(cfg, run_dir, chosen_options(hydra_cfg))
@@ -106,6 +113,8 @@ def train_from_config(cfg: DictConfig) -> float:
             raise Rejected(error) from None
         record_failure(run_dir, error, hydra_cfg.job.num)
         return math.nan  # a failed trial to a sweeper (Optuna); Hydra's own go on
+    finally:
+        rundir.release(run_dir)
     if summary["status"] == "interrupted":  # by SIGINT/SIGTERM: exit as the signal would
         print(f"optexp: to continue: {continue_command(hydra_cfg)}", file=sys.stderr)
         sys.exit(128 + summary["signal"])
@@ -120,6 +129,8 @@ def record_failure(run_dir: Path, error: UserError, job: int) -> None:
     _failed_jobs.append(f"job {job} ({run_dir.name}): {describe(error)}")
     print(f"optexp: job {job} failed: {describe(error)}", file=sys.stderr)
     metrics = run_dir / "metrics.json"
+    if isinstance(error, rundir.RunDirInUse):
+        return  # the directory is another process's
     with contextlib.suppress(OSError, ValueError):
         if json.loads(metrics.read_text()).get("status") in FINISHED:
             return
