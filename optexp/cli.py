@@ -100,6 +100,12 @@ def train_from_config(cfg: DictConfig) -> float:
     _job_started = True
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    if hydra_cfg.mode == RunMode.MULTIRUN and (done := finished(run_dir, cfg, hydra_cfg)):
+        print(
+            f"optexp: job {hydra_cfg.job.num}: {done['status']} already, skipped", file=sys.stderr
+        )
+        objective = done.get("objective")
+        return math.nan if objective is None else objective
     try:
         check_config(cfg)
         rundir.acquire(run_dir)  # a sweep's job here; a single run's in CheckBeforeRun
@@ -119,6 +125,20 @@ def train_from_config(cfg: DictConfig) -> float:
         print(f"optexp: to continue: {continue_command(hydra_cfg)}", file=sys.stderr)
         sys.exit(128 + summary["signal"])
     return summary["objective"]
+
+
+def finished(run_dir: Path, cfg: DictConfig, hydra_cfg: DictConfig) -> dict | None:
+    """The metrics.json of a job this directory holds finished, with the same options and
+    seeds (the directory's name already spells its overrides): a re-run sweep skips it
+    without loading anything or rewriting its results."""
+    try:
+        summary = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    same = {"choices": chosen_options(hydra_cfg), "seed": cfg.seed, "data_seed": cfg.data_seed}
+    if not isinstance(summary, dict) or summary.get("status") not in FINISHED:
+        return None
+    return summary if all(summary.get(k) == v for k, v in same.items()) else None
 
 
 def record_failure(run_dir: Path, error: UserError, job: int) -> None:

@@ -3,6 +3,7 @@
 import json
 import os
 import random
+import shlex
 import signal
 import subprocess
 import sys
@@ -386,3 +387,33 @@ def test_sigkill_at_any_moment_leaves_a_loadable_last_pt_and_an_exact_resume(opt
     whole, again = metrics(tmp_path / "whole"), metrics(killed)
     assert {k: again[k] for k in COMPARED} == {k: whole[k] for k in COMPARED}
     assert again["final"]["train/loss"] == whole["final"]["train/loss"]
+
+
+def test_an_interrupted_sweep_prints_the_command_that_continues_it(optexp_cli, tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ("-m", "optimizer.lr=0.01,0.001", "trainer.epochs=3", "trainer.batch_size=1")
+    process = start(tmp_path, tmp_path / "unused", *args, f"hydra.sweep.dir={sweep}")
+    for line in process.stdout:
+        if line.startswith("epoch 1/3"):
+            break
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    (command,) = [line for line in stderr.splitlines() if line.startswith("optexp: to continue:")]
+    argv = shlex.split(command.removeprefix("optexp: to continue: "))
+    assert argv[0] == "optexp" and f"hydra.sweep.dir={sweep}" in argv
+
+    env = {k: v for k, v in os.environ.items() if k not in ("OPTEXP_DEBUG", "HYDRA_FULL_ERROR")}
+    continued = subprocess.run(
+        [sys.executable, "-m", "optexp", *argv[1:]],
+        cwd=tmp_path, env=env | {"PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+        check=False, timeout=300,
+    )  # fmt: skip
+    assert continued.returncode == 0, continued.stderr
+    runs = sorted(sweep.glob("*/metrics.json"))
+    assert [metrics(p.parent)["status"] for p in runs] == ["completed", "completed"]
+
+    before = {p: p.read_bytes() for p in runs}
+    again = optexp_cli(*args, run_dir=tmp_path / "unused")
+    assert again.returncode == 0 and again.stderr.count("completed already, skipped") == 2
+    assert {p: p.read_bytes() for p in runs} == before  # not rewritten
