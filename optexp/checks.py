@@ -286,6 +286,26 @@ def check_loss(loss_fn: object, data: Data) -> None:
         )
 
 
+def check_data(data: Data, node: DictConfig) -> None:
+    """Splits a run can train and evaluate on: fractions that leave at least two training
+    samples and one validation sample, and a classification set with two classes or more."""
+    n_train, n_val = len(data.train), len(data.val)
+    if n_train < 2 or n_val < 1:
+        test = (
+            f"(with dataset.test_fraction={node.test_fraction}) " if "test_fraction" in node else ""
+        )
+        raise ConfigError(
+            "dataset.val_fraction",
+            node.get("val_fraction"),
+            "fractions that leave at least 2 training samples and 1 validation sample",
+            problem=f"{test}leaves {n_train} training and {n_val} validation samples",
+        )
+    if data.num_classes is not None and data.num_classes < 2:
+        key = "dataset.path" if node.get("path") else "dataset"
+        value = node.get("path") or node.get("_target_")
+        raise ConfigError(key, value, "a set of 2 classes or more", problem="has a single class")
+
+
 def check_monitor(monitor: str, data: Data) -> None:
     if monitor == "val/acc" and not data.is_classification:
         raise ConfigError("trainer.early_stopping.monitor", monitor, "val/loss for regression")

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from tests.conftest import REPO
+from tests.datafiles import write_image_folder
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 
@@ -188,3 +189,35 @@ def test_a_run_directory_that_is_a_file_is_one_clear_error(optexp_cli, tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "optexp: error: cannot create the run directory" in result.stderr
     assert (tmp_path / "run").read_text().startswith("a file")
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["dataset.val_fraction=0.5", "dataset.test_fraction=0.4999"], "leaves 1 training"),
+        (["dataset.val_fraction=0.6", "dataset.test_fraction=0.4"], "leaves 0 training"),
+        (["dataset=synthetic", "dataset.n_samples=10", "dataset.val_fraction=0.01"], "and 0 val"),
+    ],
+)
+def test_fractions_that_leave_too_few_samples_are_refused(optexp_cli, args, named):
+    result = optexp_cli(*args, "trainer.epochs=1")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "optexp: error: dataset.val_fraction=" in result.stderr and named in result.stderr
+
+
+def test_an_image_folder_of_one_class_is_refused(optexp_cli, tmp_path):
+    folder = write_image_folder(tmp_path / "images", classes=1, per_class=10)
+    result = optexp_cli("dataset=image_folder", f"dataset.path={folder}", "dataset.workers=0")
+    assert result.returncode == 2 and "has a single class" in result.stderr
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_corrupt_image_is_one_line_naming_the_file(optexp_cli, tmp_path, workers):
+    folder = write_image_folder(tmp_path / "images", classes=2, per_class=6)
+    bad = sorted(folder.rglob("*.png"))[3]
+    bad.write_bytes(b"not an image")
+    args = ("dataset=image_folder", f"dataset.path={folder}", f"dataset.workers={workers}")
+    result = optexp_cli(*args, "trainer.epochs=1")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.splitlines()) == 2, result.stderr
+    assert str(bad) in result.stderr
