@@ -75,6 +75,9 @@ class CheckBeforeRun(Callback):
         except UserError as error:
             _new_folders = []  # the directory is the other process's
             raise Rejected(error) from None
+        except OSError as error:  # a file in the way, a read-only folder
+            _new_folders = []
+            raise Rejected(UserError(f"cannot create the run directory: {error}")) from None
 
 
 def remove_refused_run_dir() -> None:

@@ -187,7 +187,8 @@ def test_a_run_directory_that_is_a_file_is_one_clear_error(optexp_cli, tmp_path)
     (tmp_path / "run").write_text("a file where the run directory should go")
     result = optexp_cli("trainer.epochs=1")
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "optexp: error: cannot create the run directory" in result.stderr
+    assert result.stderr.startswith("optexp: error: cannot create the run directory")
+    assert len(result.stderr.splitlines()) == 2, result.stderr
     assert (tmp_path / "run").read_text().startswith("a file")
 
 
