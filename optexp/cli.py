@@ -82,11 +82,13 @@ class CheckBeforeRun(Callback):
 
 def remove_refused_run_dir() -> None:
     """Remove the new run directory of a run refused before it wrote anything: Hydra's
-    own files (.hydra/, the log) are all there is. Parents go only if left empty."""
+    own files (.hydra/, the log) and optexp's lock are all there is. Parents go only if
+    left empty."""
     if not _new_folders or not _new_folders[0].is_dir():
         return
     run_dir = _new_folders[0]
-    if any(path.name != ".hydra" and path.suffix != ".log" for path in run_dir.iterdir()):
+    own = (".hydra", rundir.LOCK_FILE)
+    if any(path.name not in own and path.suffix != ".log" for path in run_dir.iterdir()):
         return
     shutil.rmtree(run_dir, ignore_errors=True)
     for folder in _new_folders[1:]:
