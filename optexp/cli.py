@@ -19,7 +19,7 @@ import signal
 import string
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import hydra
 import yaml
@@ -132,7 +132,7 @@ def train_from_config(cfg: DictConfig) -> float:
     return summary["objective"]
 
 
-def finished(run_dir: Path, cfg: DictConfig, hydra_cfg: DictConfig) -> dict | None:
+def finished(run_dir: Path, cfg: DictConfig, hydra_cfg: DictConfig) -> dict[str, Any] | None:
     """The metrics.json of a job this directory holds finished, with the same options and
     seeds (the directory's name already spells its overrides): a re-run sweep skips it
     without loading anything or rewriting its results."""
@@ -288,7 +288,7 @@ def describe(error: BaseException) -> str:
         return f"{message.splitlines()[0]}. Allowed: {', '.join(error.options)}."
     lines = [line for line in message.splitlines() if not line.startswith("To append")]
     override = getattr(error, "override", None)
-    if override:
+    if override and lines:
         lines[0] = f"in override {override!r}: {lines[0]}"
     cause = error.__cause__
     if isinstance(cause, OmegaConfBaseException):
