@@ -225,6 +225,7 @@ def test_every_bad_value_of_every_knob_is_refused_in_one_line_or_runs(
             raise AssertionError(
                 f"{option or 'defaults'}: {key}={value!r} ended in {type(error).__name__}: {error}"
             ) from error
+    print(f"walk: {counts}")
     assert counts["refused"] > counts["accepted"] > 0, counts
 
 
