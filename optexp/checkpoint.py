@@ -30,6 +30,19 @@ RESUMABLE_CHANGES = (
 )
 
 
+# What `train.snapshot` saves; a file without them is not a checkpoint to resume from.
+STATE_KEYS = (
+    "model",
+    "optimizer",
+    "scheduler",
+    "scaler",
+    "early_stopping",
+    "progress",
+    "rng",
+    "config",
+)
+
+
 class CheckpointError(UserError):
     """A checkpoint cannot be written or read; the message names the file."""
 
@@ -141,21 +154,28 @@ def _linked(source: Path, link: Path) -> bool:
     return True
 
 
-def load(path: Path) -> dict[str, Any]:
-    """Load with `weights_only=True`: tensors and plain containers only, no code runs."""
+def load(path: Path, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Load with `weights_only=True`: tensors and plain containers only, no code runs. A
+    file that is no dict holding the `required` keys is refused in one line."""
     if not path.is_file():
         raise CheckpointError(f"no checkpoint file at {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise CheckpointError(
             f"refused to load {path}: it holds objects other than tensors and plain data "
             "(not an optexp checkpoint?); nothing in it was run"
         ) from None
     except (RuntimeError, EOFError, ValueError, OSError) as error:
+        detail = " ".join(str(error).split()) or type(error).__name__  # one line
         raise CheckpointError(
-            f"cannot read checkpoint {path}: truncated or corrupt ({error})"
+            f"cannot read checkpoint {path}: truncated or corrupt ({detail})"
         ) from None
+    missing = [key for key in required if key not in state] if isinstance(state, dict) else []
+    if not isinstance(state, dict) or missing:
+        what = f"missing {', '.join(missing)}" if missing else f"it holds a {type(state).__name__}"
+        raise CheckpointError(f"{path} is not an optexp checkpoint: {what}")
+    return state
 
 
 def file(run_dir: Path, name: str) -> Path:

@@ -11,13 +11,15 @@ Importing this module costs no torch import: config errors answer fast.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
+import dataclasses
+import difflib
+import typing
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from optexp.config import ConfigError
+from optexp.config import ConfigError, OptexpConfig
 
 if TYPE_CHECKING:
     from optexp.data import Data
@@ -27,89 +29,235 @@ MONITORS = ("val/loss", "val/acc")
 TEST_WEIGHTS = ("best", "last")
 
 
+FLOAT32_MAX = 3.4028234663852886e38  # beyond it a value overflows when torch uses it
+SEED_MAX = 2**32 - 1  # numpy's legacy seeding accepts [0, 2**32 - 1]
+INT_MAX = 2**31 - 1  # far beyond any sensible count, and safe in torch's int64 arithmetic
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
 def _positive(v: Any) -> bool:
-    return v > 0
+    return _number(v) and v > 0
 
 
 def _non_negative(v: Any) -> bool:
-    return v >= 0
+    return _number(v) and v >= 0
 
 
 def _fraction(v: Any) -> bool:
-    return 0 <= v < 1
+    return _number(v) and 0 <= v < 1
 
 
-def _device(v: str) -> bool:
-    kind, _, index = v.partition(":")
+def _unit(v: Any) -> bool:
+    return _number(v) and 0 <= v <= 1
+
+
+def _int_at_least(low: int) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v <= INT_MAX
+
+
+def _seed(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= SEED_MAX
+
+
+def _bool(v: Any) -> bool:
+    return isinstance(v, bool)
+
+
+def _one_of(*allowed: str) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: v in allowed), " | ".join(allowed)
+
+
+def _ints_at_least(low: int) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, list) and all(_int_at_least(low)(n) for n in v)
+
+
+def _device(v: Any) -> bool:
+    kind, _, index = str(v).partition(":")
     return kind in ("auto", "cpu", "cuda", "mps") and (not index or index.isdigit())
 
 
-# key -> (test, what is allowed). A key absent from the config is not checked.
+COUNT = (_int_at_least(1), "an integer >= 1")
+COUNT0 = (_int_at_least(0), "an integer >= 0")
+POSITIVE = (_positive, "a number > 0")
+NON_NEGATIVE = (_non_negative, "a number >= 0")
+FRACTION = (_fraction, "a number in [0, 1)")
+PROBABILITY = (_unit, "a number in [0, 1]")
+BOOL = (_bool, "true | false")
+SEED = (_seed, f"an integer in [0, {SEED_MAX}] (what numpy accepts)")
+
+# key -> (test, what is allowed), for every knob of every option file under configs/ (and
+# the schema's): tests/test_walk_inputs.py tries bad values on each. A key absent from the
+# config, or set to null, is not checked; non-finite numbers are refused for every key.
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "trainer.epochs": (lambda v: v >= 1, "an integer >= 1"),
-    "trainer.batch_size": (lambda v: v >= 1, "an integer >= 1"),
-    "trainer.eval_batch_size": (lambda v: v >= 1, "an integer >= 1"),
-    "trainer.precision": (lambda v: v in PRECISIONS, " | ".join(PRECISIONS)),
+    "seed": SEED,
+    "data_seed": SEED,
+    "trainer.epochs": COUNT,
+    "trainer.batch_size": COUNT,
+    "trainer.eval_batch_size": COUNT,
+    "trainer.precision": _one_of(*PRECISIONS),
     "trainer.device": (_device, "auto | cpu | cuda | cuda:N | mps"),
     "trainer.grad_clip": (_positive, "null or a number > 0"),
     "trainer.divergence_threshold": (_positive, "null or a number > 0"),
-    "trainer.early_stopping.monitor": (lambda v: v in MONITORS, " | ".join(MONITORS)),
-    "trainer.early_stopping.mode": (lambda v: v in ("min", "max"), "min | max"),
-    "trainer.early_stopping.patience": (_non_negative, "an integer >= 0"),
-    "trainer.early_stopping.min_delta": (_non_negative, "a number >= 0"),
-    "trainer.checkpoint.every": (lambda v: v >= 1, "an integer >= 1"),
-    "trainer.limit_batches": (lambda v: v >= 1, "null or an integer >= 1"),
-    "trainer.test_weights": (lambda v: v in TEST_WEIGHTS, " | ".join(TEST_WEIGHTS)),
-    "trainer.histograms_every": (_non_negative, "an integer >= 0 (0: no histograms)"),
-    "optimizer.lr": (_positive, "a number > 0"),
-    "optimizer.weight_decay": (_non_negative, "a number >= 0"),
-    "optimizer.momentum": (_fraction, "a number in [0, 1)"),
-    "optimizer.alpha": (_fraction, "a number in [0, 1)"),
+    "trainer.early_stopping.monitor": _one_of(*MONITORS),
+    "trainer.early_stopping.mode": _one_of("min", "max"),
+    "trainer.early_stopping.patience": COUNT0,
+    "trainer.early_stopping.min_delta": NON_NEGATIVE,
+    "trainer.checkpoint.every": COUNT,
+    "trainer.limit_batches": (_int_at_least(1), "null or an integer >= 1"),
+    "trainer.test_weights": _one_of(*TEST_WEIGHTS),
+    "trainer.histograms_every": COUNT0,
+    "optimizer.lr": POSITIVE,
+    "optimizer.weight_decay": NON_NEGATIVE,
+    "optimizer.momentum": FRACTION,
+    "optimizer.dampening": PROBABILITY,
+    "optimizer.alpha": FRACTION,
     "optimizer.betas": (
-        lambda v: len(v) == 2 and all(0 <= b < 1 for b in v),
+        lambda v: isinstance(v, list) and len(v) == 2 and all(_fraction(b) for b in v),
         "two numbers in [0, 1), e.g. [0.9, 0.999]",
     ),
-    "optimizer.eps": (_positive, "a number > 0"),
-    "scheduler.interval": (lambda v: v in ("epoch", "step"), "epoch | step"),
-    "scheduler.warmup_epochs": (_non_negative, "a number >= 0"),
-    "model.dropout": (_fraction, "a number in [0, 1)"),
-    "regularizer.l1": (_non_negative, "a number >= 0"),
-    "regularizer.l2": (_non_negative, "a number >= 0"),
-    "loss.label_smoothing": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
-    "dataset.val_fraction": (lambda v: 0 < v < 1, "a number in (0, 1)"),
-    "dataset.test_fraction": (_fraction, "a number in [0, 1)"),
-    "dataset.noise": (_non_negative, "a number >= 0"),
-    "augmentation.flip": (lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
-    "augmentation.degrees": (_non_negative, "a number >= 0"),
-    "augmentation.brightness": (_non_negative, "a number >= 0"),
-    "augmentation.contrast": (_non_negative, "a number >= 0"),
-    "augmentation.saturation": (_non_negative, "a number >= 0"),
-    "augmentation.padding": (_non_negative, "an integer >= 0"),
-    "loss.margin": (_positive, "a number > 0"),
-    "loss.p": (lambda v: v in (1, 2), "1 | 2"),
+    "optimizer.eps": POSITIVE,
+    "optimizer.lr_decay": NON_NEGATIVE,
+    "optimizer.initial_accumulator_value": NON_NEGATIVE,
+    "optimizer.nesterov": BOOL,
+    "optimizer.centered": BOOL,
+    "optimizer.amsgrad": BOOL,
+    "optimizer.full_batch": BOOL,
+    "optimizer.regularize_bias_and_norm": BOOL,
+    "scheduler.interval": _one_of("epoch", "step"),
+    "scheduler.warmup_epochs": NON_NEGATIVE,
+    "scheduler.factor": (lambda v: _positive(v) and v <= 1, "a number in (0, 1]"),
+    "scheduler.gamma": (lambda v: _positive(v) and v <= 1e3, "a number in (0, 1000]"),
+    "scheduler.total_iters": COUNT0,
+    "scheduler.step_size": COUNT,
+    "scheduler.step_size_up": COUNT,
+    "scheduler.step_size_down": (_int_at_least(1), "null or an integer >= 1"),
+    "scheduler.T_0": COUNT,
+    "scheduler.T_mult": COUNT,
+    "scheduler.eta_min": NON_NEGATIVE,
+    "scheduler.max_lr": POSITIVE,
+    "scheduler.base_lr": POSITIVE,
+    "scheduler.pct_start": (lambda v: _number(v) and 0 < v < 1, "a number in (0, 1)"),
+    "scheduler.div_factor": POSITIVE,
+    "scheduler.final_div_factor": POSITIVE,
+    "scheduler.anneal_strategy": _one_of("cos", "linear"),
+    "scheduler.three_phase": BOOL,
+    "scheduler.cycle_momentum": BOOL,
+    "scheduler.patience": COUNT0,
+    "scheduler.threshold": NON_NEGATIVE,
+    "scheduler.threshold_mode": _one_of("rel", "abs"),
+    "scheduler.cooldown": COUNT0,
+    "scheduler.min_lr": NON_NEGATIVE,
+    "model.hidden": (_ints_at_least(1), "a list of integers >= 1, e.g. [128, 128]"),
+    "model.channels": (_ints_at_least(1), "a list of integers >= 1, e.g. [32, 64]"),
+    "model.kernel_sizes": (_ints_at_least(1), "a list of integers >= 1, e.g. [5, 3, 3]"),
+    "model.stride": COUNT,
+    "model.dropout": FRACTION,
+    "model.batch_norm": BOOL,
+    "regularizer.l1": NON_NEGATIVE,
+    "regularizer.l2": NON_NEGATIVE,
+    "regularizer.regularize_bias_and_norm": BOOL,
+    "loss.label_smoothing": PROBABILITY,
+    "loss.margin": POSITIVE,
+    "loss.p": (lambda v: v in (1, 2) and not isinstance(v, bool), "1 | 2"),
+    "dataset.val_fraction": (lambda v: _number(v) and 0 < v < 1, "a number in (0, 1)"),
+    "dataset.test_fraction": FRACTION,
+    "dataset.noise": NON_NEGATIVE,
+    "dataset.n_samples": (_int_at_least(10), "an integer >= 10"),
+    "dataset.num_samples": (_int_at_least(20), "an integer >= 20"),
+    "dataset.num_classes": (_int_at_least(2), "an integer >= 2"),
+    "dataset.image_size": COUNT,
+    "dataset.workers": (_int_at_least(0), "null, or an integer >= 0 (0: in-process)"),
+    "dataset.download": BOOL,
+    "dataset.seed": SEED,
+    "dataset.generator_seed": SEED,
+    "augmentation.flip": (_unit, "a probability in [0, 1]"),
+    "augmentation.degrees": (lambda v: _non_negative(v) and v <= 180, "a number in [0, 180]"),
+    "augmentation.brightness": (_unit, "a number in [0, 1]"),
+    "augmentation.contrast": (_unit, "a number in [0, 1]"),
+    "augmentation.saturation": (_unit, "a number in [0, 1]"),
+    "augmentation.padding": COUNT0,
 }
 
 GROUPS_WITH_TARGET = ("dataset", "model", "loss", "optimizer")
+OPTIONAL_GROUPS = ("augmentation", "scheduler", "regularizer")
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Raise ConfigError for a missing part or the first value outside its allowed range."""
+    """Raise ConfigError for a missing part, a non-finite number, or the first value
+    outside its allowed range."""
     for group in GROUPS_WITH_TARGET:
         node = cfg.get(group)
         if not isinstance(node, DictConfig) or "_target_" not in node:
             raise ConfigError(group, node, f"a config with _target_, e.g. {group}=<option>")
+    for group in OPTIONAL_GROUPS:
+        if not isinstance(cfg.get(group), DictConfig | None):
+            raise ConfigError(group, cfg.get(group), f"an option, {group}=<option>, or null")
+    tree = OmegaConf.to_container(cfg, resolve=False)  # interpolations stay as text
+    tree.pop("hydra", None)  # the callback sees Hydra's own node too
+    check_known_keys(tree)
+    for key, value in _numbers(tree):
+        if not abs(value) <= FLOAT32_MAX:  # NaN and inf too; torch computes in float32
+            raise ConfigError(key, value, f"a finite number, |x| <= {FLOAT32_MAX:.3g}")
     for key, (test, allowed) in RULES.items():
         value = OmegaConf.select(cfg, key, default=None)
         if value is None:  # absent, or an optional key left unset
             continue
         if isinstance(value, ListConfig):
-            value = list(value)
+            value = OmegaConf.to_container(value)
         try:
             ok = test(value)
         except TypeError:
             ok = False
-        if not ok or (isinstance(value, float) and math.isnan(value)):
+        if not ok:
             raise ConfigError(key, value, allowed)
+
+
+def check_known_keys(tree: dict[str, Any]) -> None:
+    """Refuse a key nothing reads (added with `+`): one outside the schema, or one inside
+    an optional part left empty (`+regularizer.l2=0.1` with regularizer=none). Keys of
+    parts with a `_target_` are checked against its signature when built (`optexp.parts`)."""
+    for key, value, known in _unknown_keys(tree, OptexpConfig):
+        parent, _, name = key.rpartition(".")
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"did you mean {parent + '.' if parent else ''}{close[0]}? " if close else ""
+        raise ConfigError(
+            key, value, hint + f"the keys read here: {', '.join(known)}", "is not read by optexp"
+        )
+    for group in OPTIONAL_GROUPS:
+        node = tree.get(group)
+        if isinstance(node, dict) and node and "_target_" not in node:
+            key = next(iter(node))
+            raise ConfigError(
+                f"{group}.{key}",
+                node[key],
+                f"an option of {group} that has it, {group}=<option> (optexp --help lists them)",
+                problem=f"is not read: the chosen {group} option has no parameters",
+            )
+
+
+def _unknown_keys(
+    tree: dict[str, Any], schema: type, prefix: str = ""
+) -> Iterator[tuple[str, Any, list[str]]]:
+    """(key, value, the schema's keys there) for each key of `tree` outside `schema`."""
+    hints = typing.get_type_hints(schema)
+    for key, value in tree.items():
+        if key not in hints:
+            yield f"{prefix}{key}", value, list(hints)
+        elif dataclasses.is_dataclass(hints[key]) and isinstance(value, dict):
+            yield from _unknown_keys(value, hints[key], f"{prefix}{key}.")
+
+
+def _numbers(tree: Any, key: str = "") -> Iterator[tuple[str, float]]:
+    """(key, value) of every float in a plain config tree, lists included."""
+    if isinstance(tree, float):
+        yield key, tree
+    elif isinstance(tree, dict | list):
+        items = tree.items() if isinstance(tree, dict) else enumerate(tree)
+        for name, sub in items:
+            yield from _numbers(sub, f"{key}.{name}" if key else str(name))
 
 
 def check_input_shape(
@@ -137,6 +285,26 @@ def check_loss(loss_fn: object, data: Data) -> None:
             "mse for a regression dataset",
             problem="needs class labels, but the dataset has real-valued targets",
         )
+
+
+def check_data(data: Data, node: DictConfig) -> None:
+    """Splits a run can train and evaluate on: fractions that leave at least two training
+    samples and one validation sample, and a classification set with two classes or more."""
+    n_train, n_val = len(data.train), len(data.val)
+    if n_train < 2 or n_val < 1:
+        test = (
+            f"(with dataset.test_fraction={node.test_fraction}) " if "test_fraction" in node else ""
+        )
+        raise ConfigError(
+            "dataset.val_fraction",
+            node.get("val_fraction"),
+            "fractions that leave at least 2 training samples and 1 validation sample",
+            problem=f"{test}leaves {n_train} training and {n_val} validation samples",
+        )
+    if data.num_classes is not None and data.num_classes < 2:
+        key = "dataset.path" if node.get("path") else "dataset"
+        value = node.get("path") or node.get("_target_")
+        raise ConfigError(key, value, "a set of 2 classes or more", problem="has a single class")
 
 
 def check_monitor(monitor: str, data: Data) -> None:

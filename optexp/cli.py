@@ -10,25 +10,31 @@ from __future__ import annotations
 import argparse
 import contextlib
 import difflib
+import json
+import math
 import os
+import shlex
 import shutil
 import signal
 import string
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import hydra
+import yaml
 from hydra._internal.config_repository import IConfigRepository
 from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.object_type import ObjectType
 from hydra.errors import HydraException, MissingConfigException
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 import optexp
+from optexp import rundir
 from optexp.checks import check_config
 from optexp.config import UserError
 from optexp.user_configs import search_first
@@ -38,6 +44,8 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 USER_ERROR = 2
 _job_started = False
 _new_folders: list[Path] = []  # of a single run's directory, deepest first
+_failed_jobs: list[str] = []  # a sweep's jobs that failed, each with its reason
+FINISHED = ("completed", "early_stopped", "diverged")
 
 
 class Rejected(BaseException):
@@ -62,15 +70,25 @@ class CheckBeforeRun(Callback):
             raise Rejected(error) from None
         run_dir = Path(config.hydra.run.dir).absolute()
         _new_folders = [path for path in (run_dir, *run_dir.parents) if not path.exists()]
+        try:  # before Hydra writes its files there: another run's stay as they are
+            rundir.acquire(run_dir)
+        except UserError as error:
+            _new_folders = []  # the directory is the other process's
+            raise Rejected(error) from None
+        except OSError as error:  # a file in the way, a read-only folder
+            _new_folders = []
+            raise Rejected(UserError(f"cannot create the run directory: {error}")) from None
 
 
 def remove_refused_run_dir() -> None:
     """Remove the new run directory of a run refused before it wrote anything: Hydra's
-    own files (.hydra/, the log) are all there is. Parents go only if left empty."""
+    own files (.hydra/, the log) and optexp's lock are all there is. Parents go only if
+    left empty."""
     if not _new_folders or not _new_folders[0].is_dir():
         return
     run_dir = _new_folders[0]
-    if any(path.name != ".hydra" and path.suffix != ".log" for path in run_dir.iterdir()):
+    own = (".hydra", rundir.LOCK_FILE)
+    if any(path.name not in own and path.suffix != ".log" for path in run_dir.iterdir()):
         return
     shutil.rmtree(run_dir, ignore_errors=True)
     for folder in _new_folders[1:]:
@@ -81,19 +99,79 @@ def remove_refused_run_dir() -> None:
 @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="config")
 def train_from_config(cfg: DictConfig) -> float:
     """One job: check the composed config (again, for a sweep's jobs), train, return the
-    objective for sweepers."""
+    objective for sweepers. A single run's user error leaves through `Rejected`, past
+    Hydra's "Error executing job" preamble; a sweep job's is recorded and the sweep goes on."""
     global _job_started
     _job_started = True
-    check_config(cfg)
-    from optexp.tracking import Launch
-    from optexp.train import run
-
     hydra_cfg = HydraConfig.get()
-    run_dir, choices = Path(hydra_cfg.runtime.output_dir), chosen_options(hydra_cfg)
-    summary = run(cfg, run_dir, choices, Launch.from_hydra(hydra_cfg))
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    if hydra_cfg.mode == RunMode.MULTIRUN and (done := finished(run_dir, cfg, hydra_cfg)):
+        print(
+            f"optexp: job {hydra_cfg.job.num}: {done['status']} already, skipped", file=sys.stderr
+        )
+        objective = done.get("objective")
+        return math.nan if objective is None else objective
+    try:
+        check_config(cfg)
+        rundir.acquire(run_dir)  # a sweep's job here; a single run's in CheckBeforeRun
+        from optexp.tracking import Launch
+        from optexp.train import run
+
+        summary = run(cfg, run_dir, chosen_options(hydra_cfg), Launch.from_hydra(hydra_cfg))
+    except (UserError, OSError) as error:
+        if isinstance(error, OSError):  # the file system: a full disk, a read-only folder
+            error = UserError(f"cannot write in {run_dir}: {error.strerror or error}")
+        if hydra_cfg.mode != RunMode.MULTIRUN:
+            raise Rejected(error) from None
+        record_failure(run_dir, error, hydra_cfg.job.num)
+        return math.nan  # a failed trial to a sweeper (Optuna); Hydra's own go on
+    finally:
+        rundir.release(run_dir)
     if summary["status"] == "interrupted":  # by SIGINT/SIGTERM: exit as the signal would
+        print(f"optexp: to continue: {continue_command(hydra_cfg)}", file=sys.stderr)
         sys.exit(128 + summary["signal"])
     return summary["objective"]
+
+
+def finished(run_dir: Path, cfg: DictConfig, hydra_cfg: DictConfig) -> dict[str, Any] | None:
+    """The metrics.json of a job this directory holds finished, with the same options and
+    seeds (the directory's name already spells its overrides): a re-run sweep skips it
+    without loading anything or rewriting its results."""
+    try:
+        summary = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    same = {"choices": chosen_options(hydra_cfg), "seed": cfg.seed, "data_seed": cfg.data_seed}
+    if not isinstance(summary, dict) or summary.get("status") not in FINISHED:
+        return None
+    return summary if all(summary.get(k) == v for k, v in same.items()) else None
+
+
+def record_failure(run_dir: Path, error: UserError, job: int) -> None:
+    """A sweep job that failed says why in its metrics.json (optexp-report lists it), unless
+    the directory holds an earlier result: nothing already written is lost."""
+    from optexp.tracking import write_json
+
+    _failed_jobs.append(f"job {job} ({run_dir.name}): {describe(error)}")
+    print(f"optexp: job {job} failed: {describe(error)}", file=sys.stderr)
+    metrics = run_dir / "metrics.json"
+    if isinstance(error, rundir.RunDirInUse):
+        return  # the directory is another process's
+    with contextlib.suppress(OSError, ValueError):
+        if json.loads(metrics.read_text()).get("status") in FINISHED:
+            return
+    with contextlib.suppress(OSError):  # a full disk: the message above still says why
+        write_json(metrics, {"status": "failed", "error": describe(error)})
+
+
+def continue_command(hydra_cfg: DictConfig) -> str:
+    """The command that continues an interrupted run or sweep: the same arguments, into
+    the same directory (a re-run resumes interrupted jobs and skips finished ones)."""
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    folder = hydra_cfg.sweep.dir if multirun else hydra_cfg.run.dir
+    args = [a for a in sys.argv[1:] if not a.startswith((f"{key}=", f"+{key}="))]
+    return shlex.join(["optexp", *args, f"{key}={Path(folder).absolute()}"])
 
 
 def chosen_options(hydra_cfg: DictConfig) -> dict[str, str]:
@@ -120,11 +198,16 @@ def main() -> None:
             print_help(args.overrides)
             return
         train_from_config()
-    except (UserError, HydraException, OmegaConfBaseException) as error:
+    except (UserError, HydraException, OmegaConfBaseException, yaml.YAMLError) as error:
         remove_refused_run_dir()
         fail(error, debug)
     except Rejected as rejected:
+        remove_refused_run_dir()
         fail(rejected.error, debug)
+    except OSError as error:  # before a job: Hydra making the run directory
+        if _job_started:
+            raise
+        fail(UserError(f"cannot create the run directory: {error}"), debug)
     except ValueError as error:  # before a job: Hydra refusing a combination of flags
         if _job_started:
             raise  # from inside a job it is a bug: show the traceback
@@ -133,6 +216,9 @@ def main() -> None:
         sys.exit(128 + signal.SIGINT)
     except BrokenPipeError:  # `optexp --help | head`: the reader left, nothing to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    if _failed_jobs:
+        count = f"{len(_failed_jobs)} sweep job{'s' * (len(_failed_jobs) > 1)} failed"
+        fail(UserError(f"{count} (status: failed in metrics.json): {_failed_jobs[0]}"), False)
 
 
 def other_flags(args: argparse.Namespace) -> list[str]:
@@ -193,17 +279,24 @@ def options(group: Path) -> list[str]:
 
 
 def describe(error: BaseException) -> str:
-    """Hydra's message, its cause's first line, and the closest valid key if one was misspelt."""
+    """One line: Hydra's message, its cause's first line, and the closest valid key if one
+    was misspelt (never Hydra's "+key" hint: a key the part lacks is refused anyway)."""
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
+        mark = error.problem_mark
+        return f"{mark.name}:{mark.line + 1}:{mark.column + 1}: YAML syntax: {error.problem}"
     message = str(error).split("Config search path:")[0].strip()  # drop Hydra's path dump
     if isinstance(error, MissingConfigException) and error.options:
         return f"{message.splitlines()[0]}. Allowed: {', '.join(error.options)}."
+    lines = [line for line in message.splitlines() if not line.startswith("To append")]
     override = getattr(error, "override", None)
-    lines = [f"in override {override!r}: {message}" if override else message]
+    if override and lines:
+        lines[0] = f"in override {override!r}: {lines[0]}"
     cause = error.__cause__
     if isinstance(cause, OmegaConfBaseException):
         lines.append(str(cause).strip().splitlines()[0])
         lines.extend(_suggestion(cause))
-    return "\n".join(line for line in lines if line)
+    parts = [line.strip() for line in lines if line.strip()]
+    return " ".join(p if p.endswith((".", "?", ":")) else f"{p}." for p in parts)
 
 
 def _suggestion(cause: OmegaConfBaseException) -> list[str]:

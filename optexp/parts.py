@@ -64,6 +64,7 @@ def build_parts(cfg: DictConfig) -> Parts:
     trainer: TrainerConfig = OmegaConf.to_object(cfg.trainer)
     device = resolve_device(trainer.device, trainer.precision)
     data = build("dataset", cfg.dataset, data_dir=cfg.data_dir)
+    checks.check_data(data, cfg.dataset)
     if trainer.limit_batches:
         data = data.head(trainer.limit_batches * trainer.batch_size)
     checks.check_monitor(trainer.early_stopping.monitor, data)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
@@ -68,6 +69,7 @@ class Run:
     status: str
     values: dict[str, float]  # finite metric values only
     config: dict[str, Any] = field(default_factory=dict)
+    error: str = ""  # why a failed run failed
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,18 @@ def find_runs(root: Path) -> list[Run]:
     dirs |= {p.parent for p in root.rglob(".hydra") if p.is_dir()}
     if not dirs:
         raise ReportError(f"no runs found under {root} (no metrics.json or .hydra/ below it)")
-    return [read_run(d) for d in sorted(dirs)]
+    runs = []
+    for folder in sorted(dirs):
+        try:
+            runs.append(read_run(folder))
+        except ReportError as error:  # one broken run does not hide the others
+            print(f"optexp-report: unreadable run {folder}: {error}", file=sys.stderr)
+    if not runs:
+        raise ReportError(f"no readable runs under {root}")
+    for run in runs:
+        if run.status == "failed":
+            print(f"optexp-report: failed run {run.path}: {run.error}", file=sys.stderr)
+    return runs
 
 
 def read_run(path: Path) -> Run:
@@ -125,9 +138,13 @@ def read_run(path: Path) -> Run:
         return Run(path, overrides, INCOMPLETE, {}, config)
     try:
         metrics = json.loads(metrics_file.read_text())
-    except (OSError, json.JSONDecodeError) as error:
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ReportError(f"cannot read {metrics_file}: {error}") from None
-    return Run(path, overrides, metrics.get("status", "unknown"), metric_values(metrics), config)
+    if not isinstance(metrics, dict):
+        raise ReportError(f"cannot read {metrics_file}: not a JSON object")
+    status = str(metrics.get("status", "unknown"))
+    error = str(metrics.get("error") or "")
+    return Run(path, overrides, status, metric_values(metrics), config, error)
 
 
 def _load_yaml(path: Path) -> Any:
@@ -135,8 +152,9 @@ def _load_yaml(path: Path) -> Any:
         return None
     try:
         return OmegaConf.to_container(OmegaConf.load(path))
-    except (OSError, OmegaConfBaseException, ValueError) as error:
-        raise ReportError(f"cannot read {path}: {error}") from None
+    except (OSError, OmegaConfBaseException, ValueError, yaml.YAMLError) as error:
+        detail = " ".join(str(error).split())  # one line
+        raise ReportError(f"cannot read {path}: {detail}") from None
 
 
 def parse_overrides(lines: list[str]) -> dict[str, str]:
@@ -484,7 +502,8 @@ def parser() -> argparse.ArgumentParser:
             "Compare the runs below PATH (a sweep directory, outputs/, or one run). Runs are\n"
             "grouped by their overrides minus `seed`; each metric is mean ± sample std (n)\n"
             "over the group's runs. Every run is listed with its status (completed,\n"
-            "early_stopped, diverged, interrupted, running/incomplete)."
+            "early_stopped, diverged, interrupted, failed, running/incomplete); unreadable\n"
+            "runs and the reasons of failed ones are listed on stderr."
         ),
         epilog=(
             "metrics: test/acc, test/loss (best weights); val/acc, val/loss (at the best\n"

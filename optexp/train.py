@@ -399,7 +399,7 @@ def resume(parts: Parts, run_dir: Path, config: dict[str, Any]) -> Progress:
     path = checkpoint.resume_path(run_dir, parts.trainer.resume)
     if path is None:
         return Progress()
-    state = checkpoint.load(path)
+    state = checkpoint.load(path, checkpoint.STATE_KEYS)
     checkpoint.check_compatible(state["config"], config, path)
     parts.model.load_state_dict(state["model"])
     parts.optimizer.load_state_dict(state["optimizer"])

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from tests.conftest import REPO
+from tests.datafiles import write_image_folder
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 
@@ -62,6 +63,16 @@ BAD_INPUTS = [
     (["dataset=image_folder", "dataset.workers=-1"], "dataset.workers=-1"),
     (["dataset=arrays", "dataset.path=/nonexistent.npz"], "dataset.path"),
     (["dataset=mnist", "dataset.download=false", "data_dir=nowhere"], "dataset.download=false"),
+    # Issue 14: schedule knobs, non-finite numbers, seeds, keys nothing reads.
+    (["scheduler=exponential", "scheduler.gamma=-0.5"], "scheduler.gamma=-0.5"),
+    (["scheduler=step", "scheduler.step_size=0"], "scheduler.step_size=0"),
+    (["optimizer.lr=1e400"], "optimizer.lr=inf is not allowed. Allowed: a finite number"),
+    (["seed=-1"], "seed=-1"),
+    (["data_seed=99999999999"], "data_seed=99999999999"),
+    (["+trainer.epoch=2"], "did you mean trainer.epochs?"),
+    (["+foo=1"], "foo=1 is not read"),
+    (["+regularizer.l2=0.1"], "regularizer.l2=0.1 is not read"),
+    (["model.batch_norm=abc"], "model.batch_norm='abc'"),
 ]
 
 
@@ -105,7 +116,10 @@ def test_a_bad_rerun_loses_nothing_already_written(optexp_cli, tmp_path):
     assert optexp_cli("trainer.epochs=1", "optimizer.lr=-1").returncode == 2
     assert optexp_cli("trainer.epochs=1", "model.hidden=[3]").returncode == 2  # conflicts
     after = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p in before}
-    changed = [p.name for p in before if before[p] != after[p] and ".hydra" not in str(p)]
+    own = (".hydra", ".optexp.lock")  # Hydra's files and the lock name the latest process
+    changed = [
+        p.name for p in before if before[p] != after[p] and not any(o in str(p) for o in own)
+    ]
     assert changed == [], changed
 
 
@@ -140,3 +154,74 @@ def test_bad_arrays_file_names_the_path_and_the_problem(optexp_cli, tmp_path, ar
     assert result.returncode == 2
     assert f"dataset.path='{path}'" in result.stderr and problem in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "problem"),
+    [
+        ("_target_: torch.optim.SGD\nlr: 0.1\n  momentum: 0.9\n", ":3:11:", "mapping values"),
+        ("_target_: torch.optim.SGD\n\tlr: 0.1\n", ":2:1:", "'\\t'"),
+        ("_target_: torch.optim.SGD\nlr: [0.1\n", ":3:1:", "expected ',' or ']'"),
+    ],
+)
+def test_a_yaml_syntax_error_in_a_users_file_names_file_line_and_column(
+    optexp_cli, tmp_path, text, where, problem
+):
+    (tmp_path / "mine" / "optimizer").mkdir(parents=True)
+    path = tmp_path / "mine" / "optimizer" / "broken.yaml"
+    path.write_text(text)
+    result = optexp_cli("--config-dir", str(tmp_path / "mine"), "optimizer=broken")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    line = result.stderr.splitlines()[0]
+    assert line.startswith(f"optexp: error: {path}{where} YAML syntax:") and problem in line
+
+
+def test_messages_are_one_line_without_hydras_preamble_or_its_append_hint(optexp_cli):
+    for args in (["optimizer.beta=0.9"], ["+optimizer.momentun=0.9"], ["dataset=arrays"]):
+        result = optexp_cli(*args)
+        assert result.returncode == 2
+        assert "Error executing job" not in result.stderr
+        assert "To append" not in result.stderr
+        assert len(result.stderr.splitlines()) == 2, result.stderr  # the error, the debug hint
+    assert "Did you mean optimizer.betas?" in optexp_cli("optimizer.beta=0.9").stderr
+
+
+def test_a_run_directory_that_is_a_file_is_one_clear_error(optexp_cli, tmp_path):
+    (tmp_path / "run").write_text("a file where the run directory should go")
+    result = optexp_cli("trainer.epochs=1")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("optexp: error: cannot create the run directory")
+    assert len(result.stderr.splitlines()) == 2, result.stderr
+    assert (tmp_path / "run").read_text().startswith("a file")
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["dataset.val_fraction=0.5", "dataset.test_fraction=0.4999"], "leaves 1 training"),
+        (["dataset.val_fraction=0.6", "dataset.test_fraction=0.4"], "leaves 0 training"),
+        (["dataset=synthetic", "dataset.n_samples=10", "dataset.val_fraction=0.01"], "and 0 val"),
+    ],
+)
+def test_fractions_that_leave_too_few_samples_are_refused(optexp_cli, args, named):
+    result = optexp_cli(*args, "trainer.epochs=1")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "optexp: error: dataset.val_fraction=" in result.stderr and named in result.stderr
+
+
+def test_an_image_folder_of_one_class_is_refused(optexp_cli, tmp_path):
+    folder = write_image_folder(tmp_path / "images", classes=1, per_class=10)
+    result = optexp_cli("dataset=image_folder", f"dataset.path={folder}", "dataset.workers=0")
+    assert result.returncode == 2 and "has a single class" in result.stderr
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_corrupt_image_is_one_line_naming_the_file(optexp_cli, tmp_path, workers):
+    folder = write_image_folder(tmp_path / "images", classes=2, per_class=6)
+    bad = sorted(folder.rglob("*.png"))[3]
+    bad.write_bytes(b"not an image")
+    args = ("dataset=image_folder", f"dataset.path={folder}", f"dataset.workers={workers}")
+    result = optexp_cli(*args, "trainer.epochs=1")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.splitlines()) == 2, result.stderr
+    assert str(bad) in result.stderr

@@ -2,6 +2,8 @@
 
 import json
 import os
+import random
+import shlex
 import signal
 import subprocess
 import sys
@@ -306,3 +308,112 @@ def test_a_diverging_job_inside_a_multirun_leaves_the_others_completed(optexp_cl
     assert result.returncode == 0, result.stderr
     runs = [json.loads(p.read_text()) for p in sorted((tmp_path / "sweep").rglob("metrics.json"))]
     assert sorted(run["status"] for run in runs) == ["completed", "diverged"]
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (torch.zeros(3), "it holds a Tensor"),
+        ({"model": {}}, "missing optimizer, scheduler"),
+    ],
+)
+def test_a_file_that_is_no_optexp_checkpoint_is_refused_in_one_line(
+    optexp_cli, tmp_path, content, problem
+):
+    path = tmp_path / "plain.pt"
+    torch.save(content, path)
+    result = optexp_cli(f"trainer.resume={path}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"{path} is not an optexp checkpoint: {problem}" in result.stderr
+
+
+def test_a_refused_sweep_job_says_why_in_metrics_json_and_the_others_run(optexp_cli, tmp_path):
+    result = optexp_cli("-m", "dataset=digits,synthetic", "model=mlp,cnn", "trainer.epochs=1")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "Error executing job" not in result.stderr
+    assert "optexp: error: 1 sweep job failed" in result.stderr
+    runs = {p.parent.name: metrics(p.parent) for p in (tmp_path / "sweep").rglob("metrics.json")}
+    assert len(runs) == 4
+    failed = [name for name, m in runs.items() if m["status"] == "failed"]
+    assert failed == ["3_dataset=synthetic,model=cnn,trainer.epochs=1"]
+    assert "needs inputs shaped (C, H, W)" in runs[failed[0]]["error"]
+
+
+def wait_for_epoch(process: subprocess.Popen[str], last: Path, epoch: int) -> None:
+    deadline = time.monotonic() + 60
+    while not (last.is_file() and checkpoint.load(last)["progress"]["epoch"] >= epoch):
+        assert process.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
+def test_a_run_directory_in_use_is_refused_naming_the_process_and_freed_by_its_death(
+    optexp_cli, tmp_path
+):
+    run_dir = tmp_path / "shared"
+    first = start(tmp_path, run_dir, "trainer.epochs=200", "trainer.early_stopping.enabled=false")
+    wait_for_epoch(first, run_dir / "checkpoints" / "last.pt", 1)
+    config = (run_dir / ".hydra" / "config.yaml").read_bytes()
+    second = optexp_cli("trainer.epochs=200", run_dir=run_dir)
+    assert second.returncode == 2 and "Traceback" not in second.stderr
+    assert f"is in use by optexp process {first.pid}" in second.stderr
+    assert (run_dir / ".hydra" / "config.yaml").read_bytes() == config  # untouched
+    first.send_signal(signal.SIGKILL)
+    first.communicate()
+    assert checkpoint.load(run_dir / "checkpoints" / "last.pt", checkpoint.STATE_KEYS)
+    after = optexp_cli("trainer.epochs=2", run_dir=run_dir)  # the lock died with the process
+    assert "in use" not in after.stderr
+
+
+def test_sigkill_at_any_moment_leaves_a_loadable_last_pt_and_an_exact_resume(optexp_cli, tmp_path):
+    # Seeded delays: some land mid-epoch, some during a checkpoint write (one per epoch).
+    args = ("trainer.epochs=8", "trainer.batch_size=32", "trainer.early_stopping.enabled=false")
+    assert optexp_cli(*args, run_dir=tmp_path / "whole").returncode == 0
+    killed, last = tmp_path / "killed", tmp_path / "killed" / "checkpoints" / "last.pt"
+    rng = random.Random(14)
+    for _ in range(3):
+        process = start(tmp_path, killed, *args)
+        wait_for_epoch(process, last, 0) if last.is_file() else None
+        deadline = time.monotonic() + 60
+        while not last.is_file():
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.0, 0.3))
+        process.send_signal(signal.SIGKILL)
+        process.communicate()
+        checkpoint.load(last, checkpoint.STATE_KEYS)  # loads, whatever the moment
+    resumed = optexp_cli(*args, run_dir=killed)
+    assert resumed.returncode == 0, resumed.stderr
+    whole, again = metrics(tmp_path / "whole"), metrics(killed)
+    assert {k: again[k] for k in COMPARED} == {k: whole[k] for k in COMPARED}
+    assert again["final"]["train/loss"] == whole["final"]["train/loss"]
+
+
+def test_an_interrupted_sweep_prints_the_command_that_continues_it(optexp_cli, tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ("-m", "optimizer.lr=0.01,0.001", "trainer.epochs=3", "trainer.batch_size=1")
+    process = start(tmp_path, tmp_path / "unused", *args, f"hydra.sweep.dir={sweep}")
+    for line in process.stdout:
+        if line.startswith("epoch 1/3"):
+            break
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    (command,) = [line for line in stderr.splitlines() if line.startswith("optexp: to continue:")]
+    argv = shlex.split(command.removeprefix("optexp: to continue: "))
+    assert argv[0] == "optexp" and f"hydra.sweep.dir={sweep}" in argv
+
+    env = {k: v for k, v in os.environ.items() if k not in ("OPTEXP_DEBUG", "HYDRA_FULL_ERROR")}
+    continued = subprocess.run(
+        [sys.executable, "-m", "optexp", *argv[1:]],
+        cwd=tmp_path, env=env | {"PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+        check=False, timeout=300,
+    )  # fmt: skip
+    assert continued.returncode == 0, continued.stderr
+    runs = sorted(sweep.glob("*/metrics.json"))
+    assert [metrics(p.parent)["status"] for p in runs] == ["completed", "completed"]
+
+    before = {p: p.read_bytes() for p in runs}
+    again = optexp_cli(*args, run_dir=tmp_path / "unused")
+    assert again.returncode == 0 and again.stderr.count("completed already, skipped") == 2
+    assert {p: p.read_bytes() for p in runs} == before  # not rewritten

@@ -218,3 +218,25 @@ def test_help_explains_metrics_and_examples():
     assert result.returncode == 0, result.stderr
     for text in ("--select-best-by", "--over", "--plot", "mean ± sample std", "examples"):
         assert text in result.stdout, text
+
+
+def test_a_corrupt_run_is_listed_as_unreadable_and_the_rest_reported(capsys, lr_sweep):
+    broken = fake_run(lr_sweep, ["optimizer.lr=1", "seed=0"])
+    (broken / "metrics.json").write_text('{"status": "compl')
+    odd = fake_run(lr_sweep, ["optimizer.lr=2", "seed=0"])
+    (odd / ".hydra" / "config.yaml").write_text("optimizer: [unclosed\n")
+    rows = report_json(capsys, lr_sweep)
+    assert sorted(r["settings"]["optimizer.lr"] for r in rows) == ["0.01", "0.1"]
+    main([str(lr_sweep)])
+    err = capsys.readouterr().err
+    assert f"unreadable run {broken}: cannot read {broken / 'metrics.json'}" in err
+    assert f"unreadable run {odd}: cannot read {odd / '.hydra' / 'config.yaml'}" in err
+
+
+def test_a_failed_run_is_listed_as_failed_with_its_reason(capsys, lr_sweep):
+    failed = fake_run(lr_sweep, ["optimizer.lr=3", "seed=0"], status="failed")
+    (failed / "metrics.json").write_text('{"status": "failed", "error": "disk full"}')
+    rows = report_json(capsys, lr_sweep)
+    assert [r["status"] for r in rows if r["settings"]["optimizer.lr"] == "3"] == ["1 failed"]
+    main([str(lr_sweep)])
+    assert f"failed run {failed}: disk full" in capsys.readouterr().err

@@ -114,7 +114,17 @@ class FileSplit:
                 x = x.to(torch.float32, memory_format=self.memory_format or torch.preserve_format)
                 yield x.div_(255).sub_(mean).div_(std), y.to(self.device, non_blocking=True)
         except OSError as error:  # a file that went missing or does not decode
-            raise UserError(f"cannot read an image of dataset.path: {error}") from None
+            raise UserError(
+                f"cannot read an image of dataset.path: {worker_error(error)}"
+            ) from None
+
+
+def worker_error(error: BaseException) -> str:
+    """The message of an error a DataLoader worker raised, without the worker's traceback
+    that DataLoader puts in it: its last line names the file (PIL's "cannot identify
+    image file '...'")."""
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
 
 
 def _leave_stop_signals_to_the_trainer(worker_id: int) -> None:

@@ -24,7 +24,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
 from optexp.config import ConfigError, UserError
-from optexp.data import Data, FileSplit, Split, split
+from optexp.data import Data, FileSplit, Split, split, worker_error
 
 # torchvision's in-memory sets: the per-channel mean and std of each training set (the
 # values its literature uses).
@@ -215,7 +215,7 @@ def _channel_stats(images: Dataset, workers: int) -> tuple[tuple[float, ...], tu
             squares = squares + x.square().sum(dim=(0, 2, 3))
             count += x.numel() // x.shape[1]
     except OSError as error:
-        raise UserError(f"cannot read an image of dataset.path: {error}") from None
+        raise UserError(f"cannot read an image of dataset.path: {worker_error(error)}") from None
     mean = total / count
     variance = (squares - count * mean.square()) / max(count - 1, 1)
     std = variance.clamp_min(0).sqrt()
