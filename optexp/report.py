@@ -683,6 +683,13 @@ def study_outputs(args: argparse.Namespace, runs: list[Run]) -> list[str]:
     return written
 
 
+def without_diverged_values(runs: Sequence[Run]) -> list[Run]:
+    """A diverged run keeps the best values from before it blew up; for tuning and means
+    it counts as a run without a value, which ranks its learning rate below every value
+    whose runs all finished."""
+    return [replace(r, values={}) if r.status == "diverged" else r for r in runs]
+
+
 def report(args: argparse.Namespace) -> str:
     runs = find_runs(args.path)
     known = {k for r in runs for k in r.overrides}
@@ -692,7 +699,7 @@ def report(args: argparse.Namespace) -> str:
                 f"unknown key {key!r}: the runs override {sorted(known) or 'nothing'}"
             )
     wanted = targets(args)
-    groups = sort_groups(group_runs(runs, args.ignore), args.sort)
+    groups = sort_groups(group_runs(without_diverged_values(runs), args.ignore), args.sort)
     if args.plot:
         plot_curves(groups, args.curve, args.band, args.plot)
     written = study_outputs(args, runs)

@@ -13,7 +13,7 @@ import csv
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from optexp.report import (
     group_runs,
     select_best,
     varying_keys,
+    without_diverged_values,
 )
 
 PROBLEM_KEYS = ("problem", "dataset")
@@ -81,13 +82,6 @@ def problem_key(runs: Sequence[Run], named: str | None) -> str:
     raise ReportError(
         "no problem key: the runs override neither problem nor dataset (name one with --problem)"
     )
-
-
-def without_diverged_values(runs: Sequence[Run]) -> list[Run]:
-    """A diverged run keeps the best values from before it blew up; for tuning and means
-    it counts as a run without a value, which ranks its learning rate below every value
-    whose runs all finished."""
-    return [replace(r, values={}) if r.status == "diverged" else r for r in runs]
 
 
 def check_varies(runs: Sequence[Run], key: str, what: str) -> None:

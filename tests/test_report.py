@@ -114,6 +114,15 @@ def test_every_status_appears_and_missing_values_do_not_count(capsys, tmp_path):
     assert row["metrics"]["test/acc"] == pytest.approx({"mean": 0.7, "std": 0.1, "n": 3})
 
 
+def test_a_run_that_diverged_late_keeps_its_earlier_best_out_of_the_means(capsys, tmp_path):
+    fake_run(tmp_path, ["optimizer.lr=0.1", "seed=0"], "completed", val_loss=0.4)
+    fake_run(tmp_path, ["optimizer.lr=0.1", "seed=1"], "diverged", test_acc=0.5, val_loss=0.2)
+    (row,) = report_json(capsys, tmp_path)
+    assert row["status"] == "1 completed, 1 diverged"
+    assert row["metrics"]["val/loss"]["n"] == 1 == row["metrics"]["test/acc"]["n"]
+    assert row["metrics"]["val/loss"]["mean"] == pytest.approx(0.4)
+
+
 def test_a_single_run_directory_is_a_report_of_one(capsys, lr_sweep):
     (row,) = report_json(capsys, lr_sweep / "optimizer.lr=0.1,seed=2")
     assert row["metrics"]["test/acc"] == {"mean": 0.97, "std": None, "n": 1}
