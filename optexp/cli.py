@@ -90,6 +90,8 @@ def train_from_config(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     summary = run(cfg, Path(hydra_cfg.runtime.output_dir), chosen_options(hydra_cfg))
     if summary["status"] == "interrupted":  # by SIGINT/SIGTERM: exit as the signal would
+        if summary["signal"] == signal.SIGUSR2:  # last.pt is saved: submitit requeues the job
+            signal.raise_signal(signal.SIGUSR2)
         sys.exit(128 + summary["signal"])
     return summary["objective"]
 
