@@ -18,6 +18,7 @@ import shutil
 import signal
 import string
 import sys
+import time
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -45,6 +46,7 @@ USER_ERROR = 2
 _job_started = False
 _new_folders: list[Path] = []  # of a single run's directory, deepest first
 _failed_jobs: list[str] = []  # a sweep's jobs that failed, each with its reason
+_sweep_started = 0.0  # when this process's sweep began: older metrics.json are not its own
 FINISHED = ("completed", "early_stopped", "diverged")
 
 
@@ -61,6 +63,24 @@ class CheckBeforeRun(Callback):
     """Checks a single run's config before Hydra creates its directory and log file, and
     notes which folders of that directory are new: a run refused when its parts are built
     and checked (`optexp.checks`) leaves none of them behind."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: object) -> None:
+        global _sweep_started
+        _sweep_started = time.time()
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: object) -> None:
+        """Jobs that ran in other processes (joblib, submitit, SLURM) left their failures
+        in metrics.json only: collect them, so the sweep's exit says so as in-process."""
+        for metrics in sorted(Path(config.hydra.sweep.dir).glob("*/metrics.json")):
+            name = metrics.parent.name
+            if any(f"({name})" in entry for entry in _failed_jobs):  # recorded in-process
+                continue
+            with contextlib.suppress(OSError, ValueError):
+                if metrics.stat().st_mtime < _sweep_started:
+                    continue  # an earlier sweep's
+                summary = json.loads(metrics.read_text())
+                if summary.get("status") == "failed":
+                    _failed_jobs.append(f"{name}: {summary.get('error')}")
 
     def on_run_start(self, config: DictConfig, **kwargs: object) -> None:
         global _new_folders
@@ -128,6 +148,8 @@ def train_from_config(cfg: DictConfig) -> float:
     finally:
         rundir.release(run_dir)
     if summary["status"] == "interrupted":  # by SIGINT/SIGTERM: exit as the signal would
+        if summary["signal"] == signal.SIGUSR2:  # last.pt is saved: submitit requeues the job
+            signal.raise_signal(signal.SIGUSR2)
         print(f"optexp: to continue: {continue_command(hydra_cfg)}", file=sys.stderr)
         sys.exit(128 + summary["signal"])
     return summary["objective"]

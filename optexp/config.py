@@ -26,8 +26,13 @@ class ConfigError(UserError, ValueError):
     """A user error in the configuration: names the key, the value and what is allowed."""
 
     def __init__(self, key: str, value: Any, allowed: str, problem: str = "is not allowed"):
-        self.key, self.value, self.allowed = key, value, allowed
+        self.key, self.value, self.allowed, self.problem = key, value, allowed, problem
         super().__init__(f"{key}={_show(value)} {problem}. Allowed: {allowed}.")
+
+    def __reduce__(self) -> tuple[type, tuple[Any, ...]]:
+        # Pickled with its own arguments: a cluster launcher (submitit) sends a job's
+        # error back to the sweep's process as a pickle.
+        return type(self), (self.key, self.value, self.allowed, self.problem)
 
 
 def _show(value: Any) -> str:

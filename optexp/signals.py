@@ -1,5 +1,7 @@
 """Graceful stop: SIGINT (Ctrl-C) or SIGTERM (SLURM preemption) asks the loop to finish
-its current step, checkpoint and report; a second signal stops at once."""
+its current step, checkpoint and report; a second signal stops at once. Inside a submitit
+job, so does submitit's SIGUSR2 (SLURM's warning before a time limit or a requeue): the
+job hands it back to submitit's handler once last.pt is saved (optexp.cli)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from types import FrameType
 from typing import Any
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+REQUEUE = signal.SIGUSR2  # submitit's; handled only where submitit installed a handler
 
 
 class StopRequest:
@@ -27,7 +30,8 @@ class StopRequest:
     def __enter__(self) -> StopRequest:
         # Handlers can only be installed from the main thread (not in some launchers' workers).
         if threading.current_thread() is threading.main_thread():
-            self._previous = {sig: signal.signal(sig, self._handle) for sig in SIGNALS}
+            requeue = (REQUEUE,) if callable(signal.getsignal(REQUEUE)) else ()
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in SIGNALS + requeue}
         return self
 
     def __exit__(self, *exc: object) -> None:
