@@ -2,6 +2,7 @@
 
 import json
 import math
+import time
 
 import pytest
 import torch
@@ -155,6 +156,10 @@ def test_debug_preset_trains_two_batches_with_anomaly_detection(make_cfg, tmp_pa
 def test_layer_statistics_match_the_weights_and_histograms_come_when_asked(make_cfg, tmp_path):
     first = run(make_cfg("trainer.epochs=1", "trainer.histograms_every=2"), tmp_path)
     start = checkpoint.load(tmp_path / "checkpoints" / "last.pt")["model"]  # after epoch 1
+    # Event files are read in name order: the second they were made, then host, pid and a
+    # per-process counter that sorts 10 before 9. A new second keeps the resumed run's last
+    # (a flaky failure under xdist, seen in a fresh venv).
+    time.sleep(1.1)
     run(make_cfg("trainer.epochs=2", "trainer.histograms_every=2"), tmp_path)  # resumed
     end = checkpoint.load(tmp_path / "checkpoints" / "last.pt")["model"]
 
