@@ -19,6 +19,7 @@ import signal
 import string
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -45,6 +46,9 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 USER_ERROR = 2
 _job_started = False
 _new_folders: list[Path] = []  # of a single run's directory, deepest first
+_hydra_files: dict[Path, bytes | None] = {}  # as a re-run found them: a refused one restores
+_run_started = 0.0
+HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")  # what Hydra writes per run
 _failed_jobs: list[str] = []  # a sweep's jobs that failed, each with its reason
 _sweep_started = 0.0  # when this process's sweep began: older metrics.json are not its own
 FINISHED = ("completed", "early_stopped", "diverged")
@@ -83,7 +87,8 @@ class CheckBeforeRun(Callback):
                     _failed_jobs.append(f"{name}: {summary.get('error')}")
 
     def on_run_start(self, config: DictConfig, **kwargs: object) -> None:
-        global _new_folders
+        global _new_folders, _hydra_files, _run_started
+        _run_started = time.time()
         try:
             check_config(config)
         except UserError as error:
@@ -97,18 +102,58 @@ class CheckBeforeRun(Callback):
             raise Rejected(error) from None
         except OSError as error:  # a file in the way, a read-only folder
             _new_folders = []
-            raise Rejected(UserError(f"cannot create the run directory: {error}")) from None
+            raise Rejected(unusable_run_dir(run_dir, error)) from None
+        if config.hydra.output_subdir is not None:
+            saved = run_dir / config.hydra.output_subdir
+            _hydra_files = {saved / name: read_if_there(saved / name) for name in HYDRA_FILES}
 
 
-def remove_refused_run_dir() -> None:
-    """Remove the new run directory of a run refused before it wrote anything: Hydra's
-    own files (.hydra/, the log) and optexp's lock are all there is. Parents go only if
-    left empty."""
-    if not _new_folders or not _new_folders[0].is_dir():
-        return
-    run_dir = _new_folders[0]
+def unusable_run_dir(run_dir: Path, error: OSError) -> UserError:
+    verb = "write in" if run_dir.is_dir() else "create"
+    return UserError(f"cannot {verb} the run directory {run_dir}: {error.strerror or error}")
+
+
+def read_if_there(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def undo_refused_run() -> None:
+    """Leave the file system as a single run refused before training found it: a new run
+    directory goes, an existing one gets back the files Hydra rewrote in it."""
+    if _new_folders:
+        remove_new_run_dir()
+    elif _hydra_files and not wrote_results(next(iter(_hydra_files)).parent.parent):
+        for path, content in _hydra_files.items():
+            with contextlib.suppress(OSError):
+                path.unlink() if content is None else path.write_bytes(content)
+        if not any(_hydra_files.values()):  # Hydra made the folder
+            with contextlib.suppress(OSError):
+                next(iter(_hydra_files)).parent.rmdir()
+
+
+def wrote_results(run_dir: Path) -> bool:
+    """Whether this run wrote any result: one that failed while training keeps the config
+    it ran with."""
+    return any(path.stat().st_mtime >= _run_started for path in results(run_dir))
+
+
+def results(run_dir: Path) -> Iterator[Path]:
+    """The files of a run directory besides Hydra's (.hydra/, the log) and the lock."""
     own = (".hydra", rundir.LOCK_FILE)
-    if any(path.name not in own and path.suffix != ".log" for path in run_dir.iterdir()):
+    for path in run_dir.rglob("*"):
+        top = path.relative_to(run_dir).parts[0]
+        if path.is_file() and top not in own and path.suffix != ".log":
+            yield path
+
+
+def remove_new_run_dir() -> None:
+    """Remove the new run directory of a refused run: Hydra's own files (.hydra/, the
+    log) and optexp's lock are all there is. Parents go only if left empty."""
+    run_dir = _new_folders[0]
+    if not run_dir.is_dir() or any(results(run_dir)):
         return
     shutil.rmtree(run_dir, ignore_errors=True)
     for folder in _new_folders[1:]:
@@ -221,15 +266,15 @@ def main() -> None:
             return
         train_from_config()
     except (UserError, HydraException, OmegaConfBaseException, yaml.YAMLError) as error:
-        remove_refused_run_dir()
+        undo_refused_run()
         fail(error, debug)
     except Rejected as rejected:
-        remove_refused_run_dir()
+        undo_refused_run()
         fail(rejected.error, debug)
     except OSError as error:  # before a job: Hydra making the run directory
         if _job_started:
             raise
-        fail(UserError(f"cannot create the run directory: {error}"), debug)
+        fail(UserError(f"cannot write {error.filename or 'the output'}: {error.strerror}"), debug)
     except ValueError as error:  # before a job: Hydra refusing a combination of flags
         if _job_started:
             raise  # from inside a job it is a bug: show the traceback

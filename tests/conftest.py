@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +49,14 @@ def optexp_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]
         run_dir: Path | None = None,
         timeout: float = 120,
         env: dict[str, str] | None = None,
+        prefix: Sequence[str] = (),
     ) -> subprocess.CompletedProcess[str]:
         own = ("OPTEXP_DEBUG", "HYDRA_FULL_ERROR", "OPTEXP_CONFIG_DIR")  # only what a test sets
         environ = {k: v for k, v in os.environ.items() if k not in own} | (env or {})
         environ["PYTHONPATH"] = str(REPO)
         target = run_dir or tmp_path / "run"
         cmd = [
+            *prefix,
             sys.executable,
             "-m",
             "optexp",
@@ -72,6 +75,17 @@ def optexp_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]
         )
 
     return run
+
+
+def unprivileged() -> list[str]:
+    """A command prefix under which file permissions hold as for a user. For root: a user
+    namespace without a mapping, where root keeps the owner's bits but loses its override
+    of them (a read-only folder it owns is read-only)."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("unshare") and subprocess.run(["unshare", "-U", "true"]).returncode == 0:
+        return ["unshare", "-U"]
+    pytest.skip("root without user namespaces: file permissions do not apply to it")
 
 
 @pytest.fixture(autouse=True)

@@ -4,12 +4,13 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from tests.conftest import REPO
+from tests.conftest import REPO, unprivileged
 from tests.datafiles import write_image_folder
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
@@ -116,11 +117,43 @@ def test_a_bad_rerun_loses_nothing_already_written(optexp_cli, tmp_path):
     assert optexp_cli("trainer.epochs=1", "optimizer.lr=-1").returncode == 2
     assert optexp_cli("trainer.epochs=1", "model.hidden=[3]").returncode == 2  # conflicts
     after = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p in before}
-    own = (".hydra", ".optexp.lock")  # Hydra's files and the lock name the latest process
-    changed = [
-        p.name for p in before if before[p] != after[p] and not any(o in str(p) for o in own)
-    ]
-    assert changed == [], changed
+    changed = [p.name for p in before if before[p] != after[p] and p.name != ".optexp.lock"]
+    assert changed == [], changed  # .hydra/ included; the lock names the latest process
+
+
+def files(folder: Path) -> dict[Path, bytes]:
+    return {path: path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+
+
+def test_read_only_run_and_sweep_directories_are_one_clear_error(optexp_cli, tmp_path):
+    prefix = unprivileged()
+    assert optexp_cli("trainer.epochs=1").returncode == 0
+    run_dir, sweep_dir, fresh = tmp_path / "run", tmp_path / "sweep", tmp_path / "ro" / "run"
+    sweep_dir.mkdir()
+    fresh.parent.mkdir()
+    before = files(run_dir)
+    read_only = [run_dir, *run_dir.rglob("*"), sweep_dir, fresh.parent]
+    for path in read_only:
+        path.chmod(path.stat().st_mode & ~0o222)
+    try:
+        refused = {
+            f"cannot write in the run directory {run_dir}": optexp_cli(
+                "trainer.epochs=2", prefix=prefix
+            ),
+            f"cannot create the run directory {fresh}": optexp_cli(run_dir=fresh, prefix=prefix),
+            f"cannot write {sweep_dir / 'multirun.yaml'}": optexp_cli(
+                "-m", "seed=0,1", "trainer.epochs=1", prefix=prefix
+            ),
+        }
+    finally:
+        for path in read_only:
+            path.chmod(path.stat().st_mode | 0o200)
+    for message, result in refused.items():
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert result.stderr.startswith(f"optexp: error: {message}: Permission denied")
+        assert len(result.stderr.splitlines()) == 2, result.stderr
+    assert files(run_dir) == before
+    assert not fresh.exists() and list(sweep_dir.iterdir()) == []
 
 
 def test_debug_variable_shows_the_traceback_for_developers(tmp_path):
