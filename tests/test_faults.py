@@ -25,10 +25,18 @@ from tests.datafiles import write_image_folder
 COMPARED = ("test", "best", "best_epoch", "epochs_completed", "status", "global_step")
 
 
-def start(tmp_path: Path, run_dir: Path, *args: str, **popen: object) -> subprocess.Popen[str]:
+def start(
+    tmp_path: Path,
+    run_dir: Path,
+    *args: str,
+    command: list[str] | None = None,
+    **popen: object,
+) -> subprocess.Popen[str]:
+    """Start `optexp ARGS` (or `command` ARGS) into `run_dir`, its output piped."""
     env = {k: v for k, v in os.environ.items() if k not in ("OPTEXP_DEBUG", "HYDRA_FULL_ERROR")}
     env |= {"PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "optexp", *args, f"hydra.run.dir={run_dir}"]
+    command = command or [sys.executable, "-m", "optexp"]
+    cmd = [*command, *args, f"hydra.run.dir={run_dir}"]
     return subprocess.Popen(
         cmd,
         cwd=tmp_path,
@@ -387,6 +395,63 @@ def test_sigkill_at_any_moment_leaves_a_loadable_last_pt_and_an_exact_resume(opt
     whole, again = metrics(tmp_path / "whole"), metrics(killed)
     assert {k: again[k] for k in COMPARED} == {k: whole[k] for k in COMPARED}
     assert again["final"]["train/loss"] == whole["final"]["train/loss"]
+
+
+# optexp whose STALL-th checkpoint write stops half-way through the file, says so in
+# MARKER, and hangs there: a kill lands during that write, not near it.
+STALLED_WRITE = """
+import os, sys, time
+from pathlib import Path
+from optexp import checkpoint
+from optexp.cli import main
+
+marker, stall = Path(sys.argv.pop(1)), int(sys.argv.pop(1))
+writes, write_synced = [], checkpoint._write_synced
+
+def stalled(path, data):
+    writes.append(path)
+    if len(writes) < stall:
+        return write_synced(path, data)
+    fd = checkpoint._create(path)
+    os.write(fd, data[: len(data) // 2])
+    marker.write_text(str(path))
+    time.sleep(600)
+
+checkpoint._write_synced = stalled
+main()
+"""
+
+
+@pytest.mark.parametrize("stall", [1, 3])
+def test_sigkill_during_a_checkpoint_write_keeps_the_previous_one_and_resumes_exactly(
+    optexp_cli, tmp_path, stall
+):
+    args = ("trainer.epochs=5", "trainer.batch_size=32", "trainer.early_stopping.enabled=false")
+    assert optexp_cli(*args, run_dir=tmp_path / "whole").returncode == 0
+    killed, marker = tmp_path / "killed", tmp_path / "stalled"
+    code = [sys.executable, "-c", STALLED_WRITE, str(marker), str(stall)]
+    process = start(tmp_path, killed, *args, command=code)
+    deadline = time.monotonic() + 60
+    while not marker.is_file():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    partial = Path(marker.read_text())
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+
+    last = killed / "checkpoints" / "last.pt"
+    assert partial == last.with_name(".last.pt.tmp") and partial.stat().st_size > 0
+    if stall == 1:
+        assert not last.exists()  # nothing to resume from: the re-run starts afresh
+    else:
+        assert checkpoint.load(last, checkpoint.STATE_KEYS)["progress"]["epoch"] == stall - 1
+    resumed = optexp_cli(*args, run_dir=killed)
+    assert resumed.returncode == 0, resumed.stderr
+    whole, again = metrics(tmp_path / "whole"), metrics(killed)
+    assert {k: again[k] for k in COMPARED} == {k: whole[k] for k in COMPARED}
+    assert again["final"]["train/loss"] == whole["final"]["train/loss"]
+    assert not partial.exists()
 
 
 def test_an_interrupted_sweep_prints_the_command_that_continues_it(optexp_cli, tmp_path):
