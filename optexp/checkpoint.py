@@ -167,6 +167,8 @@ def load(path: Path, required: tuple[str, ...] = ()) -> dict[str, Any]:
             "(not an optexp checkpoint?); nothing in it was run"
         ) from None
     except (RuntimeError, EOFError, ValueError, OSError) as error:
+        if isinstance(error, OSError) and error.errno is not None:  # permissions, I/O
+            raise CheckpointError(f"cannot read checkpoint {path}: {error.strerror}") from None
         detail = " ".join(str(error).split()) or type(error).__name__  # one line
         raise CheckpointError(
             f"cannot read checkpoint {path}: truncated or corrupt ({detail})"

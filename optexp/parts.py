@@ -189,6 +189,8 @@ def build(group: str, node: DictConfig, **context: Any) -> Any:
         return target(**arguments, **passed)
     except UserError:  # already says what to fix
         raise
+    except OSError as cause:  # the file system: name the path setting behind the file
+        raise unusable_path(group, arguments, passed, cause) from None
     except Exception as cause:
         raise ConfigError(
             group,
@@ -196,6 +198,25 @@ def build(group: str, node: DictConfig, **context: Any) -> Any:
             f"arguments {node._target_} accepts",
             problem=f"was refused by {node._target_}: {cause}",
         ) from None
+
+
+def unusable_path(
+    group: str, arguments: dict[str, Any], passed: dict[str, Any], cause: OSError
+) -> ConfigError:
+    """A file a part could not read or write, named by the setting that led to it (e.g.
+    dataset.path or data_dir) when one is the file or a folder above it."""
+    filename = str(cause.filename or "")
+    settings = {f"{group}.{k}": v for k, v in arguments.items()} | passed
+    key, value = next(
+        (
+            (k, v)
+            for k, v in settings.items()
+            if isinstance(v, str) and v and filename.startswith(v)
+        ),
+        (group, arguments),
+    )
+    problem = f"cannot be used: {cause.strerror or cause}" + (f" ({filename})" if filename else "")
+    return ConfigError(key, value, "a path optexp can read (and, for data_dir, write)", problem)
 
 
 def _instantiate_nested(value: Any) -> Any:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tests.conftest import REPO, unprivileged
-from tests.datafiles import write_image_folder
+from tests.datafiles import array_set, save_arrays, write_image_folder
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 
@@ -226,6 +226,39 @@ def test_a_run_directory_that_is_a_file_is_one_clear_error(optexp_cli, tmp_path)
     assert result.stderr.startswith("optexp: error: cannot create the run directory")
     assert len(result.stderr.splitlines()) == 2, result.stderr
     assert (tmp_path / "run").read_text().startswith("a file")
+
+
+def unreadable_paths(tmp_path: Path) -> dict[str, tuple[list[str], Path, str]]:
+    """Settings whose path a run cannot read: (arguments, the path, the message's start)."""
+    arrays = save_arrays(tmp_path / "set.npz", array_set())
+    images = write_image_folder(tmp_path / "images", classes=2, per_class=4)
+    torch.save({"model": {}}, checkpoint := tmp_path / "last.pt")
+    (data := tmp_path / "data").mkdir()
+    return {
+        "arrays": (["dataset=arrays", f"dataset.path={arrays}"], arrays, "dataset.path="),
+        "images": (["dataset=image_folder", f"dataset.path={images}"], images, "dataset.path="),
+        "resume": (
+            [f"trainer.resume={checkpoint}"],
+            checkpoint,
+            f"cannot read checkpoint {checkpoint}: Permission",
+        ),
+        "data_dir": ([f"data_dir={data}", "dataset=mnist1d"], data, "data_dir="),
+    }
+
+
+@pytest.mark.parametrize("setting", ["arrays", "images", "resume", "data_dir"])
+def test_an_unreadable_path_is_one_line_naming_its_setting(optexp_cli, tmp_path, setting):
+    prefix = unprivileged()
+    args, path, start = unreadable_paths(tmp_path)[setting]
+    path.chmod(0)
+    try:
+        result = optexp_cli(*args, "trainer.epochs=1", prefix=prefix)
+    finally:
+        path.chmod(0o755)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"optexp: error: {start}"), result.stderr
+    assert str(path) in result.stderr.splitlines()[0]
+    assert "Permission denied" in result.stderr and len(result.stderr.splitlines()) == 2
 
 
 @pytest.mark.parametrize(

@@ -336,14 +336,14 @@ def test_a_file_that_is_no_optexp_checkpoint_is_refused_in_one_line(
 
 
 def test_a_refused_sweep_job_says_why_in_metrics_json_and_the_others_run(optexp_cli, tmp_path):
-    result = optexp_cli("-m", "dataset=digits,synthetic", "model=mlp,cnn", "trainer.epochs=1")
+    result = optexp_cli("-m", "dataset=synthetic,digits", "model=cnn,mlp", "trainer.epochs=1")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "Error executing job" not in result.stderr
     assert "optexp: error: 1 sweep job failed" in result.stderr
     runs = {p.parent.name: metrics(p.parent) for p in (tmp_path / "sweep").rglob("metrics.json")}
     assert len(runs) == 4
     failed = [name for name, m in runs.items() if m["status"] == "failed"]
-    assert failed == ["3_dataset=synthetic,model=cnn,trainer.epochs=1"]
+    assert failed == ["0_dataset=synthetic,model=cnn,trainer.epochs=1"]  # the later jobs ran
     assert "needs inputs shaped (C, H, W)" in runs[failed[0]]["error"]
 
 
@@ -358,11 +358,14 @@ def wait_for_epoch(process: subprocess.Popen[str], last: Path, epoch: int) -> No
 def test_a_run_directory_in_use_is_refused_naming_the_process_and_freed_by_its_death(
     optexp_cli, tmp_path
 ):
-    run_dir = tmp_path / "shared"
-    first = start(tmp_path, run_dir, "trainer.epochs=200", "trainer.early_stopping.enabled=false")
+    run_dir, args = (
+        tmp_path / "shared",
+        ("trainer.epochs=200", "trainer.early_stopping.enabled=false"),
+    )
+    first = start(tmp_path, run_dir, *args)
     wait_for_epoch(first, run_dir / "checkpoints" / "last.pt", 1)
     config = (run_dir / ".hydra" / "config.yaml").read_bytes()
-    second = optexp_cli("trainer.epochs=200", run_dir=run_dir)
+    second = optexp_cli(*args, run_dir=run_dir)  # the same command: it would resume and race
     assert second.returncode == 2 and "Traceback" not in second.stderr
     assert f"is in use by optexp process {first.pid}" in second.stderr
     assert (run_dir / ".hydra" / "config.yaml").read_bytes() == config  # untouched
@@ -414,7 +417,8 @@ def stalled(path, data):
         return write_synced(path, data)
     fd = checkpoint._create(path)
     os.write(fd, data[: len(data) // 2])
-    marker.write_text(str(path))
+    marker.with_suffix(".tmp").write_text(str(path))
+    marker.with_suffix(".tmp").replace(marker)  # whole when the test sees it
     time.sleep(600)
 
 checkpoint._write_synced = stalled
