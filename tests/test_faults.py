@@ -355,25 +355,30 @@ def wait_for_epoch(process: subprocess.Popen[str], last: Path, epoch: int) -> No
         time.sleep(0.02)
 
 
-def test_a_run_directory_in_use_is_refused_naming_the_process_and_freed_by_its_death(
+def test_two_processes_racing_for_a_run_directory_one_trains_and_a_kill_loses_nothing(
     optexp_cli, tmp_path
 ):
-    run_dir, args = (
-        tmp_path / "shared",
-        ("trainer.epochs=200", "trainer.early_stopping.enabled=false"),
-    )
-    first = start(tmp_path, run_dir, *args)
-    wait_for_epoch(first, run_dir / "checkpoints" / "last.pt", 1)
-    config = (run_dir / ".hydra" / "config.yaml").read_bytes()
-    second = optexp_cli(*args, run_dir=run_dir)  # the same command: it would resume and race
-    assert second.returncode == 2 and "Traceback" not in second.stderr
-    assert f"is in use by optexp process {first.pid}" in second.stderr
-    assert (run_dir / ".hydra" / "config.yaml").read_bytes() == config  # untouched
-    first.send_signal(signal.SIGKILL)
-    first.communicate()
-    assert checkpoint.load(run_dir / "checkpoints" / "last.pt", checkpoint.STATE_KEYS)
-    after = optexp_cli("trainer.epochs=2", run_dir=run_dir)  # the lock died with the process
-    assert "in use" not in after.stderr
+    args = ("trainer.epochs=10", "trainer.batch_size=16", "trainer.early_stopping.enabled=false")
+    assert optexp_cli(*args, run_dir=tmp_path / "whole").returncode == 0
+    run_dir, last = tmp_path / "shared", tmp_path / "shared" / "checkpoints" / "last.pt"
+    racers = [start(tmp_path, run_dir, *args) for _ in range(2)]  # the same command, at once
+    deadline = time.monotonic() + 60
+    while all(racer.poll() is None for racer in racers):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    loser, winner = sorted(racers, key=lambda racer: racer.poll() is None)
+    _, stderr = loser.communicate()
+    assert loser.returncode == 2 and "Traceback" not in stderr
+    assert f"is in use by optexp process {winner.pid}" in stderr
+    wait_for_epoch(winner, last, 1)
+    winner.send_signal(signal.SIGKILL)
+    winner.communicate()
+    assert checkpoint.load(last, checkpoint.STATE_KEYS)
+    resumed = optexp_cli(*args, run_dir=run_dir)  # the lock died with the process
+    assert resumed.returncode == 0, resumed.stderr
+    whole, again = metrics(tmp_path / "whole"), metrics(run_dir)
+    assert {k: again[k] for k in COMPARED} == {k: whole[k] for k in COMPARED}
+    assert again["final"]["train/loss"] == whole["final"]["train/loss"]
 
 
 def test_sigkill_at_any_moment_leaves_a_loadable_last_pt_and_an_exact_resume(optexp_cli, tmp_path):
