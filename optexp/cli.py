@@ -14,12 +14,10 @@ import json
 import math
 import os
 import shlex
-import shutil
 import signal
 import string
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -45,10 +43,7 @@ CONFIG_MODULE = "optexp.configs"  # found by package: works from any folder, in 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 USER_ERROR = 2
 _job_started = False
-_new_folders: list[Path] = []  # of a single run's directory, deepest first
-_hydra_files: dict[Path, bytes | None] = {}  # as a re-run found them: a refused one restores
-_run_started = 0.0
-HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")  # what Hydra writes per run
+_as_found: rundir.AsFound | None = None  # a single run's directory, for a refusal to restore
 _failed_jobs: list[str] = []  # a sweep's jobs that failed, each with its reason
 _sweep_started = 0.0  # when this process's sweep began: older metrics.json are not its own
 FINISHED = ("completed", "early_stopped", "diverged")
@@ -87,78 +82,22 @@ class CheckBeforeRun(Callback):
                     _failed_jobs.append(f"{name}: {summary.get('error')}")
 
     def on_run_start(self, config: DictConfig, **kwargs: object) -> None:
-        global _new_folders, _hydra_files, _run_started
-        _run_started = time.time()
+        global _as_found
         try:
             check_config(config)
         except UserError as error:
             raise Rejected(error) from None
         run_dir = Path(config.hydra.run.dir).absolute()
-        _new_folders = [path for path in (run_dir, *run_dir.parents) if not path.exists()]
+        found = rundir.AsFound.look(run_dir, config.hydra.output_subdir)
         try:  # before Hydra writes its files there: another run's stay as they are
             rundir.acquire(run_dir)
-        except UserError as error:
-            _new_folders = []  # the directory is the other process's
+        except UserError as error:  # the directory is the other process's
             raise Rejected(error) from None
         except OSError as error:  # a file in the way, a read-only folder
-            _new_folders = []
-            raise Rejected(unusable_run_dir(run_dir, error)) from None
-        if config.hydra.output_subdir is not None:
-            saved = run_dir / config.hydra.output_subdir
-            _hydra_files = {saved / name: read_if_there(saved / name) for name in HYDRA_FILES}
-
-
-def unusable_run_dir(run_dir: Path, error: OSError) -> UserError:
-    verb = "write in" if run_dir.is_dir() else "create"
-    return UserError(f"cannot {verb} the run directory {run_dir}: {error.strerror or error}")
-
-
-def read_if_there(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except OSError:
-        return None
-
-
-def undo_refused_run() -> None:
-    """Leave the file system as a single run refused before training found it: a new run
-    directory goes, an existing one gets back the files Hydra rewrote in it."""
-    if _new_folders:
-        remove_new_run_dir()
-    elif _hydra_files and not wrote_results(next(iter(_hydra_files)).parent.parent):
-        for path, content in _hydra_files.items():
-            with contextlib.suppress(OSError):
-                path.unlink() if content is None else path.write_bytes(content)
-        if not any(_hydra_files.values()):  # Hydra made the folder
-            with contextlib.suppress(OSError):
-                next(iter(_hydra_files)).parent.rmdir()
-
-
-def wrote_results(run_dir: Path) -> bool:
-    """Whether this run wrote any result: one that failed while training keeps the config
-    it ran with."""
-    return any(path.stat().st_mtime >= _run_started for path in results(run_dir))
-
-
-def results(run_dir: Path) -> Iterator[Path]:
-    """The files of a run directory besides Hydra's (.hydra/, the log) and the lock."""
-    own = (".hydra", rundir.LOCK_FILE)
-    for path in run_dir.rglob("*"):
-        top = path.relative_to(run_dir).parts[0]
-        if path.is_file() and top not in own and path.suffix != ".log":
-            yield path
-
-
-def remove_new_run_dir() -> None:
-    """Remove the new run directory of a refused run: Hydra's own files (.hydra/, the
-    log) and optexp's lock are all there is. Parents go only if left empty."""
-    run_dir = _new_folders[0]
-    if not run_dir.is_dir() or any(results(run_dir)):
-        return
-    shutil.rmtree(run_dir, ignore_errors=True)
-    for folder in _new_folders[1:]:
-        with contextlib.suppress(OSError):
-            folder.rmdir()  # only if empty: another run may have started in it since
+            verb = "write in" if run_dir.is_dir() else "create"
+            message = f"cannot {verb} the run directory {run_dir}: {error.strerror or error}"
+            raise Rejected(UserError(message)) from None
+        _as_found = found
 
 
 @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="config")
@@ -286,6 +225,11 @@ def main() -> None:
     if _failed_jobs:
         count = f"{len(_failed_jobs)} sweep job{'s' * (len(_failed_jobs) > 1)} failed"
         fail(UserError(f"{count} (status: failed in metrics.json): {_failed_jobs[0]}"), False)
+
+
+def undo_refused_run() -> None:
+    if _as_found is not None:
+        _as_found.restore()
 
 
 def other_flags(args: argparse.Namespace) -> list[str]:

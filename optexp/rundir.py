@@ -1,18 +1,25 @@
-"""One run directory, one process: an exclusive `flock` on RUN_DIR/.optexp.lock.
+"""A run directory: one process at a time, and left as found by a run that is refused.
 
-The kernel drops the lock when its process ends, however it ends (kill -9 included), so
-a killed run never blocks the next one; the file, which only names the holder, stays.
+One process: an exclusive `flock` on RUN_DIR/.optexp.lock. The kernel drops the lock
+when its process ends, however it ends (kill -9 included), so a killed run never blocks
+the next one; the file, which only names the holder, stays.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from optexp.config import UserError
 
 LOCK_FILE = ".optexp.lock"
+HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")  # what Hydra writes per run
 _held: dict[Path, int] = {}  # run directory -> the open lock file of this process
 
 
@@ -46,3 +53,52 @@ def release(run_dir: Path) -> None:
     fd = _held.pop(run_dir.absolute(), None)
     if fd is not None:
         os.close(fd)  # closing the last descriptor drops the lock
+
+
+@dataclass
+class AsFound:
+    """A single run's directory as the run found it, so that a refused run leaves it so:
+    a new directory (and the parents made for it) goes, an existing one gets back the
+    files Hydra rewrote in it. A run that wrote results keeps the config it ran with."""
+
+    new_folders: list[Path]  # the directory and those of its parents that were missing
+    hydra_files: dict[Path, bytes | None]  # None: not there
+    run_dir: Path
+    looked: float
+
+    @classmethod
+    def look(cls, run_dir: Path, hydra_subdir: str | None) -> AsFound:
+        saved = [] if hydra_subdir is None else [run_dir / hydra_subdir / n for n in HYDRA_FILES]
+        missing = [path for path in (run_dir, *run_dir.parents) if not path.exists()]
+        return cls(missing, {path: _read(path) for path in saved}, run_dir, time.time())
+
+    def restore(self) -> None:
+        if any(path.stat().st_mtime >= self.looked for path in results(self.run_dir)):
+            return
+        if self.new_folders:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+            for folder in self.new_folders[1:]:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # only if empty: another run may have started in it since
+            return
+        for path, content in self.hydra_files.items():
+            with contextlib.suppress(OSError):
+                path.unlink() if content is None else path.write_bytes(content)
+        if self.hydra_files and not any(self.hydra_files.values()):  # Hydra made the folder
+            with contextlib.suppress(OSError):
+                next(iter(self.hydra_files)).parent.rmdir()
+
+
+def results(run_dir: Path) -> Iterator[Path]:
+    """The files of a run directory besides Hydra's (.hydra/, the log) and the lock."""
+    for path in run_dir.rglob("*"):
+        top = path.relative_to(run_dir).parts[0]
+        if path.is_file() and top not in (".hydra", LOCK_FILE) and path.suffix != ".log":
+            yield path
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
