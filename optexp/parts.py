@@ -14,6 +14,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -205,17 +206,14 @@ def unusable_path(
 ) -> ConfigError:
     """A file a part could not read or write, named by the setting that led to it (e.g.
     dataset.path or data_dir) when one is the file or a folder above it."""
-    filename = str(cause.filename or "")
+    file = Path(cause.filename).absolute() if cause.filename else None
     settings = {f"{group}.{k}": v for k, v in arguments.items()} | passed
+    paths = [(k, v) for k, v in settings.items() if isinstance(v, str | Path) and str(v)]
     key, value = next(
-        (
-            (k, v)
-            for k, v in settings.items()
-            if isinstance(v, str) and v and filename.startswith(v)
-        ),
+        ((k, v) for k, v in paths if file and file.is_relative_to(Path(v).absolute())),
         (group, arguments),
     )
-    problem = f"cannot be used: {cause.strerror or cause}" + (f" ({filename})" if filename else "")
+    problem = f"cannot be used: {cause.strerror or cause}" + (f" ({file})" if file else "")
     return ConfigError(key, value, "a path optexp can read (and, for data_dir, write)", problem)
 
 
