@@ -199,7 +199,7 @@ def resume_path(run_dir: Path, resume: str | None) -> Path | None:
             "trainer.resume",
             resume,
             "a checkpoint file or a run directory holding checkpoints/last.pt",
-            problem="does not exist",
+            problem=f"holds no {path}" if path.parent.exists() else "does not exist",
         )
     return path
 

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import typing
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -181,6 +183,36 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "augmentation.padding": COUNT0,
 }
 
+# Hydra's knobs that optexp's presets set (its sweepers, launchers and folders): a bad
+# value fails inside Hydra or a plugin, often with a traceback, after files are written.
+HYDRA_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "hydra.run.dir": (lambda v: isinstance(v, str) and v.strip(), "a folder path"),
+    "hydra.sweep.dir": (lambda v: isinstance(v, str) and v.strip(), "a folder path"),
+    "hydra.sweep.subdir": (lambda v: isinstance(v, str) and v.strip(), "a folder name"),
+    "hydra.job.chdir": (
+        lambda v: v is False,
+        "false (optexp resolves paths against the folder it is started in)",
+    ),
+    "hydra.sweeper.max_batch_size": (_int_at_least(1), "null or an integer >= 1"),
+    "hydra.sweeper.n_trials": COUNT,
+    "hydra.sweeper.n_jobs": COUNT,
+    "hydra.sweeper.max_failure_rate": PROBABILITY,
+    "hydra.sweeper.storage": (
+        lambda v: isinstance(v, str) and "://" in v,
+        "null (in memory) or a database URL, e.g. sqlite:///study.db",
+    ),
+    "hydra.launcher.n_jobs": (
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and v != 0,
+        "an integer >= 1, or -N for all cores but N - 1",
+    ),
+    "hydra.launcher.timeout_min": COUNT,
+    "hydra.launcher.cpus_per_task": COUNT,
+    "hydra.launcher.tasks_per_node": COUNT,
+    "hydra.launcher.nodes": COUNT,
+    "hydra.launcher.array_parallelism": COUNT,
+}
+BETTER = {"val/loss": "min", "val/acc": "max"}  # the early-stopping mode each monitor needs
+
 GROUPS_WITH_TARGET = ("dataset", "model", "loss", "optimizer")
 OPTIONAL_GROUPS = ("augmentation", "scheduler", "regularizer")
 
@@ -201,8 +233,24 @@ def check_config(cfg: DictConfig) -> None:
     for key, value in _numbers(tree):
         if not abs(value) <= FLOAT32_MAX:  # NaN and inf too; torch computes in float32
             raise ConfigError(key, value, f"a finite number, |x| <= {FLOAT32_MAX:.3g}")
-    for key, (test, allowed) in RULES.items():
-        value = OmegaConf.select(cfg, key, default=None)
+    check_rules(cfg, RULES)
+    monitor, mode = cfg.trainer.early_stopping.monitor, cfg.trainer.early_stopping.mode
+    if BETTER.get(monitor, mode) != mode:
+        raise ConfigError(
+            "trainer.early_stopping.mode",
+            mode,
+            f"{BETTER[monitor]} for monitor={monitor}",
+            problem=f"does not fit monitor={monitor}: the best epoch would be the worst",
+        )
+
+
+def check_rules(
+    cfg: DictConfig, rules: dict[str, tuple[Callable[[Any], bool], str]], strict: bool = True
+) -> None:
+    """`strict=False`: a value that cannot be resolved yet (Hydra's job number before the
+    job) is not checked."""
+    for key, (test, allowed) in rules.items():
+        value = OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=strict)
         if value is None:  # absent, or an optional key left unset
             continue
         if isinstance(value, ListConfig):
@@ -213,6 +261,36 @@ def check_config(cfg: DictConfig) -> None:
             ok = False
         if not ok:
             raise ConfigError(key, value, allowed)
+
+
+def check_hydra(cfg: DictConfig, multirun: bool) -> None:
+    """Hydra's own settings, before Hydra acts on them. A single run (no -m) must not ask
+    for a sweep: without -m, Hydra would run the defaults once, silently."""
+    check_rules(cfg, HYDRA_RULES, strict=False)
+    if multirun:
+        return
+    choices = cfg.hydra.runtime.choices
+    params = OmegaConf.select(cfg, "hydra.sweeper.params")
+    if params:
+        preset = next(
+            (f"{g}={choices[g]}" for g in ("hparams_search", "experiment") if choices.get(g)), None
+        )
+        raise ConfigError(
+            "hydra.sweeper.params",
+            params,
+            f"optexp -m {preset or '...'} (a sweep runs with -m)",
+            problem=f"defines a sweep{f' (set by {preset})' if preset else ''}",
+        )
+    for override in OmegaConf.to_container(cfg.hydra.overrides.task, resolve=False):
+        group, _, value = override.partition("=")
+        if group in (*GROUPS_WITH_TARGET, *OPTIONAL_GROUPS) and value.startswith("["):
+            options = value.strip("[]")
+            raise ConfigError(
+                group,
+                value,
+                f"one option, or a sweep: optexp -m {group}={options}",
+                problem="lists several options",
+            )
 
 
 def check_known_keys(tree: dict[str, Any]) -> None:
@@ -327,6 +405,22 @@ def check_schedule(scheduler: object, interval: str, warmup_epochs: float) -> No
         )
     if interval == "step":
         raise ConfigError("scheduler.interval", interval, "epoch with plateau")
+
+
+def check_no_results(run_dir: Path) -> None:
+    """A run that starts afresh (or from another run's checkpoint) in `run_dir` would
+    replace the results of a finished run there that left no checkpoint to continue."""
+    try:
+        status = json.loads((run_dir / "metrics.json").read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return
+    if status in ("completed", "early_stopped", "diverged"):
+        raise ConfigError(
+            "hydra.run.dir",
+            str(run_dir),
+            "a new folder, or one whose checkpoints/last.pt the run continues",
+            problem=f"holds a finished run (status: {status}) that this run would replace",
+        )
 
 
 def check_device(device: str, precision: str, cuda_available: bool) -> None:

@@ -35,7 +35,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 import optexp
 from optexp import rundir
-from optexp.checks import check_config
+from optexp.checks import check_config, check_hydra
 from optexp.config import UserError
 from optexp.user_configs import search_first
 
@@ -47,15 +47,21 @@ _as_found: rundir.AsFound | None = None  # a single run's directory, for a refus
 _failed_jobs: list[str] = []  # a sweep's jobs that failed, each with its reason
 _sweep_started = 0.0  # when this process's sweep began: older metrics.json are not its own
 FINISHED = ("completed", "early_stopped", "diverged")
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
 
 class Rejected(BaseException):
     """A config refused by `CheckBeforeRun`. A BaseException: Hydra turns an Exception
     raised in a callback into a warning and carries on with the run."""
 
-    def __init__(self, error: UserError) -> None:
+    def __init__(self, error: Exception) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+class JobFailed(UserError):
+    """A sweep job that failed, raised to a sweeper that decides itself how many failures
+    end the sweep (Optuna's max_failure_rate); Hydra's own sweeper gets NaN and goes on."""
 
 
 class CheckBeforeRun(Callback):
@@ -64,13 +70,22 @@ class CheckBeforeRun(Callback):
     and checked (`optexp.checks`) leaves none of them behind."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: object) -> None:
-        global _sweep_started
+        global _sweep_started, _as_found
         _sweep_started = time.time()
+        try:
+            check_hydra(config, multirun=True)
+        except UserError as error:
+            raise Rejected(error) from None
+        sweep_dir = Path(config.hydra.sweep.dir).absolute()
+        _as_found = rundir.AsFound.look(sweep_dir, [sweep_dir / "multirun.yaml"])
 
     def on_multirun_end(self, config: DictConfig, **kwargs: object) -> None:
         """Jobs that ran in other processes (joblib, submitit, SLURM) left their failures
         in metrics.json only: collect them, so the sweep's exit says so as in-process."""
-        for metrics in sorted(Path(config.hydra.sweep.dir).glob("*/metrics.json")):
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.is_dir() or not any(path.is_dir() for path in sweep_dir.iterdir()):
+            raise Rejected(UserError(f"the sweep has no jobs: {' '.join(sys.argv[1:])}"))
+        for metrics in sorted(sweep_dir.glob("*/metrics.json")):
             name = metrics.parent.name
             if any(f"({name})" in entry for entry in _failed_jobs):  # recorded in-process
                 continue
@@ -84,11 +99,14 @@ class CheckBeforeRun(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: object) -> None:
         global _as_found
         try:
+            check_hydra(config, multirun=False)
             check_config(config)
-        except UserError as error:
+        except (UserError, OmegaConfBaseException) as error:  # an interpolation error too
             raise Rejected(error) from None
         run_dir = Path(config.hydra.run.dir).absolute()
-        found = rundir.AsFound.look(run_dir, config.hydra.output_subdir)
+        saved = config.hydra.output_subdir
+        hydra_files = [] if saved is None else [run_dir / saved / n for n in rundir.HYDRA_FILES]
+        found = rundir.AsFound.look(run_dir, hydra_files)
         try:  # before Hydra writes its files there: another run's stay as they are
             rundir.acquire(run_dir)
         except UserError as error:  # the directory is the other process's
@@ -122,13 +140,15 @@ def train_from_config(cfg: DictConfig) -> float:
         from optexp.train import run
 
         summary = run(cfg, run_dir, chosen_options(hydra_cfg), Launch.from_hydra(hydra_cfg))
-    except (UserError, OSError) as error:
+    except (UserError, OSError, OmegaConfBaseException) as error:
         if isinstance(error, OSError):  # the file system: a full disk, a read-only folder
             error = UserError(f"cannot write in {run_dir}: {error.strerror or error}")
         if hydra_cfg.mode != RunMode.MULTIRUN:
             raise Rejected(error) from None
         record_failure(run_dir, error, hydra_cfg.job.num)
-        return math.nan  # a failed trial to a sweeper (Optuna); Hydra's own go on
+        if hydra_cfg.sweeper._target_ != BASIC_SWEEPER:
+            raise JobFailed(_failed_jobs[-1]) from None
+        return math.nan
     finally:
         rundir.release(run_dir)
     if summary["status"] == "interrupted":  # by SIGINT/SIGTERM: exit as the signal would
@@ -153,7 +173,7 @@ def finished(run_dir: Path, cfg: DictConfig, hydra_cfg: DictConfig) -> dict[str,
     return summary if all(summary.get(k) == v for k, v in same.items()) else None
 
 
-def record_failure(run_dir: Path, error: UserError, job: int) -> None:
+def record_failure(run_dir: Path, error: Exception, job: int) -> None:
     """A sweep job that failed says why in its metrics.json (optexp-report lists it), unless
     the directory holds an earlier result: nothing already written is lost."""
     from optexp.tracking import write_json
@@ -191,7 +211,10 @@ def chosen_options(hydra_cfg: DictConfig) -> dict[str, str]:
 
 def main() -> None:
     """Console entry point: user errors, Hydra's included, print one line and exit 2."""
-    debug = bool(os.environ.get("OPTEXP_DEBUG") or os.environ.get("HYDRA_FULL_ERROR"))
+    debug = any(
+        os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no", "off")
+        for name in ("OPTEXP_DEBUG", "HYDRA_FULL_ERROR")
+    )
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let Hydra's errors reach us instead of printing
     if "--version" in sys.argv[1:]:  # Hydra's own flag prints only Hydra's version
         print(f"optexp {optexp.__version__} (Hydra {hydra.__version__})")
@@ -203,7 +226,13 @@ def main() -> None:
         if args.help and not other_flags(args):
             print_help(args.overrides)
             return
-        train_from_config()
+        try:
+            train_from_config()
+        except Exception:
+            if not _failed_jobs:
+                raise
+            # A sweeper that stops at failed jobs (Optuna's max_failure_rate), or finds no
+            # finished trial: those jobs are the reason, said below.
     except (UserError, HydraException, OmegaConfBaseException, yaml.YAMLError) as error:
         undo_refused_run()
         fail(error, debug)
@@ -299,6 +328,11 @@ def describe(error: BaseException) -> str:
     if isinstance(error, MissingConfigException) and error.options:
         return f"{message.splitlines()[0]}. Allowed: {', '.join(error.options)}."
     lines = [line for line in message.splitlines() if not line.startswith("To append")]
+    if isinstance(error, OmegaConfBaseException):  # name the key, drop OmegaConf's context
+        context = ("full_key:", "object_type=", "reference_type=")
+        lines = [line for line in lines if not line.strip().startswith(context)]
+        if getattr(error, "full_key", None) and lines:
+            lines[0] = f"{error.full_key}: {lines[0]}"
     override = getattr(error, "override", None)
     if override and lines:
         lines[0] = f"in override {override!r}: {lines[0]}"

@@ -20,6 +20,7 @@ from optexp.config import UserError
 
 LOCK_FILE = ".optexp.lock"
 HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")  # what Hydra writes per run
+HYDRA_OWN = (".hydra", "multirun.yaml", LOCK_FILE)  # and its logs: no results of a run
 _held: dict[Path, int] = {}  # run directory -> the open lock file of this process
 
 
@@ -57,43 +58,42 @@ def release(run_dir: Path) -> None:
 
 @dataclass
 class AsFound:
-    """A single run's directory as the run found it, so that a refused run leaves it so:
-    a new directory (and the parents made for it) goes, an existing one gets back the
-    files Hydra rewrote in it. A run that wrote results keeps the config it ran with."""
+    """A run or sweep directory as a run found it, so that a refused run leaves it so: a
+    new directory (and the parents made for it) goes, an existing one gets back the files
+    Hydra rewrote in it. A run that wrote results keeps the config it ran with."""
 
-    new_folders: list[Path]  # the directory and those of its parents that were missing
-    hydra_files: dict[Path, bytes | None]  # None: not there
-    run_dir: Path
+    root: Path
+    new_folders: list[Path]  # the root and those of its parents that were missing
+    files: dict[Path, bytes | None]  # Hydra's, as found (None: not there)
     looked: float
 
     @classmethod
-    def look(cls, run_dir: Path, hydra_subdir: str | None) -> AsFound:
-        saved = [] if hydra_subdir is None else [run_dir / hydra_subdir / n for n in HYDRA_FILES]
-        missing = [path for path in (run_dir, *run_dir.parents) if not path.exists()]
-        return cls(missing, {path: _read(path) for path in saved}, run_dir, time.time())
+    def look(cls, root: Path, hydra_files: list[Path]) -> AsFound:
+        missing = [path for path in (root, *root.parents) if not path.exists()]
+        return cls(root, missing, {path: _read(path) for path in hydra_files}, time.time())
 
     def restore(self) -> None:
-        if any(path.stat().st_mtime >= self.looked for path in results(self.run_dir)):
+        if any(path.stat().st_mtime >= self.looked for path in results(self.root)):
             return
         if self.new_folders:
-            shutil.rmtree(self.run_dir, ignore_errors=True)
+            shutil.rmtree(self.root, ignore_errors=True)
             for folder in self.new_folders[1:]:
                 with contextlib.suppress(OSError):
                     folder.rmdir()  # only if empty: another run may have started in it since
             return
-        for path, content in self.hydra_files.items():
+        for path, content in self.files.items():
             with contextlib.suppress(OSError):
                 path.unlink() if content is None else path.write_bytes(content)
-        if self.hydra_files and not any(self.hydra_files.values()):  # Hydra made the folder
+        for folder in {path.parent for path in self.files} - {self.root}:
             with contextlib.suppress(OSError):
-                next(iter(self.hydra_files)).parent.rmdir()
+                folder.rmdir()  # only if empty, as Hydra made it
 
 
 def results(run_dir: Path) -> Iterator[Path]:
-    """The files of a run directory besides Hydra's (.hydra/, the log) and the lock."""
+    """The files of a run or sweep directory besides Hydra's and the lock."""
     for path in run_dir.rglob("*"):
         top = path.relative_to(run_dir).parts[0]
-        if path.is_file() and top not in (".hydra", LOCK_FILE) and path.suffix != ".log":
+        if path.is_file() and top not in HYDRA_OWN and path.suffix != ".log":
             yield path
 
 

@@ -17,6 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from omegaconf import OmegaConf
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -57,7 +58,8 @@ class Launch:
 
     @classmethod
     def from_hydra(cls, hydra_cfg: DictConfig) -> Launch:
-        return cls(list(hydra_cfg.overrides.task), shlex.join(["optexp", *sys.argv[1:]]))
+        overrides = OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False)  # as typed
+        return cls(overrides, shlex.join(["optexp", *sys.argv[1:]]))
 
 
 class Tracker:
