@@ -160,16 +160,20 @@ def train_from_config(cfg: DictConfig) -> float:
 
 
 def finished(run_dir: Path, cfg: DictConfig, hydra_cfg: DictConfig) -> dict[str, Any] | None:
-    """The metrics.json of a job this directory holds finished, with the same options and
-    seeds (the directory's name already spells its overrides): a re-run sweep skips it
-    without loading anything or rewriting its results."""
+    """The metrics.json of a job this directory holds finished with the same config: a
+    re-run sweep skips it without loading anything or rewriting its results. One whose
+    config changed is resumed, which refuses changes other than more epochs, naming them."""
     try:
         summary = json.loads((run_dir / "metrics.json").read_text())
     except (OSError, ValueError):
         return None
-    same = {"choices": chosen_options(hydra_cfg), "seed": cfg.seed, "data_seed": cfg.data_seed}
     if not isinstance(summary, dict) or summary.get("status") not in FINISHED:
         return None
+    from optexp.tracking import config_digest
+
+    same = {"choices": chosen_options(hydra_cfg), "seed": cfg.seed, "data_seed": cfg.data_seed}
+    if "config_digest" in summary:  # what it ran with (older results: its options and seeds)
+        same = {"config_digest": config_digest(cfg)}
     return summary if all(summary.get(k) == v for k, v in same.items()) else None
 
 

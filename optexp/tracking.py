@@ -3,6 +3,7 @@ when output is not a terminal), TensorBoard events, metrics.json and a summary t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -253,8 +254,16 @@ def about(cfg: Any, device: Any, choices: dict[str, str] | None) -> dict[str, An
         "data_seed": cfg.data_seed,
         "device": str(device),
         "choices": choices or {},
+        "config_digest": config_digest(cfg),
         "versions": versions(),
     }
+
+
+def config_digest(cfg: DictConfig) -> str:
+    """The resolved config, hashed: a re-run sweep skips a finished job only if its config
+    is still the one that job ran (an option file may have been edited since)."""
+    config = json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True)
+    return hashlib.sha256(config.encode()).hexdigest()[:16]
 
 
 def hparams(config: dict[str, Any], choices: dict[str, str] | None) -> dict[str, Any]:

@@ -74,6 +74,22 @@ BAD_INPUTS = [
     (["+foo=1"], "foo=1 is not read"),
     (["+regularizer.l2=0.1"], "regularizer.l2=0.1 is not read"),
     (["model.batch_norm=abc"], "model.batch_norm='abc'"),
+    # Hydra's own knobs, interpolations, a sweep asked for without -m, monitor vs mode.
+    (["-m", "hparams_search=lr_optuna", "hydra.sweeper.n_jobs=0"], "hydra.sweeper.n_jobs=0"),
+    (["-m", "hparams_search=lr_optuna", "hydra.sweeper.storage=x"], "hydra.sweeper.storage='x'"),
+    (["-m", "seed=0,1", "hydra.sweeper.max_batch_size=0"], "hydra.sweeper.max_batch_size=0"),
+    (["-m", "seed=0,1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0"], "launcher.n_jobs=0"),
+    (["-m", "seed=range(0)"], "the sweep has no jobs"),
+    (["-m", "seed=0,1", "hydra.sweep.subdir="], "hydra.sweep.subdir=''"),
+    (["hydra.job.chdir=true"], "hydra.job.chdir=True"),
+    (["trainer.early_stopping.monitor=val/acc"], "mode='min' does not fit monitor=val/acc"),
+    (["trainer.early_stopping.mode=max"], "mode='max' does not fit monitor=val/loss"),
+    (["hparams_search=lr_optuna"], "defines a sweep (set by hparams_search=lr_optuna)"),
+    (["experiment=optimizers"], "Allowed: optexp -m experiment=optimizers"),
+    (["optimizer=[sgd,adam]"], "lists several options. Allowed: one option, or a sweep: optexp -m"),
+    (["optimizer.lr=${oops}"], "optexp: error: optimizer.lr: Interpolation key 'oops' not found"),
+    (["model.activation=${oops}"], "optexp: error: model.activation: Interpolation key 'oops'"),
+    (["seed=${oc.env:OPTEXP_NO_SUCH_VARIABLE}"], "optexp: error: seed: KeyError"),
 ]
 
 
@@ -116,13 +132,19 @@ def test_a_bad_rerun_loses_nothing_already_written(optexp_cli, tmp_path):
     assert json.loads((run_dir / "metrics.json").read_text())["status"] == "completed"
     assert optexp_cli("trainer.epochs=1", "optimizer.lr=-1").returncode == 2
     assert optexp_cli("trainer.epochs=1", "model.hidden=[3]").returncode == 2  # conflicts
+    assert optexp_cli("trainer.epochs=1", "optimizer.lr=${oops}").returncode == 2
     after = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p in before}
     changed = [p.name for p in before if before[p] != after[p] and p.name != ".optexp.lock"]
     assert changed == [], changed  # .hydra/ included; the lock names the latest process
 
 
 def files(folder: Path) -> dict[Path, bytes]:
-    return {path: path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+    """A folder's files and their bytes; the lock only names the latest process."""
+    return {
+        path: path.read_bytes()
+        for path in folder.rglob("*")
+        if path.is_file() and path.name != ".optexp.lock"
+    }
 
 
 def test_read_only_run_and_sweep_directories_are_one_clear_error(optexp_cli, tmp_path):
@@ -168,6 +190,47 @@ def test_debug_variable_shows_the_traceback_for_developers(tmp_path):
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     assert result.returncode != 0
     assert "Traceback" in result.stderr and "trainer.resume" in result.stderr
+    for off in ("0", "false", ""):
+        env |= {"OPTEXP_DEBUG": off, "HYDRA_FULL_ERROR": off}
+        result = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, off
+
+
+@pytest.mark.parametrize("folder", ["hydra.run.dir", "hydra.sweep.dir"])
+def test_an_empty_run_or_sweep_folder_is_refused_and_nothing_lands_in_the_cwd(tmp_path, folder):
+    env = {k: v for k, v in os.environ.items() if k not in ("OPTEXP_DEBUG", "HYDRA_FULL_ERROR")}
+    cmd = [sys.executable, "-m", "optexp", *(["-m"] * (folder == "hydra.sweep.dir")), f"{folder}="]
+    result = subprocess.run(
+        cmd, capture_output=True, text=True, cwd=tmp_path, env=env | {"PYTHONPATH": str(REPO)},
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 2 and f"optexp: error: {folder}='' is not allowed" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_finished_run_without_checkpoints_is_not_replaced(optexp_cli, tmp_path):
+    assert optexp_cli("trainer.epochs=1").returncode == 0
+    run_dir = tmp_path / "run"
+    for path in (run_dir / "checkpoints").iterdir():
+        path.unlink()
+    before = files(run_dir)
+    result = optexp_cli("trainer.epochs=1")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "holds a finished run (status: completed) that this run would replace" in result.stderr
+    assert files(run_dir) == before
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["-m", "optimizer=nope,sgd"],  # refused while Hydra composes the first job
+        ["-m", "seed=range(0)"],  # no jobs at all
+    ],
+)
+def test_a_sweep_refused_before_its_first_job_leaves_no_sweep_folder(optexp_cli, tmp_path, args):
+    result = optexp_cli(*args, "trainer.epochs=1")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert not (tmp_path / "sweep").exists()
 
 
 @pytest.mark.parametrize(

@@ -347,6 +347,23 @@ def test_a_refused_sweep_job_says_why_in_metrics_json_and_the_others_run(optexp_
     assert "needs inputs shaped (C, H, W)" in runs[failed[0]]["error"]
 
 
+def test_a_sweep_job_whose_config_does_not_resolve_is_recorded_as_failed(optexp_cli, tmp_path):
+    result = optexp_cli("-m", "seed=0,1", "optimizer.lr=${oops}", "trainer.epochs=1")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    runs = [metrics(p.parent) for p in sorted((tmp_path / "sweep").glob("*/metrics.json"))]
+    assert [run["status"] for run in runs] == ["failed", "failed"]
+    assert runs[0]["error"].startswith("optimizer.lr: Interpolation key 'oops' not found")
+
+
+def test_a_refused_optuna_trial_ends_the_search_in_one_line_and_is_recorded(optexp_cli, tmp_path):
+    args = ("hparams_search=lr_optuna", "hydra.sweeper.n_trials=2", "dataset=synthetic")
+    result = optexp_cli("-m", *args, "model=cnn", "trainer.epochs=1")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "optexp: error: 1 sweep job failed" in result.stderr  # max_failure_rate: 0
+    (run,) = [metrics(p.parent) for p in (tmp_path / "sweep").glob("*/metrics.json")]
+    assert run["status"] == "failed" and "needs inputs shaped (C, H, W)" in run["error"]
+
+
 def wait_for_epoch(process: subprocess.Popen[str], last: Path, epoch: int) -> None:
     deadline = time.monotonic() + 60
     while not (last.is_file() and checkpoint.load(last)["progress"]["epoch"] >= epoch):

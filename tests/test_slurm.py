@@ -107,7 +107,7 @@ def test_four_job_sweep_runs_as_a_slurm_array(tmp_path, capsys):
 
 
 def test_time_limit_requeues_and_resumes_exactly(tmp_path, uninterrupted):
-    args = (*SLURM, *TIME_LIMITED, "hydra.launcher.max_num_timeout=3", *LONG)
+    args = (*SLURM, *TIME_LIMITED, "hydra.launcher.max_num_timeout=10", *LONG)
     result = sweep(*args, sweep=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert starts(tmp_path) >= 2  # requeued at least once

@@ -88,3 +88,19 @@ def test_lr_optuna_preset_searches_log_lr_in_the_monitored_direction(mode, direc
     assert sweeper.direction == direction
     assert sweeper.params["optimizer.lr"] == "tag(log, interval(1e-4, 1e-1))"
     assert sweeper.n_trials > 0 and sweeper.sampler.seed == 0
+
+
+def test_a_rerun_sweep_resumes_a_finished_job_whose_option_file_changed(optexp_cli, tmp_path):
+    mine = tmp_path / "mine" / "optimizer"
+    mine.mkdir(parents=True)
+    (mine / "heavy.yaml").write_text("_target_: torch.optim.SGD\nlr: 0.05\n")
+    args = ("--config-dir", str(tmp_path / "mine"), "-m", "optimizer=heavy", "trainer.epochs=1")
+    assert optexp_cli(*args).returncode == 0
+    (job,) = (tmp_path / "sweep").glob("*/metrics.json")
+    before = job.read_bytes()
+    assert "completed already, skipped" in optexp_cli(*args).stderr  # the same config
+    (mine / "heavy.yaml").write_text("_target_: torch.optim.SGD\nlr: 0.01\n")
+    edited = optexp_cli(*args)
+    assert edited.returncode == 2 and "skipped" not in edited.stderr
+    assert "optimizer.lr" in edited.stderr  # the resume names what changed
+    assert job.read_bytes() == before
