@@ -15,6 +15,7 @@ import csv
 import io
 import json
 import math
+import os
 import shutil
 import statistics
 import sys
@@ -415,15 +416,12 @@ def to_table(report: Report) -> str:
 
 def plot_curves(groups: list[Group], tag: str, band: str, path: Path) -> None:
     """Mean `tag` per epoch for each group, with a min-max or ±std band over its runs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
     from matplotlib.ticker import MaxNLocator
 
     keys, common = varying_keys([g.settings for g in groups])
-    fig, ax = plt.subplots(figsize=(8, 5), constrained_layout=True)
+    fig = new_figure(figsize=(8, 5))
+    ax = fig.subplots()
     drawn = 0
     for group in groups:
         curves = [c for r in group.runs if (c := read_curve(r.path, tag))]
@@ -444,7 +442,6 @@ def plot_curves(groups: list[Group], tag: str, band: str, path: Path) -> None:
         ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2)
         drawn += 1
     if not drawn:
-        plt.close(fig)
         raise ReportError(f"no run below has TensorBoard scalars tagged {tag!r} (in its tb/ dir)")
     spread_name = "min-max" if band == "minmax" else "±1 std"
     subtitle = " ".join(f"{k}={v}" for k, v in common.items())
@@ -460,8 +457,32 @@ def plot_curves(groups: list[Group], tag: str, band: str, path: Path) -> None:
         fig.savefig(path, dpi=120)
     except (OSError, ValueError) as error:  # a missing folder, an unknown image type
         raise ReportError(f"cannot write the plot to {path}: {error}") from None
+
+
+def import_matplotlib() -> None:
+    """Import matplotlib with MPLBACKEND set aside: a value matplotlib does not know makes
+    `import matplotlib` itself raise, and optexp never uses a backend, only a Figure with
+    the Agg canvas (which pyplot's backend choice does not concern)."""
+    if "matplotlib" in sys.modules:
+        return
+    saved = os.environ.pop("MPLBACKEND", None)
+    try:
+        import matplotlib  # noqa: F401
     finally:
-        plt.close(fig)
+        if saved is not None:
+            os.environ["MPLBACKEND"] = saved
+
+
+def new_figure(figsize: tuple[float, float]) -> Any:
+    """A matplotlib Figure drawn by the Agg canvas: no pyplot, so no global figure list and
+    no GUI backend, whatever MPLBACKEND says."""
+    import_matplotlib()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def read_curve(run_dir: Path, tag: str) -> dict[int, float]:

@@ -27,6 +27,7 @@ from optexp.report import (
     Stat,
     _as_number,
     group_runs,
+    new_figure,
     select_best,
     varying_keys,
     without_diverged_values,
@@ -215,8 +216,8 @@ def profiles(s: Study, args: Any) -> list[Profile]:
 
 
 def draw_profile(p: Profile, tau_max: float, path: Path) -> None:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
+    fig = new_figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     for method, values in sorted(p.rho.items(), key=lambda mv: -p.scores[mv[0]]):
         ax.step(p.taus, values, where="post", label=f"{method} (score {p.scores[method]:.3f})")
     ax.set_xscale("log")
@@ -273,8 +274,8 @@ def sensitivity_of_groups(
 def draw_sensitivity(
     series: dict[str, list[study.Point]], title: str, over: str, metric: str, path: Path
 ) -> None:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
+    fig = new_figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     top = ax.get_xaxis_transform()  # x in data, y in axes: markers along the top edge
     for method, points in sorted(series.items()):
         shown = [p for p in points if p.mean is not None]
@@ -300,24 +301,11 @@ def draw_sensitivity(
     _save(fig, path)
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _save(fig: Any, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
     try:
         fig.savefig(path, dpi=110)
     except (OSError, ValueError) as error:
         raise ReportError(f"cannot write {path}: {error}") from None
-    finally:
-        plt.close(fig)
 
 
 # ---------------------------------------------------------------- the folder
