@@ -111,6 +111,11 @@ class Group:
 def find_runs(root: Path) -> list[Run]:
     if not root.exists():
         raise ReportError(f"{root} does not exist")
+    if not root.is_dir():
+        raise ReportError(
+            f"{root} is a file, not a folder: name the folder holding the runs "
+            "(a sweep, outputs/, or one run's folder)"
+        )
     # rglob also looks in root itself: PATH may be a single run
     dirs = {p.parent for p in root.rglob("metrics.json")}
     dirs |= {p.parent for p in root.rglob(".hydra") if p.is_dir()}
@@ -132,7 +137,20 @@ def find_runs(root: Path) -> list[Run]:
 
 def read_run(path: Path) -> Run:
     hydra_dir = path / ".hydra"
-    overrides = parse_overrides(_load_yaml(hydra_dir / "overrides.yaml") or [])
+    overrides_file = hydra_dir / "overrides.yaml"
+    lines = _load_yaml(overrides_file)
+    if lines is None:
+        lines = []
+    if not isinstance(lines, list):
+        what = "a mapping" if isinstance(lines, dict) else f"{type(lines).__name__} {lines!r}"
+        raise ReportError(f"cannot read {overrides_file}: {what}, not a list of overrides")
+    for line in lines:
+        if not isinstance(line, str):
+            raise ReportError(
+                f"cannot read {overrides_file}: {line!r} ({type(line).__name__}) is not an "
+                "override such as optimizer.lr=0.1"
+            )
+    overrides = parse_overrides(lines)
     config = _load_yaml(hydra_dir / "config.yaml") or {}
     metrics_file = path / "metrics.json"
     if not metrics_file.exists():
@@ -163,7 +181,8 @@ def parse_overrides(lines: list[str]) -> dict[str, str]:
     try:
         parsed = OverridesParser.create().parse_overrides(lines)
     except HydraException as error:
-        raise ReportError(f"cannot parse overrides {lines}: {error}") from None
+        detail = " ".join(str(error).split())  # one line
+        raise ReportError(f"cannot parse overrides {lines}: {detail}") from None
     return {
         o.key_or_group: "(deleted)" if o.is_delete() else o.get_value_element_as_str()
         for o in parsed

@@ -271,3 +271,30 @@ def test_a_junk_mplbackend_does_not_stop_the_plot_nor_the_confusion_matrix(tmp_p
     )
     assert result.returncode == 0, result.stderr
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        ("- 42\n- null\n", "42 (int) is not an override"),
+        ("- seed=1\n- null\n", "None (NoneType) is not an override"),
+        ("optimizer: {lr: 0.1}\nseed: 0\n", "a mapping, not a list of overrides"),
+        ("42\n", "Invalid loaded object type: int"),  # OmegaConf refuses it
+    ],
+)
+def test_overrides_yaml_not_a_list_of_strings_is_one_unreadable_line(
+    capsys, lr_sweep, content, reason
+):
+    odd = fake_run(lr_sweep, ["optimizer.lr=5", "seed=0"])
+    (odd / ".hydra" / "overrides.yaml").write_text(content)
+    rows = report_json(capsys, lr_sweep)
+    assert sorted(r["settings"]["optimizer.lr"] for r in rows) == ["0.01", "0.1"]
+    main([str(lr_sweep)])
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if "unreadable" in x]
+    assert line.startswith(f"optexp-report: unreadable run {odd}: cannot read ")
+    assert reason in line
+
+
+def test_a_file_is_refused_as_a_file_not_as_no_runs(capsys, lr_sweep):
+    err = error(capsys, lr_sweep / "optimizer.lr=0.1,seed=0" / "metrics.json")
+    assert "is a file, not a folder" in err
