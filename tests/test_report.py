@@ -298,3 +298,56 @@ def test_overrides_yaml_not_a_list_of_strings_is_one_unreadable_line(
 def test_a_file_is_refused_as_a_file_not_as_no_runs(capsys, lr_sweep):
     err = error(capsys, lr_sweep / "optimizer.lr=0.1,seed=0" / "metrics.json")
     assert "is a file, not a folder" in err
+
+
+TUNE = ("--select-best-by", "val/loss", "--over", "optimizer.lr")
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        # one type= helper: finite and in range, naming the flag, the value and the range
+        ((*TUNE, "--profile", "p.png", "--tau-max", "inf"), "--tau-max 'inf' is not allowed"),
+        ((*TUNE, "--study", "st", "--tau-max", "nan"), "Allowed: a number > 1 and <= 1000"),
+        ((*TUNE, "--study", "st", "--tau-max", "1"), "--tau-max '1' is not allowed"),
+        ((*TUNE, "--study", "st", "--tau-max", "-2"), "--tau-max '-2' is not allowed"),
+        ((*TUNE, "--study", "st", "--tau-max", "1e308"), "--tau-max '1e308' is not allowed"),
+        ((*TUNE, "--study", "st", "--tau-max", "four"), "--tau-max 'four' is not allowed"),
+        (("--target", "val/acc=nan"), "'val/acc=nan': nan is not allowed. Allowed: a finite"),
+        (("--target", "val/acc=1e999"), "inf is not allowed. Allowed: a finite number"),
+        (("--target", "p:=0.1"), "is not METRIC=VALUE"),
+        # a flag whose output is not asked for is refused, not ignored
+        (("--tau-max", "-3"), "--tau-max '-3' is not allowed"),
+        (("--tau-max", "3"), "--tau-max needs --profile or --study"),
+        (("--time-unit", "seconds"), "--time-unit needs --profile or --study"),
+        (("--score-scale", "log"), "--score-scale needs --profile or --study"),
+        (("--profile-metric", "test/acc"), "--profile-metric needs --profile or --study"),
+        (("--problem", "optimizer.lr"), "--problem needs --profile or --study"),
+        (("--curve", "val/acc"), "--curve needs --plot or --study"),
+        (("--band", "std"), "--band needs --plot, --sensitivity or --study"),
+        (("--sensitivity", "s.png"), "--sensitivity needs --select-best-by and --over"),
+        # a problem's target outside the study would apply to every row
+        (("--target", "nope:val/loss=0.1"), "names problem 'nope', which needs --study"),
+        (("--target", "a:b:val/loss=0.1"), "names problem 'a:b', which needs --study"),
+        # figure files: an image name, not '' (./.png), a bare name (x.png) or a folder
+        (("--plot", ""), "--plot '' is not allowed. Allowed: a file name ending in .png"),
+        (("--plot", "x"), "--plot 'x' is not allowed"),
+        ((*TUNE, "--sensitivity", "{tmp}"), "is a folder. Allowed: a file name"),
+        ((*TUNE, "--study", ""), "--study '' is not allowed. Allowed: a folder path"),
+    ],
+)
+def test_bad_flags_are_one_line_naming_flag_value_and_what_is_allowed(
+    capsys, lr_sweep, tmp_path, monkeypatch, args, expected
+):
+    monkeypatch.chdir(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    err = error(capsys, lr_sweep, *(a.replace("{tmp}", str(tmp_path)) for a in args))
+    assert expected in err, err
+    assert err.startswith("optexp-report: error: ")
+    assert sorted(tmp_path.rglob("*")) == before  # nothing written
+
+
+def test_plot_says_what_it_wrote(capsys, tmp_path):
+    fake_run(tmp_path / "runs", ["optimizer.lr=0.1", "seed=0"], curve=[1.0, 0.5])
+    main([str(tmp_path / "runs"), "--plot", str(tmp_path / "c.png")])
+    assert f"wrote {tmp_path / 'c.png'}" in capsys.readouterr().err
