@@ -866,6 +866,10 @@ def report(args: argparse.Namespace) -> str:
                 f"unknown key {key!r}: the runs override {sorted(known) or 'nothing'}"
             )
     wanted = targets(args)
+    if args.sensitivity or args.study:  # before anything is written
+        from optexp.study_report import check_numeric
+
+        check_numeric(runs, args.over, "--sensitivity" if args.sensitivity else "--study")
     groups = sort_groups(group_runs(without_diverged_values(runs), args.ignore), args.sort)
     written = []
     if args.plot:

@@ -12,6 +12,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,12 +23,14 @@ from typing import Any
 from optexp import study
 from optexp.report import (
     METRICS,
+    STUDY_MARKER,
     Choice,
     Group,
     ReportError,
     Run,
     Stat,
     _as_number,
+    _config_value,
     group_runs,
     new_figure,
     select_best,
@@ -83,6 +88,20 @@ def problem_key(runs: Sequence[Run], named: str | None) -> str:
     raise ReportError(
         "no problem key: the runs override neither problem nor dataset (name one with --problem)"
     )
+
+
+def check_numeric(runs: Sequence[Run], key: str, flag: str) -> None:
+    """The sensitivity plot puts KEY on a log x axis: its values must be numbers."""
+    values = sorted({_value_of(r, key) for r in runs}, key=_as_number)
+    if any(_as_number(v)[0] for v in values):
+        raise ReportError(
+            f"{flag} needs a numeric --over key (its values are the x axis); {key} has "
+            f"values {', '.join(values)}"
+        )
+
+
+def _value_of(run: Run, key: str) -> str:
+    return run.overrides.get(key) or _config_value(Group({}, [run]), key)
 
 
 def check_varies(runs: Sequence[Run], key: str, what: str) -> None:
@@ -320,12 +339,36 @@ def write_study(
     band: str,
     command: str,
 ) -> None:
-    from optexp.report import plot_curves
-
+    """Everything is written into a hidden folder beside `folder` first, then moved in:
+    a study refused half-way leaves nothing behind, and the files are marked as the
+    study's (STUDY_MARKER), so that a later --study may replace them."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     except OSError as error:
         raise ReportError(f"cannot create {folder}: {error}") from None
+    try:
+        _write_study(s, work, profiles, tau_max, curve_tag, band, command)
+        folder.mkdir(exist_ok=True)
+        for path in sorted(work.iterdir()):
+            os.replace(path, folder / path.name)
+    except OSError as error:
+        raise ReportError(f"cannot write {folder}: {error}") from None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _write_study(
+    s: Study,
+    folder: Path,
+    profiles: Sequence[Profile],
+    tau_max: float,
+    curve_tag: str,
+    band: str,
+    command: str,
+) -> None:
+    from optexp.report import plot_curves
+
     figures: dict[str, list[str]] = {}
     for problem in s.problems():
         entries = [e for e in s.entries if e.problem == problem]
@@ -345,6 +388,9 @@ def write_study(
     (folder / "study.json").write_text(json.dumps(study_json(s, profiles, tau_max), indent=2))
     page = markdown_page(s, profiles, tau_max, figures, command)
     (folder / "README.md").write_text(page)
+    (folder / STUDY_MARKER).write_text(
+        "Written by optexp-report --study: a later --study into this folder replaces it.\n"
+    )
 
 
 def _named(e: Entry) -> Group:
