@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from optexp.study import Target
 
 USER_ERROR = 2
+DEBUG_HINT = "(set OPTEXP_DEBUG=1 for the traceback)"
 INCOMPLETE = "running/incomplete"
 
 
@@ -915,8 +916,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         print(report(args))
     except UserError as error:
-        print(f"optexp-report: error: {error}", file=sys.stderr)
-        raise SystemExit(USER_ERROR) from None
+        fail(error)
+
+
+DEBUG_OFF = ("", "0", "false", "no", "off")
+
+
+def debug() -> bool:
+    """OPTEXP_DEBUG=1 (any value but 0, false, no, off, empty) shows the traceback."""
+    return os.environ.get("OPTEXP_DEBUG", "").strip().lower() not in DEBUG_OFF
+
+
+def fail(error: Exception) -> NoReturn:
+    """The shape of `optexp`'s errors (optexp/cli.py): the error line, then the hint."""
+    if debug():
+        raise error
+    print(f"optexp-report: error: {error}", file=sys.stderr)
+    print(DEBUG_HINT, file=sys.stderr)
+    raise SystemExit(USER_ERROR)
 
 
 if __name__ == "__main__":

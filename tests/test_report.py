@@ -65,8 +65,15 @@ def error(capsys: pytest.CaptureFixture[str], *args: Any) -> str:
         main([str(a) for a in args])
     assert exit.value.code == 2
     err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert one_error(err), err
     return err
+
+
+def one_error(err: str) -> bool:
+    """The error line, and after an error found in the runs (not in the flags) the hint."""
+    first, *rest = err.strip().splitlines()
+    hint = rest == ["(set OPTEXP_DEBUG=1 for the traceback)"]
+    return first.startswith("optexp-report: error: ") and (rest == [] or hint)
 
 
 @pytest.fixture
@@ -351,3 +358,19 @@ def test_plot_says_what_it_wrote(capsys, tmp_path):
     fake_run(tmp_path / "runs", ["optimizer.lr=0.1", "seed=0"], curve=[1.0, 0.5])
     main([str(tmp_path / "runs"), "--plot", str(tmp_path / "c.png")])
     assert f"wrote {tmp_path / 'c.png'}" in capsys.readouterr().err
+
+
+def test_an_error_in_the_runs_prints_the_hint_and_optexp_debug_the_traceback(
+    capsys, tmp_path, monkeypatch
+):
+    from optexp.report import ReportError
+
+    assert error(capsys, tmp_path / "nowhere").splitlines()[1] == (
+        "(set OPTEXP_DEBUG=1 for the traceback)"
+    )
+    for off in ("0", "false", ""):
+        monkeypatch.setenv("OPTEXP_DEBUG", off)
+        error(capsys, tmp_path / "nowhere")
+    monkeypatch.setenv("OPTEXP_DEBUG", "1")
+    with pytest.raises(ReportError, match="does not exist"):
+        main([str(tmp_path / "nowhere")])

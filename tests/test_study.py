@@ -13,7 +13,7 @@ import pytest
 
 from optexp import study, study_report
 from optexp.report import main
-from tests.test_report import fake_run
+from tests.test_report import fake_run, one_error
 
 INF = math.inf
 
@@ -235,7 +235,7 @@ def one_line_error(capsys, *args: str) -> str:
         main([str(a) for a in args])
     assert exit.value.code == 2
     err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and err.startswith("optexp-report: error:")
+    assert one_error(err), err
     return err
 
 
