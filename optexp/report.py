@@ -695,7 +695,14 @@ def parser() -> argparse.ArgumentParser:
             "    rho(tau) = fraction of problems with r <= tau. Cost: the median epochs to\n"
             "    target over seeds (--time-unit), and the final --profile-metric (acc as\n"
             "    error 1 - acc). score = area under rho over [1, tau_max] / (tau_max - 1),\n"
-            "    exact for the step function; --score-scale log integrates over log tau."
+            "    exact for the step function; --score-scale log integrates over log tau.\n\n"
+            "rules (each refused in one line, exit 2, before anything is written):\n"
+            "  --curve needs --plot or --study; --band needs --plot, --sensitivity or --study;\n"
+            "  --tau-max (> 1, <= 1000), --time-unit, --score-scale, --profile-metric and\n"
+            "  --problem need --profile or --study; PROBLEM:METRIC=VALUE targets need --study\n"
+            "  or --profile; target values are finite; figures end in .png, .pdf or .svg;\n"
+            "  --sensitivity and --study need a numeric --over key; --study DIR is new, empty\n"
+            f"  or an earlier study's ({STUDY_MARKER} in it). OPTEXP_DEBUG=1: tracebacks."
         ),
         formatter_class=_help_formatter(),
     )

@@ -232,7 +232,7 @@ def test_help_explains_metrics_and_examples():
         env=os.environ | {"COLUMNS": "120"},
     )
     assert result.returncode == 0, result.stderr
-    for text in ("--select-best-by", "--over", "--plot", "mean ± sample std", "examples"):
+    for text in ("--select-best-by", "--over", "--plot", "mean ± sample std", "examples", "rules"):
         assert text in result.stdout, text
 
 
