@@ -438,6 +438,8 @@ def to_table(report: Report) -> str:
 def plot_curves(groups: list[Group], tag: str, band: str, path: Path) -> None:
     """Mean `tag` per epoch for each group, with a min-max or ±std band over its runs."""
     import numpy as np
+
+    import_matplotlib()  # before the first matplotlib import: a junk MPLBACKEND raises
     from matplotlib.ticker import MaxNLocator
 
     keys, common = varying_keys([g.settings for g in groups])

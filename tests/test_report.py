@@ -263,20 +263,21 @@ def test_a_junk_mplbackend_does_not_stop_the_plot_nor_the_confusion_matrix(tmp_p
     the Agg canvas only, so it sets the variable aside."""
     fake_run(tmp_path / "runs", ["optimizer.lr=0.1", "seed=0"], curve=[1.0, 0.5])
     png = tmp_path / "c.png"
-    code = (
-        "import sys, torch; from optexp.diagnostics import confusion_image;"
-        "assert confusion_image(torch.eye(3, dtype=torch.long)).shape[2] == 4;"
-        "from optexp.report import main; main(sys.argv[1:])"
+    confusion = (
+        "import torch; from optexp.diagnostics import confusion_image;"
+        "assert confusion_image(torch.eye(3, dtype=torch.long)).shape[2] == 4"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path / "runs"), "--plot", str(png)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        check=False,
-        env=os.environ | {"MPLBACKEND": "junk"},
-    )
-    assert result.returncode == 0, result.stderr
+    plot = ["-m", "optexp.report", str(tmp_path / "runs"), "--plot", str(png)]
+    for args in (["-c", confusion], plot):  # each in a fresh process, matplotlib not loaded
+        result = subprocess.run(
+            [sys.executable, *args],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            check=False,
+            env=os.environ | {"MPLBACKEND": "junk"},
+        )
+        assert result.returncode == 0, result.stderr
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
