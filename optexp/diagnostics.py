@@ -121,6 +121,10 @@ def confusion_image(counts: torch.Tensor) -> np.ndarray:
     columns the prediction, shaded by the share of the row, counts written in the cells
     when there are few classes. An (H, W, 4) uint8 array."""
     import numpy as np
+
+    from optexp.report import import_matplotlib
+
+    import_matplotlib()  # a junk MPLBACKEND would make the import below raise
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

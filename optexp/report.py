@@ -15,11 +15,13 @@ import csv
 import io
 import json
 import math
+import os
+import re
 import shutil
 import statistics
 import sys
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
     from optexp.study import Target
 
 USER_ERROR = 2
+DEBUG_HINT = "(set OPTEXP_DEBUG=1 for the traceback)"
 INCOMPLETE = "running/incomplete"
 
 
@@ -110,6 +113,11 @@ class Group:
 def find_runs(root: Path) -> list[Run]:
     if not root.exists():
         raise ReportError(f"{root} does not exist")
+    if not root.is_dir():
+        raise ReportError(
+            f"{root} is a file, not a folder: name the folder holding the runs "
+            "(a sweep, outputs/, or one run's folder)"
+        )
     # rglob also looks in root itself: PATH may be a single run
     dirs = {p.parent for p in root.rglob("metrics.json")}
     dirs |= {p.parent for p in root.rglob(".hydra") if p.is_dir()}
@@ -131,7 +139,20 @@ def find_runs(root: Path) -> list[Run]:
 
 def read_run(path: Path) -> Run:
     hydra_dir = path / ".hydra"
-    overrides = parse_overrides(_load_yaml(hydra_dir / "overrides.yaml") or [])
+    overrides_file = hydra_dir / "overrides.yaml"
+    lines = _load_yaml(overrides_file)
+    if lines is None:
+        lines = []
+    if not isinstance(lines, list):
+        what = "a mapping" if isinstance(lines, dict) else f"{type(lines).__name__} {lines!r}"
+        raise ReportError(f"cannot read {overrides_file}: {what}, not a list of overrides")
+    for line in lines:
+        if not isinstance(line, str):
+            raise ReportError(
+                f"cannot read {overrides_file}: {line!r} ({type(line).__name__}) is not an "
+                "override such as optimizer.lr=0.1"
+            )
+    overrides = parse_overrides(lines)
     config = _load_yaml(hydra_dir / "config.yaml") or {}
     metrics_file = path / "metrics.json"
     if not metrics_file.exists():
@@ -162,7 +183,8 @@ def parse_overrides(lines: list[str]) -> dict[str, str]:
     try:
         parsed = OverridesParser.create().parse_overrides(lines)
     except HydraException as error:
-        raise ReportError(f"cannot parse overrides {lines}: {error}") from None
+        detail = " ".join(str(error).split())  # one line
+        raise ReportError(f"cannot parse overrides {lines}: {detail}") from None
     return {
         o.key_or_group: "(deleted)" if o.is_delete() else o.get_value_element_as_str()
         for o in parsed
@@ -415,15 +437,14 @@ def to_table(report: Report) -> str:
 
 def plot_curves(groups: list[Group], tag: str, band: str, path: Path) -> None:
     """Mean `tag` per epoch for each group, with a min-max or ±std band over its runs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    import_matplotlib()  # before the first matplotlib import: a junk MPLBACKEND raises
     from matplotlib.ticker import MaxNLocator
 
     keys, common = varying_keys([g.settings for g in groups])
-    fig, ax = plt.subplots(figsize=(8, 5), constrained_layout=True)
+    fig = new_figure(figsize=(8, 5))
+    ax = fig.subplots()
     drawn = 0
     for group in groups:
         curves = [c for r in group.runs if (c := read_curve(r.path, tag))]
@@ -444,7 +465,6 @@ def plot_curves(groups: list[Group], tag: str, band: str, path: Path) -> None:
         ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2)
         drawn += 1
     if not drawn:
-        plt.close(fig)
         raise ReportError(f"no run below has TensorBoard scalars tagged {tag!r} (in its tb/ dir)")
     spread_name = "min-max" if band == "minmax" else "±1 std"
     subtitle = " ".join(f"{k}={v}" for k, v in common.items())
@@ -460,8 +480,32 @@ def plot_curves(groups: list[Group], tag: str, band: str, path: Path) -> None:
         fig.savefig(path, dpi=120)
     except (OSError, ValueError) as error:  # a missing folder, an unknown image type
         raise ReportError(f"cannot write the plot to {path}: {error}") from None
+
+
+def import_matplotlib() -> None:
+    """Import matplotlib with MPLBACKEND set aside: a value matplotlib does not know makes
+    `import matplotlib` itself raise, and optexp never uses a backend, only a Figure with
+    the Agg canvas (which pyplot's backend choice does not concern)."""
+    if "matplotlib" in sys.modules:
+        return
+    saved = os.environ.pop("MPLBACKEND", None)
+    try:
+        import matplotlib  # noqa: F401
     finally:
-        plt.close(fig)
+        if saved is not None:
+            os.environ["MPLBACKEND"] = saved
+
+
+def new_figure(figsize: tuple[float, float]) -> Any:
+    """A matplotlib Figure drawn by the Agg canvas: no pyplot, so no global figure list and
+    no GUI backend, whatever MPLBACKEND says."""
+    import_matplotlib()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def read_curve(run_dir: Path, tag: str) -> dict[int, float]:
@@ -483,7 +527,134 @@ def read_curve(run_dir: Path, tag: str) -> dict[int, float]:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
+        # A type= helper's message names the flag and value itself: no "argument --x: " twice
+        message = re.sub(r"^argument [^:]+: (?=--)", "", message)
         self.exit(USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+TAU_MAX_LIMIT = 1000.0
+
+
+def number_in(flag: str, low: float, high: float) -> Callable[[str], float]:
+    """argparse `type=`: a finite number with low < x <= high, else one line naming the
+    flag, the value and the range. Every numeric flag goes through it."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and low < value <= high):
+            raise argparse.ArgumentTypeError(
+                f"{flag} {text!r} is not allowed. Allowed: a number > {low:g} and <= {high:g}"
+            )
+        return value
+
+    return parse
+
+
+def target_arg(text: str) -> Target:
+    """argparse `type=` of --target: [PROBLEM:]METRIC=VALUE with a finite VALUE."""
+    from optexp.study import parse_target
+
+    try:
+        target = parse_target(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    if not target.metric:
+        raise argparse.ArgumentTypeError(
+            f"--target {text!r} is not METRIC=VALUE (e.g. val/acc=0.9)"
+        )
+    if not math.isfinite(target.value):
+        raise argparse.ArgumentTypeError(
+            f"--target {text!r}: {target.value:g} is not allowed. Allowed: a finite number"
+        )
+    return target
+
+
+FIGURE_TYPES = (".png", ".pdf", ".svg")
+
+
+def figure_path(flag: str) -> Callable[[str], Path]:
+    """argparse `type=` of --plot, --sensitivity, --profile: a file name with an image
+    suffix (matplotlib would silently add .png, or write FOLDER.png for a folder)."""
+
+    def parse(text: str) -> Path:
+        path = Path(text)
+        allowed = f"Allowed: a file name ending in {', '.join(FIGURE_TYPES)}"
+        if text.strip() and path.is_dir():
+            raise argparse.ArgumentTypeError(f"{flag} {text!r} is a folder. {allowed}")
+        if not text.strip() or path.suffix.lower() not in FIGURE_TYPES:
+            raise argparse.ArgumentTypeError(f"{flag} {text!r} is not allowed. {allowed}")
+        return path
+
+    return parse
+
+
+def folder_path(text: str) -> Path:
+    """argparse `type=` of --study: not empty (Path('') is the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            f"--study {text!r} is not allowed. Allowed: a folder path (a new folder, an "
+            "empty one, or an earlier study's)"
+        )
+    return Path(text)
+
+
+STUDY_MARKER = ".optexp-study"  # in every folder --study wrote: it may be rewritten
+
+# Options that only shape an output, and the flags that make that output; their defaults
+# are filled in by check_flags (None means "not given").
+NEEDS = {
+    "tau_max": ("--tau-max", ("profile", "study"), 4.0),
+    "time_unit": ("--time-unit", ("profile", "study"), "epochs"),
+    "score_scale": ("--score-scale", ("profile", "study"), "linear"),
+    "profile_metric": ("--profile-metric", ("profile", "study"), "test/loss"),
+    "problem": ("--problem", ("profile", "study"), None),
+    "curve": ("--curve", ("plot", "study"), "val/loss"),
+    "band": ("--band", ("plot", "sensitivity", "study"), "minmax"),
+}
+
+
+def check_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The rules between flags, all in one place: a flag whose output is not asked for is
+    refused rather than silently ignored. Then the defaults of the shaping options."""
+
+    def flags(dests: Iterable[str]) -> str:
+        names = [f"--{d.replace('_', '-')}" for d in dests]
+        return " or ".join(names) if len(names) < 3 else ", ".join(names[:-1]) + " or " + names[-1]
+
+    if (args.select_best_by is None) != (args.over is None):
+        p.error("--select-best-by and --over go together")
+    for dest in ("sensitivity", "profile", "study"):
+        if getattr(args, dest) is not None and args.over is None:
+            p.error(f"--{dest} needs --select-best-by and --over")
+    for dest, (flag, partners, default) in NEEDS.items():
+        if getattr(args, dest) is None:
+            setattr(args, dest, default)
+        elif not any(getattr(args, partner) is not None for partner in partners):
+            p.error(f"{flag} needs {flags(partners)} (it only shapes what they write)")
+    for target in args.target:
+        if target.problem is not None and args.study is None and args.profile is None:
+            p.error(
+                f"--target {target} names problem {target.problem!r}, which needs --study or "
+                f"--profile (the table's rows are not problems; for every row: "
+                f"--target {target.metric}={target.value:g})"
+            )
+    if args.study is not None:
+        check_study_folder(p, args.study)
+
+
+def check_study_folder(p: argparse.ArgumentParser, folder: Path) -> None:
+    """--study writes README.md and more: never into a file, nor over a folder of the user's."""
+    allowed = "Allowed: a new folder, an empty one, or one an earlier --study wrote"
+    if folder.exists() and not folder.is_dir():
+        p.error(f"--study {str(folder)!r} is a file. {allowed}")
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / STUDY_MARKER).exists():
+        p.error(
+            f"--study {str(folder)!r} already holds files and no {STUDY_MARKER} (it is not a "
+            f"folder --study wrote, and they would be overwritten). {allowed}"
+        )
 
 
 def _help_formatter() -> type[argparse.HelpFormatter]:
@@ -526,7 +697,14 @@ def parser() -> argparse.ArgumentParser:
             "    rho(tau) = fraction of problems with r <= tau. Cost: the median epochs to\n"
             "    target over seeds (--time-unit), and the final --profile-metric (acc as\n"
             "    error 1 - acc). score = area under rho over [1, tau_max] / (tau_max - 1),\n"
-            "    exact for the step function; --score-scale log integrates over log tau."
+            "    exact for the step function; --score-scale log integrates over log tau.\n\n"
+            "rules (each refused in one line, exit 2, before anything is written):\n"
+            "  --curve needs --plot or --study; --band needs --plot, --sensitivity or --study;\n"
+            "  --tau-max (> 1, <= 1000), --time-unit, --score-scale, --profile-metric and\n"
+            "  --problem need --profile or --study; PROBLEM:METRIC=VALUE targets need --study\n"
+            "  or --profile; target values are finite; figures end in .png, .pdf or .svg;\n"
+            "  --sensitivity and --study need a numeric --over key; --study DIR is new, empty\n"
+            f"  or an earlier study's ({STUDY_MARKER} in it). OPTEXP_DEBUG=1: tracebacks."
         ),
         formatter_class=_help_formatter(),
     )
@@ -558,92 +736,93 @@ def parser() -> argparse.ArgumentParser:
         "--format", default="table", choices=FORMATS, help="output format (default: table)"
     )
     p.add_argument(
-        "--plot", type=Path, metavar="FILE.png", help="also draw curves per group into this PNG"
+        "--plot",
+        type=figure_path("--plot"),
+        metavar="FILE.png",
+        help="also draw curves per group into this PNG (or .pdf, .svg)",
     )
     p.add_argument(
         "--curve",
-        default="val/loss",
         metavar="TAG",
-        help="TensorBoard scalar to plot (default: val/loss; e.g. val/acc, train/loss)",
+        help="with --plot or --study: TensorBoard scalar to plot (default: val/loss; e.g. "
+        "val/acc, train/loss)",
     )
     p.add_argument(
         "--band",
-        default="minmax",
         choices=("minmax", "std"),
-        help="shaded band over a group's runs: min-max (default) or ±1 sample std",
+        help="with --plot, --sensitivity or --study: shaded band over a group's runs: "
+        "min-max (default) or ±1 sample std",
     )
     study = p.add_argument_group("study: time-to-target, tuneability, performance profiles")
     study.add_argument(
         "--target",
         action="append",
         default=[],
+        type=target_arg,
         metavar="[PROBLEM:]METRIC=VALUE",
-        help="per-epoch TensorBoard metric and the value to reach, e.g. val/acc=0.9 or "
-        "sine_mlp:val/loss=0.02 for one problem only (repeatable); adds time-to-target columns",
+        help="per-epoch TensorBoard metric and the (finite) value to reach, e.g. val/acc=0.9, "
+        "or sine_mlp:val/loss=0.02 for one problem only, with --study or --profile "
+        "(repeatable); adds time-to-target columns",
     )
     study.add_argument(
         "--problem",
         metavar="KEY",
-        help="the key whose values are the problems (default: problem, else dataset)",
+        help="with --profile or --study: the key whose values are the problems (default: "
+        "problem, else dataset)",
     )
     study.add_argument(
         "--sensitivity",
-        type=Path,
+        type=figure_path("--sensitivity"),
         metavar="FILE.png",
         help="with --select-best-by/--over: that metric against KEY (log x), one line per "
         "setting of the other keys, mean and min-max band over seeds, x where a run diverged",
     )
     study.add_argument(
         "--profile",
-        type=Path,
+        type=figure_path("--profile"),
         metavar="FILE.png",
         help="with --select-best-by/--over: the performance profile across problems, by "
         "time-to-target if --target is given, else by the final --profile-metric",
     )
     study.add_argument(
         "--study",
-        type=Path,
+        type=folder_path,
         metavar="DIR",
         help="with --select-best-by/--over: write DIR/README.md (tuned values, test metrics, "
-        "time-to-target, profile scores), its figures, and the numbers as csv and json",
+        "time-to-target, profile scores), its figures, and the numbers as csv and json; DIR "
+        f"is new, empty, or an earlier study's (marked by its {STUDY_MARKER} file)",
     )
     study.add_argument(
         "--profile-metric",
-        default="test/loss",
         choices=METRICS,
         metavar="METRIC",
-        help="final metric of the second profile (default: test/loss; accuracies as errors)",
+        help="with --profile or --study: final metric of the second profile (default: "
+        "test/loss; accuracies as errors)",
     )
     study.add_argument(
         "--time-unit",
-        default="epochs",
         choices=("epochs", "seconds"),
-        help="time-to-target cost of the profile (default: epochs, which do not depend on "
-        "the machine's load; seconds: summed time/epoch_s)",
+        help="with --profile or --study: time-to-target cost of the profile (default: "
+        "epochs, which do not depend on the machine's load; seconds: summed time/epoch_s)",
     )
     study.add_argument(
         "--tau-max",
-        type=float,
-        default=4.0,
+        type=number_in("--tau-max", 1.0, TAU_MAX_LIMIT),
         metavar="TAU",
-        help="upper end of the profile and its score (default: 4, as AlgoPerf)",
+        help="with --profile or --study: upper end of the profile and its score, a number > 1 "
+        f"and <= {TAU_MAX_LIMIT:g} (default: 4, as AlgoPerf)",
     )
     study.add_argument(
         "--score-scale",
-        default="linear",
         choices=("linear", "log"),
-        help="integrate rho over tau (default, AlgoPerf's formula) or over log tau",
+        help="with --profile or --study: integrate rho over tau (default, AlgoPerf's "
+        "formula) or over log tau",
     )
     return p
 
 
 def targets(args: argparse.Namespace) -> list[Target]:
-    from optexp.study import parse_target
-
-    try:
-        return [parse_target(t) for t in args.target]
-    except ValueError as error:
-        raise ReportError(str(error)) from None
+    return list(args.target)  # parsed and checked by target_arg
 
 
 def study_outputs(args: argparse.Namespace, runs: list[Run]) -> list[str]:
@@ -652,8 +831,6 @@ def study_outputs(args: argparse.Namespace, runs: list[Run]) -> list[str]:
 
     if not (args.study or args.profile or args.sensitivity):
         return []
-    if args.over is None:
-        raise ReportError("--study, --profile and --sensitivity need --select-best-by and --over")
     written = []
     if args.sensitivity:
         study_report.check_varies(runs, args.over, "nothing to plot against")
@@ -699,10 +876,16 @@ def report(args: argparse.Namespace) -> str:
                 f"unknown key {key!r}: the runs override {sorted(known) or 'nothing'}"
             )
     wanted = targets(args)
+    if args.sensitivity or args.study:  # before anything is written
+        from optexp.study_report import check_numeric
+
+        check_numeric(runs, args.over, "--sensitivity" if args.sensitivity else "--study")
     groups = sort_groups(group_runs(without_diverged_values(runs), args.ignore), args.sort)
+    written = []
     if args.plot:
         plot_curves(groups, args.curve, args.band, args.plot)
-    written = study_outputs(args, runs)
+        written.append(f"wrote {args.plot}")
+    written += study_outputs(args, runs)
     if args.over:
         choices = select_best(groups, args.select_best_by, args.over)
         order = {id(g): i for i, g in enumerate(groups)}
@@ -714,7 +897,10 @@ def report(args: argparse.Namespace) -> str:
         table = group_report(groups, title)
     if wanted:
         _check_targets_logged(wanted, table)
-        table = add_time_to_target(table, [t for t in wanted if t.problem is None] or wanted)
+        # A problem's own target is the study's (check_flags asks for --study or --profile)
+        general = [t for t in wanted if t.problem is None]
+        if general:
+            table = add_time_to_target(table, general)
     out = render(table, args.format)
     # The table stays the only thing on stdout (csv and json pipe into other tools).
     for line in written:
@@ -735,13 +921,28 @@ def _check_targets_logged(wanted: list[Target], table: Report) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     p = parser()
     args = p.parse_args(argv)
-    if (args.select_best_by is None) != (args.over is None):
-        p.error("--select-best-by and --over go together")
+    check_flags(p, args)
     try:
         print(report(args))
     except UserError as error:
-        print(f"optexp-report: error: {error}", file=sys.stderr)
-        raise SystemExit(USER_ERROR) from None
+        fail(error)
+
+
+DEBUG_OFF = ("", "0", "false", "no", "off")
+
+
+def debug() -> bool:
+    """OPTEXP_DEBUG=1 (any value but 0, false, no, off, empty) shows the traceback."""
+    return os.environ.get("OPTEXP_DEBUG", "").strip().lower() not in DEBUG_OFF
+
+
+def fail(error: Exception) -> NoReturn:
+    """The shape of `optexp`'s errors (optexp/cli.py): the error line, then the hint."""
+    if debug():
+        raise error
+    print(f"optexp-report: error: {error}", file=sys.stderr)
+    print(DEBUG_HINT, file=sys.stderr)
+    raise SystemExit(USER_ERROR)
 
 
 if __name__ == "__main__":

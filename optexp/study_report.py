@@ -12,6 +12,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,13 +23,16 @@ from typing import Any
 from optexp import study
 from optexp.report import (
     METRICS,
+    STUDY_MARKER,
     Choice,
     Group,
     ReportError,
     Run,
     Stat,
     _as_number,
+    _config_value,
     group_runs,
+    new_figure,
     select_best,
     varying_keys,
     without_diverged_values,
@@ -82,6 +88,20 @@ def problem_key(runs: Sequence[Run], named: str | None) -> str:
     raise ReportError(
         "no problem key: the runs override neither problem nor dataset (name one with --problem)"
     )
+
+
+def check_numeric(runs: Sequence[Run], key: str, flag: str) -> None:
+    """The sensitivity plot puts KEY on a log x axis: its values must be numbers."""
+    values = sorted({_value_of(r, key) for r in runs}, key=_as_number)
+    if any(_as_number(v)[0] for v in values):
+        raise ReportError(
+            f"{flag} needs a numeric --over key (its values are the x axis); {key} has "
+            f"values {', '.join(values)}"
+        )
+
+
+def _value_of(run: Run, key: str) -> str:
+    return run.overrides.get(key) or _config_value(Group({}, [run]), key)
 
 
 def check_varies(runs: Sequence[Run], key: str, what: str) -> None:
@@ -215,8 +235,8 @@ def profiles(s: Study, args: Any) -> list[Profile]:
 
 
 def draw_profile(p: Profile, tau_max: float, path: Path) -> None:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
+    fig = new_figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     for method, values in sorted(p.rho.items(), key=lambda mv: -p.scores[mv[0]]):
         ax.step(p.taus, values, where="post", label=f"{method} (score {p.scores[method]:.3f})")
     ax.set_xscale("log")
@@ -273,8 +293,8 @@ def sensitivity_of_groups(
 def draw_sensitivity(
     series: dict[str, list[study.Point]], title: str, over: str, metric: str, path: Path
 ) -> None:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
+    fig = new_figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     top = ax.get_xaxis_transform()  # x in data, y in axes: markers along the top edge
     for method, points in sorted(series.items()):
         shown = [p for p in points if p.mean is not None]
@@ -300,24 +320,11 @@ def draw_sensitivity(
     _save(fig, path)
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _save(fig: Any, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
     try:
         fig.savefig(path, dpi=110)
     except (OSError, ValueError) as error:
         raise ReportError(f"cannot write {path}: {error}") from None
-    finally:
-        plt.close(fig)
 
 
 # ---------------------------------------------------------------- the folder
@@ -332,12 +339,36 @@ def write_study(
     band: str,
     command: str,
 ) -> None:
-    from optexp.report import plot_curves
-
+    """Everything is written into a hidden folder beside `folder` first, then moved in:
+    a study refused half-way leaves nothing behind, and the files are marked as the
+    study's (STUDY_MARKER), so that a later --study may replace them."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     except OSError as error:
         raise ReportError(f"cannot create {folder}: {error}") from None
+    try:
+        _write_study(s, work, profiles, tau_max, curve_tag, band, command)
+        folder.mkdir(exist_ok=True)
+        for path in sorted(work.iterdir()):
+            os.replace(path, folder / path.name)
+    except OSError as error:
+        raise ReportError(f"cannot write {folder}: {error}") from None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _write_study(
+    s: Study,
+    folder: Path,
+    profiles: Sequence[Profile],
+    tau_max: float,
+    curve_tag: str,
+    band: str,
+    command: str,
+) -> None:
+    from optexp.report import plot_curves
+
     figures: dict[str, list[str]] = {}
     for problem in s.problems():
         entries = [e for e in s.entries if e.problem == problem]
@@ -357,6 +388,9 @@ def write_study(
     (folder / "study.json").write_text(json.dumps(study_json(s, profiles, tau_max), indent=2))
     page = markdown_page(s, profiles, tau_max, figures, command)
     (folder / "README.md").write_text(page)
+    (folder / STUDY_MARKER).write_text(
+        "Written by optexp-report --study: a later --study into this folder replaces it.\n"
+    )
 
 
 def _named(e: Entry) -> Group:

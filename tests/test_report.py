@@ -65,8 +65,15 @@ def error(capsys: pytest.CaptureFixture[str], *args: Any) -> str:
         main([str(a) for a in args])
     assert exit.value.code == 2
     err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert one_error(err), err
     return err
+
+
+def one_error(err: str) -> bool:
+    """The error line, and after an error found in the runs (not in the flags) the hint."""
+    first, *rest = err.strip().splitlines()
+    hint = rest == ["(set OPTEXP_DEBUG=1 for the traceback)"]
+    return first.startswith("optexp-report: error: ") and (rest == [] or hint)
 
 
 @pytest.fixture
@@ -225,7 +232,7 @@ def test_help_explains_metrics_and_examples():
         env=os.environ | {"COLUMNS": "120"},
     )
     assert result.returncode == 0, result.stderr
-    for text in ("--select-best-by", "--over", "--plot", "mean ± sample std", "examples"):
+    for text in ("--select-best-by", "--over", "--plot", "mean ± sample std", "examples", "rules"):
         assert text in result.stdout, text
 
 
@@ -249,3 +256,122 @@ def test_a_failed_run_is_listed_as_failed_with_its_reason(capsys, lr_sweep):
     assert [r["status"] for r in rows if r["settings"]["optimizer.lr"] == "3"] == ["1 failed"]
     main([str(lr_sweep)])
     assert f"failed run {failed}: disk full" in capsys.readouterr().err
+
+
+def test_a_junk_mplbackend_does_not_stop_the_plot_nor_the_confusion_matrix(tmp_path):
+    """matplotlib refuses an unknown MPLBACKEND at import; optexp draws with a Figure and
+    the Agg canvas only, so it sets the variable aside."""
+    fake_run(tmp_path / "runs", ["optimizer.lr=0.1", "seed=0"], curve=[1.0, 0.5])
+    png = tmp_path / "c.png"
+    confusion = (
+        "import torch; from optexp.diagnostics import confusion_image;"
+        "assert confusion_image(torch.eye(3, dtype=torch.long)).shape[2] == 4"
+    )
+    plot = ["-m", "optexp.report", str(tmp_path / "runs"), "--plot", str(png)]
+    for args in (["-c", confusion], plot):  # each in a fresh process, matplotlib not loaded
+        result = subprocess.run(
+            [sys.executable, *args],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            check=False,
+            env=os.environ | {"MPLBACKEND": "junk"},
+        )
+        assert result.returncode == 0, result.stderr
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        ("- 42\n- null\n", "42 (int) is not an override"),
+        ("- seed=1\n- null\n", "None (NoneType) is not an override"),
+        ("optimizer: {lr: 0.1}\nseed: 0\n", "a mapping, not a list of overrides"),
+        ("42\n", "Invalid loaded object type: int"),  # OmegaConf refuses it
+    ],
+)
+def test_overrides_yaml_not_a_list_of_strings_is_one_unreadable_line(
+    capsys, lr_sweep, content, reason
+):
+    odd = fake_run(lr_sweep, ["optimizer.lr=5", "seed=0"])
+    (odd / ".hydra" / "overrides.yaml").write_text(content)
+    rows = report_json(capsys, lr_sweep)
+    assert sorted(r["settings"]["optimizer.lr"] for r in rows) == ["0.01", "0.1"]
+    main([str(lr_sweep)])
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if "unreadable" in x]
+    assert line.startswith(f"optexp-report: unreadable run {odd}: cannot read ")
+    assert reason in line
+
+
+def test_a_file_is_refused_as_a_file_not_as_no_runs(capsys, lr_sweep):
+    err = error(capsys, lr_sweep / "optimizer.lr=0.1,seed=0" / "metrics.json")
+    assert "is a file, not a folder" in err
+
+
+TUNE = ("--select-best-by", "val/loss", "--over", "optimizer.lr")
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        # one type= helper: finite and in range, naming the flag, the value and the range
+        ((*TUNE, "--profile", "p.png", "--tau-max", "inf"), "--tau-max 'inf' is not allowed"),
+        ((*TUNE, "--study", "st", "--tau-max", "nan"), "Allowed: a number > 1 and <= 1000"),
+        ((*TUNE, "--study", "st", "--tau-max", "1"), "--tau-max '1' is not allowed"),
+        ((*TUNE, "--study", "st", "--tau-max", "-2"), "--tau-max '-2' is not allowed"),
+        ((*TUNE, "--study", "st", "--tau-max", "1e308"), "--tau-max '1e308' is not allowed"),
+        ((*TUNE, "--study", "st", "--tau-max", "four"), "--tau-max 'four' is not allowed"),
+        (("--target", "val/acc=nan"), "'val/acc=nan': nan is not allowed. Allowed: a finite"),
+        (("--target", "val/acc=1e999"), "inf is not allowed. Allowed: a finite number"),
+        (("--target", "p:=0.1"), "is not METRIC=VALUE"),
+        # a flag whose output is not asked for is refused, not ignored
+        (("--tau-max", "-3"), "--tau-max '-3' is not allowed"),
+        (("--tau-max", "3"), "--tau-max needs --profile or --study"),
+        (("--time-unit", "seconds"), "--time-unit needs --profile or --study"),
+        (("--score-scale", "log"), "--score-scale needs --profile or --study"),
+        (("--profile-metric", "test/acc"), "--profile-metric needs --profile or --study"),
+        (("--problem", "optimizer.lr"), "--problem needs --profile or --study"),
+        (("--curve", "val/acc"), "--curve needs --plot or --study"),
+        (("--band", "std"), "--band needs --plot, --sensitivity or --study"),
+        (("--sensitivity", "s.png"), "--sensitivity needs --select-best-by and --over"),
+        # a problem's target outside the study would apply to every row
+        (("--target", "nope:val/loss=0.1"), "names problem 'nope', which needs --study"),
+        (("--target", "a:b:val/loss=0.1"), "names problem 'a:b', which needs --study"),
+        # figure files: an image name, not '' (./.png), a bare name (x.png) or a folder
+        (("--plot", ""), "--plot '' is not allowed. Allowed: a file name ending in .png"),
+        (("--plot", "x"), "--plot 'x' is not allowed"),
+        ((*TUNE, "--sensitivity", "{tmp}"), "is a folder. Allowed: a file name"),
+        ((*TUNE, "--study", ""), "--study '' is not allowed. Allowed: a folder path"),
+    ],
+)
+def test_bad_flags_are_one_line_naming_flag_value_and_what_is_allowed(
+    capsys, lr_sweep, tmp_path, monkeypatch, args, expected
+):
+    monkeypatch.chdir(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    err = error(capsys, lr_sweep, *(a.replace("{tmp}", str(tmp_path)) for a in args))
+    assert expected in err, err
+    assert err.startswith("optexp-report: error: ")
+    assert sorted(tmp_path.rglob("*")) == before  # nothing written
+
+
+def test_plot_says_what_it_wrote(capsys, tmp_path):
+    fake_run(tmp_path / "runs", ["optimizer.lr=0.1", "seed=0"], curve=[1.0, 0.5])
+    main([str(tmp_path / "runs"), "--plot", str(tmp_path / "c.png")])
+    assert f"wrote {tmp_path / 'c.png'}" in capsys.readouterr().err
+
+
+def test_an_error_in_the_runs_prints_the_hint_and_optexp_debug_the_traceback(
+    capsys, tmp_path, monkeypatch
+):
+    from optexp.report import ReportError
+
+    assert error(capsys, tmp_path / "nowhere").splitlines()[1] == (
+        "(set OPTEXP_DEBUG=1 for the traceback)"
+    )
+    for off in ("0", "false", ""):
+        monkeypatch.setenv("OPTEXP_DEBUG", off)
+        error(capsys, tmp_path / "nowhere")
+    monkeypatch.setenv("OPTEXP_DEBUG", "1")
+    with pytest.raises(ReportError, match="does not exist"):
+        main([str(tmp_path / "nowhere")])

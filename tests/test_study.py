@@ -13,7 +13,7 @@ import pytest
 
 from optexp import study, study_report
 from optexp.report import main
-from tests.test_report import fake_run
+from tests.test_report import fake_run, one_error
 
 INF = math.inf
 
@@ -235,7 +235,7 @@ def one_line_error(capsys, *args: str) -> str:
         main([str(a) for a in args])
     assert exit.value.code == 2
     err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and err.startswith("optexp-report: error:")
+    assert one_error(err), err
     return err
 
 
@@ -264,4 +264,54 @@ def test_bad_study_input_is_one_line_and_exit_2(capsys, two_problems, tmp_path):
     for p in ("p1", "p2"):
         events_run(flat, [f"+problem={p}", "optimizer.lr=0.1", "seed=0"], {"val/loss": [1.0]})
     assert "optimizer.lr does not vary" in one_line_error(capsys, flat, *tune, "--study", "x")
-    assert "need --select-best-by" in one_line_error(capsys, root, "--study", "x")
+    assert "--study needs --select-best-by" in one_line_error(capsys, root, "--study", "x")
+
+
+def test_a_study_refused_half_way_leaves_nothing_behind(capsys, two_problems, tmp_path):
+    out = tmp_path / "half"
+    tune = ["--select-best-by", "val/loss", "--over", "optimizer.lr"]
+    err = one_line_error(capsys, two_problems, *tune, "--study", out, "--curve", "train/acc")
+    assert "'train/acc'" in err
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_study_never_writes_over_a_folder_of_the_users(capsys, two_problems, tmp_path, monkeypatch):
+    tune = [str(two_problems), "--select-best-by", "val/loss", "--over", "optimizer.lr"]
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "README.md").write_text("MY PROJECT README\n")
+    monkeypatch.chdir(mine)
+    for folder in ("", ".", str(mine)):
+        err = one_line_error(capsys, *tune, "--study", folder)
+        assert "--study" in err and "Allowed:" in err, err
+    assert [p.name for p in mine.iterdir()] == ["README.md"]
+    assert (mine / "README.md").read_text() == "MY PROJECT README\n"
+    afile = mine / "README.md"
+    assert "is a file" in one_line_error(capsys, *tune, "--study", afile)
+    # an earlier study's folder (its marker file) is rewritten; an empty one is used
+    out = tmp_path / "out"
+    out.mkdir()
+    main([*tune, "--study", str(out)])
+    assert (out / ".optexp-study").exists() and (out / "README.md").exists()
+    main([*tune, "--study", str(out), "--tau-max", "3"])
+    assert "[1, 3]" in (out / "README.md").read_text()
+
+
+def test_sensitivity_and_study_need_a_numeric_over_key(capsys, two_problems, tmp_path):
+    tune = [str(two_problems), "--select-best-by", "val/loss", "--over", "optimizer"]
+    err = one_line_error(capsys, *tune, "--sensitivity", tmp_path / "s.png")
+    assert "--sensitivity needs a numeric --over key" in err and "values adam, sgd" in err
+    err = one_line_error(capsys, *tune, "--problem", "optimizer.lr", "--study", tmp_path / "stz")
+    assert "--study needs a numeric --over key" in err
+    assert not (tmp_path / "stz").exists() and not (tmp_path / "s.png").exists()
+
+
+def test_a_problems_target_is_not_applied_to_every_row_of_the_table(capsys, two_problems):
+    tune = [str(two_problems), "--select-best-by", "val/loss", "--over", "optimizer.lr"]
+    out = two_problems.parent / "scoped"
+    main([*tune, "--target", "p1:val/loss=0.4", "--study", str(out), "--format", "json"])
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert not any("reached p1:val/loss=0.4" in r for r in rows)
+    tuned = json.loads((out / "study.json").read_text())["tuned"]
+    assert {r["problem"]: r["target"] for r in tuned} == {"p1": "p1:val/loss=0.4", "p2": ""}
