@@ -109,3 +109,55 @@ def test_version_is_optexps(optexp_cli):
     result = optexp_cli("--version")
     assert result.returncode == 0
     assert result.stdout.startswith(f"optexp {optexp.__version__} (Hydra ")
+
+
+def init(folder: Path, capsys) -> tuple[int, str]:
+    """`optexp-init FOLDER`: its exit code and stderr."""
+    with pytest.raises(SystemExit) as exit_:
+        main([str(folder)])
+    return exit_.value.code, capsys.readouterr().err
+
+
+def test_init_with_a_file_in_the_way_writes_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("OPTEXP_DEBUG", raising=False)
+    folder = tmp_path / "mc"
+    folder.mkdir()
+    (folder / "optimizer").write_text("")  # where the folder optimizer/ is to go
+    code, err = init(folder, capsys)
+    assert code == 2
+    assert err.splitlines() == [
+        f"optexp-init: error: {folder / 'optimizer'} is a file; a folder is needed "
+        "(nothing written)",
+        "(set OPTEXP_DEBUG=1 for the traceback)",
+    ]
+    assert sorted(p.name for p in folder.iterdir()) == ["optimizer"]
+
+
+def test_init_on_a_file_says_so(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("OPTEXP_DEBUG", raising=False)
+    afile = tmp_path / "afile"
+    afile.write_text("mine\n")
+    code, err = init(afile, capsys)
+    assert code == 2
+    assert err.splitlines()[0] == (
+        f"optexp-init: error: {afile} is a file; a folder is needed (nothing written)"
+    )
+    assert afile.read_text() == "mine\n"
+
+
+def test_init_that_fails_half_way_leaves_nothing_behind(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("OPTEXP_DEBUG", raising=False)
+    folder = tmp_path / "mc"
+    real_write = Path.write_text
+
+    def write_text(self, text, *args, **kwargs):
+        if self.parent.name == "optimizer":
+            raise OSError(28, "No space left on device", str(self))
+        return real_write(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", write_text)
+    code, err = init(folder, capsys)
+    assert code == 2
+    assert err.startswith("optexp-init: error: cannot write ") and "No space left" in err
+    assert "(nothing written)" in err.splitlines()[0]
+    assert not folder.exists()
