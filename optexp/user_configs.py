@@ -12,13 +12,82 @@ in hydra_plugins/optexp_user_configs/ puts these folders ahead of it instead.
 
 from __future__ import annotations
 
+import difflib
 import os
+from importlib.resources import files
 
 from hydra.core.config_search_path import ConfigSearchPath, SearchPathQuery
 from hydra.errors import SearchPathException
 
 ENV = "OPTEXP_CONFIG_DIR"
 BUILT_IN = "pkg://optexp.configs"
+LAYOUT = "a config folder holds group folders (optimizer/, experiment/, ...)"
+
+
+def groups() -> list[str]:
+    """optexp's config groups: the folders of its built-in configs (hydra/ included)."""
+    return sorted(
+        entry.name
+        for entry in files("optexp.configs").iterdir()
+        if entry.is_dir() and not entry.name.startswith(("_", "."))
+    )
+
+
+def check_folder(folder: str, source: str) -> None:
+    """Refuse a folder Hydra would misread: missing, a file, holding a config.yaml (which
+    would replace optexp's primary config), or YAML files outside optexp's groups (which
+    Hydra would silently ignore). `source` says where the folder was named."""
+    if not os.path.exists(folder):
+        raise SearchPathException(f"config directory '{folder}' not found (from {source})")
+    if not os.path.isdir(folder):
+        raise SearchPathException(
+            f"{source} '{folder}' is a file, not a folder: {LAYOUT}"
+            if source == "--config-dir"
+            else f"{source} names '{folder}', a file, not a folder: {LAYOUT}"
+        )
+    known = groups()
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if name.startswith((".", "_")):
+            continue  # .git, __pycache__
+        if os.path.isdir(path):
+            if name not in known and _holds_yaml(path):
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f" Did you mean {close[0]}/?" if close else ""
+                raise SearchPathException(
+                    f"{path}/ is not a config group, so Hydra would never read its files "
+                    f"(from {source}).{hint} Allowed: {', '.join(known)}"
+                )
+        elif name == "config.yaml":
+            raise SearchPathException(
+                f"{path}: {LAYOUT} and must not hold config.yaml, which would replace "
+                f"optexp's own (from {source}); put its keys in a preset, "
+                "experiment/NAME.yaml, and pick it with experiment=NAME"
+            )
+        elif name.endswith((".yaml", ".yml")):
+            raise SearchPathException(
+                f"{path} is outside any group folder, so Hydra would never read it "
+                f"(from {source}): {LAYOUT}; move it to {_home(name, known)}"
+            )
+
+
+def _holds_yaml(folder: str) -> bool:
+    """YAML files in the folder or one level below (groups nest: optimizer/textbook/)."""
+    for entry in os.scandir(folder):
+        if entry.name.endswith(".yaml"):
+            return True
+        if entry.is_dir() and any(e.name.endswith(".yaml") for e in os.scandir(entry.path)):
+            return True
+    return False
+
+
+def _home(name: str, known: list[str]) -> str:
+    """Where a stray option file belongs: the group with a built-in option of its name."""
+    stem = name.rsplit(".", 1)[0]
+    for group in known:
+        if (files("optexp.configs") / group / f"{stem}.yaml").is_file():
+            return f"{group}/{stem}.yaml"
+    return f"its group's folder, e.g. optimizer/{stem}.yaml"
 
 
 def user_dirs() -> list[str]:
@@ -28,7 +97,9 @@ def user_dirs() -> list[str]:
 
 def search_first(config_dir: str) -> None:
     """Put `--config-dir DIR` in front of the folders already named in OPTEXP_CONFIG_DIR."""
-    os.environ[ENV] = os.pathsep.join([os.path.abspath(config_dir), *user_dirs()])
+    folder = os.path.abspath(config_dir)
+    check_folder(folder, "--config-dir")
+    os.environ[ENV] = os.pathsep.join([folder, *user_dirs()])
 
 
 def add_user_dirs(search_path: ConfigSearchPath) -> None:
@@ -36,8 +107,5 @@ def add_user_dirs(search_path: ConfigSearchPath) -> None:
     if not any(element.path == BUILT_IN for element in search_path.get_path()):
         return  # another Hydra app in this environment: leave its search path alone
     for folder in user_dirs():
-        if not os.path.isdir(folder):
-            raise SearchPathException(
-                f"config directory '{folder}' not found (from --config-dir or {ENV})"
-            )
+        check_folder(folder, ENV)  # --config-dir's was checked before it joined ENV's
         search_path.prepend("optexp-user", f"file://{folder}", SearchPathQuery(path=BUILT_IN))

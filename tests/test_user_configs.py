@@ -161,3 +161,51 @@ def test_init_that_fails_half_way_leaves_nothing_behind(tmp_path, capsys, monkey
     assert err.startswith("optexp-init: error: cannot write ") and "No space left" in err
     assert "(nothing written)" in err.splitlines()[0]
     assert not folder.exists()
+
+
+def one_error(result) -> str:
+    """The single `optexp: error:` line of a refusal (exit 2, the hint line, no traceback)."""
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2 and lines[1] == "(set OPTEXP_DEBUG=1 for the traceback)", lines
+    assert lines[0].startswith("optexp: error: ")
+    return lines[0]
+
+
+def test_a_config_dir_that_is_a_file_is_named_as_a_file(optexp_cli, tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    error = one_error(optexp_cli("--cfg", "job", "--config-dir", str(afile)))
+    assert f"--config-dir '{afile}' is a file" in error and "not found" not in error
+    error = one_error(optexp_cli("--cfg", "job", env={"OPTEXP_CONFIG_DIR": str(afile)}))
+    assert f"OPTEXP_CONFIG_DIR names '{afile}', a file" in error
+
+
+def test_a_config_yaml_in_a_config_dir_is_refused_before_any_run_dir(optexp_cli, tmp_path):
+    folder = tmp_path / "uc"
+    folder.mkdir()
+    (folder / "config.yaml").write_text("seed: 5\n")
+    error = one_error(optexp_cli("-cd", str(folder), "trainer.epochs=1"))
+    assert f"{folder / 'config.yaml'}" in error and "must not hold config.yaml" in error
+    assert "group folders (optimizer/, experiment/, ...)" in error
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_yaml_file_outside_a_group_folder_is_named(optexp_cli, tmp_path):
+    folder = tmp_path / "uc"
+    folder.mkdir()
+    (folder / "sgd.yaml").write_text("_target_: torch.optim.SGD\nlr: 0.1\n")
+    (folder / "README.md").write_text("notes\n")  # not a config: fine
+    error = one_error(optexp_cli("--cfg", "job", "-cd", str(folder)))
+    assert f"{folder / 'sgd.yaml'} is outside any group folder" in error
+    assert "optimizer/sgd.yaml" in error  # where it should go, if it is an optimizer
+
+
+def test_a_misnamed_group_folder_is_named_with_the_groups_there_are(optexp_cli, tmp_path):
+    folder = tmp_path / "uc"
+    (folder / "optimizers").mkdir(parents=True)
+    (folder / "optimizers" / "mine.yaml").write_text("_target_: torch.optim.SGD\nlr: 0.1\n")
+    (folder / "notes").mkdir()  # no YAML in it: not meant as a group
+    error = one_error(optexp_cli("--cfg", "job", env={"OPTEXP_CONFIG_DIR": str(folder)}))
+    assert f"{folder / 'optimizers'}/ is not a config group" in error
+    assert "Did you mean optimizer/?" in error and "Allowed: " in error and "dataset" in error
