@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import difflib
 import os
+from argparse import ArgumentParser
+from collections.abc import Sequence
 from importlib.resources import files
 
+from hydra._internal.utils import get_args_parser
 from hydra.core.config_search_path import ConfigSearchPath, SearchPathQuery
 from hydra.errors import SearchPathException
 
@@ -95,11 +98,28 @@ def user_dirs() -> list[str]:
     return [os.path.abspath(d) for d in os.environ.get(ENV, "").split(os.pathsep) if d]
 
 
-def search_first(config_dir: str) -> None:
-    """Put `--config-dir DIR` in front of the folders already named in OPTEXP_CONFIG_DIR."""
-    folder = os.path.abspath(config_dir)
-    check_folder(folder, "--config-dir")
-    os.environ[ENV] = os.pathsep.join([folder, *user_dirs()])
+def config_dirs(argv: Sequence[str]) -> list[str]:
+    """Every `--config-dir`/`-cd` value of a command line, in order: Hydra's own parser
+    keeps only the last one."""
+    parser = ArgumentParser(parents=[get_args_parser()], add_help=False, conflict_handler="resolve")
+    parser.add_argument("--config-dir", "-cd", action="append", default=[])
+    return parser.parse_args(argv).config_dir
+
+
+def search_first(argv: Sequence[str]) -> None:
+    """Put the command line's `--config-dir DIR` folders (each one checked, the first one
+    first) in front of the folders already named in OPTEXP_CONFIG_DIR."""
+    folders = []
+    for config_dir in config_dirs(argv):
+        if not config_dir.strip():
+            raise SearchPathException(
+                f"--config-dir {config_dir!r} is not allowed. Allowed: a folder of group "
+                "folders (optimizer/, experiment/, ...); `--config-dir .` for this one"
+            )
+        folders.append(os.path.abspath(config_dir))
+        check_folder(folders[-1], "--config-dir")
+    if folders:
+        os.environ[ENV] = os.pathsep.join([*folders, *user_dirs()])
 
 
 def add_user_dirs(search_path: ConfigSearchPath) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -209,3 +210,28 @@ def test_a_misnamed_group_folder_is_named_with_the_groups_there_are(optexp_cli, 
     error = one_error(optexp_cli("--cfg", "job", env={"OPTEXP_CONFIG_DIR": str(folder)}))
     assert f"{folder / 'optimizers'}/ is not a config group" in error
     assert "Did you mean optimizer/?" in error and "Allowed: " in error and "dataset" in error
+
+
+def test_every_config_dir_flag_counts_the_first_winning(optexp_cli, my_configs, tmp_path):
+    other = tmp_path / "other" / "optimizer"
+    other.mkdir(parents=True)
+    (other / "adam.yaml").write_text("_target_: torch.optim.Adam\nlr: 0.5\n")
+    (other / "mine.yaml").write_text("_target_: torch.optim.SGD\nlr: 0.25\n")
+    args = ("--cfg", "job", "-cd", str(my_configs), "--config-dir", str(other.parent))
+    result = optexp_cli(*args, "optimizer=mine")  # only in the second folder
+    assert result.returncode == 0, result.stderr
+    assert "lr: 0.25" in result.stdout
+    result = optexp_cli(*args)  # adam.yaml in both: the first folder's
+    assert result.returncode == 0, result.stderr
+    assert "lr: 0.0123" in result.stdout
+
+
+def test_an_empty_config_dir_is_refused(optexp_cli):
+    error = one_error(optexp_cli("--cfg", "job", "--config-dir", ""))
+    assert "--config-dir ''" in error and "Allowed: " in error
+
+
+def test_an_empty_environment_variable_is_as_unset(optexp_cli):
+    for value in ("", os.pathsep):
+        result = optexp_cli("--cfg", "job", env={"OPTEXP_CONFIG_DIR": value})
+        assert result.returncode == 0, result.stderr
