@@ -18,12 +18,16 @@ from argparse import ArgumentParser
 from collections.abc import Sequence
 from importlib.resources import files
 
+from hydra._internal.core_plugins.file_config_source import FileConfigSource
 from hydra._internal.utils import get_args_parser
 from hydra.core.config_search_path import ConfigSearchPath, SearchPathQuery
 from hydra.errors import SearchPathException
+from hydra.plugins.config_source import ConfigLoadError, ConfigResult
 
 ENV = "OPTEXP_CONFIG_DIR"
 BUILT_IN = "pkg://optexp.configs"
+SCHEME = "optexp-user"  # the user's folders, read by UserConfigSource
+PRESET_GROUPS = ("experiment", "hparams_search", "debug", "problem")  # `@package _global_`
 LAYOUT = "a config folder holds group folders (optimizer/, experiment/, ...)"
 
 
@@ -128,4 +132,39 @@ def add_user_dirs(search_path: ConfigSearchPath) -> None:
         return  # another Hydra app in this environment: leave its search path alone
     for folder in user_dirs():
         check_folder(folder, ENV)  # --config-dir's was checked before it joined ENV's
-        search_path.prepend("optexp-user", f"file://{folder}", SearchPathQuery(path=BUILT_IN))
+        search_path.prepend("optexp-user", f"{SCHEME}://{folder}", SearchPathQuery(path=BUILT_IN))
+
+
+class UserConfigSource(FileConfigSource):
+    """A user's config folder: read as Hydra reads any folder, but a file Hydra cannot
+    read, or a preset that would put its keys in the wrong place, is refused in one line
+    naming the file. (Registered by hydra_plugins/optexp_user_configs/.)"""
+
+    @staticmethod
+    def scheme() -> str:
+        return SCHEME
+
+    def load_config(self, config_path: str) -> ConfigResult:
+        path = os.path.join(self.path, self._normalize_file_name(config_path))
+        try:
+            with open(path, "rb") as file:
+                raw = file.read()
+            raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise ConfigLoadError(
+                f"{path} is not UTF-8 text (byte {raw[error.start]:#04x} at position "
+                f"{error.start}): save it as UTF-8"
+            ) from None
+        except OSError:
+            pass  # Hydra's own read says what is wrong
+        try:
+            result = super().load_config(config_path)
+        except ValueError as error:  # a malformed `# @package` header
+            raise ConfigLoadError(f"{path}: {error}") from None
+        group = config_path.strip("/").split("/")[0]
+        if group in PRESET_GROUPS and result.header.get("package") is None:
+            raise ConfigLoadError(
+                f"{path} needs `# @package _global_` as its first line: a file in {group}/ "
+                f"sets keys of the whole config (without it they would go under `{group}.`)"
+            )
+        return result

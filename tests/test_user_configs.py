@@ -87,7 +87,7 @@ def test_other_hydra_apps_keep_their_search_path(monkeypatch, my_configs):
     ours = ConfigSearchPathImpl()
     ours.append("main", BUILT_IN)
     add_user_dirs(ours)
-    assert [e.path for e in ours.get_path()] == [f"file://{my_configs}", BUILT_IN]
+    assert [e.path for e in ours.get_path()] == [f"optexp-user://{my_configs}", BUILT_IN]
 
 
 def test_starter_folder_composes_and_is_never_overwritten(optexp_cli, tmp_path, capsys):
@@ -235,3 +235,25 @@ def test_an_empty_environment_variable_is_as_unset(optexp_cli):
     for value in ("", os.pathsep):
         result = optexp_cli("--cfg", "job", env={"OPTEXP_CONFIG_DIR": value})
         assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    "content", [b"# caf\xe9\n_target_: torch.optim.SGD\nlr: 0.1\n", b"\x89PNG\r\n\x1a\n\x00\xff"]
+)
+def test_a_file_that_is_not_utf8_is_named(optexp_cli, tmp_path, content):
+    (tmp_path / "uc" / "optimizer").mkdir(parents=True)
+    path = tmp_path / "uc" / "optimizer" / "latin.yaml"
+    path.write_bytes(content)
+    error = one_error(optexp_cli("-cd", str(tmp_path / "uc"), "optimizer=latin", "seed=1"))
+    assert f"{path} is not UTF-8 text" in error and "save it as UTF-8" in error
+
+
+@pytest.mark.parametrize(
+    "text", ["defaults:\n  - override /optimizer: sgd\n", "", "# a preset\ntrainer:\n  epochs: 1\n"]
+)
+def test_a_preset_without_its_package_line_says_it_needs_one(optexp_cli, tmp_path, text):
+    (tmp_path / "uc" / "experiment").mkdir(parents=True)
+    path = tmp_path / "uc" / "experiment" / "nopkg.yaml"
+    path.write_text(text)
+    error = one_error(optexp_cli("-cd", str(tmp_path / "uc"), "experiment=nopkg", "seed=1"))
+    assert f"{path} needs `# @package _global_` as its first line" in error
