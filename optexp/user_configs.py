@@ -12,6 +12,7 @@ in hydra_plugins/optexp_user_configs/ puts these folders ahead of it instead.
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import os
 from argparse import ArgumentParser
@@ -146,10 +147,11 @@ class UserConfigSource(FileConfigSource):
 
     def load_config(self, config_path: str) -> ConfigResult:
         path = os.path.join(self.path, self._normalize_file_name(config_path))
+        raw = b""
         try:
             with open(path, "rb") as file:
                 raw = file.read()
-            raw.decode("utf-8")
+            text = raw.decode("utf-8-sig")
         except UnicodeDecodeError as error:
             raise ConfigLoadError(
                 f"{path} is not UTF-8 text (byte {raw[error.start]:#04x} at position "
@@ -159,6 +161,8 @@ class UserConfigSource(FileConfigSource):
             pass  # Hydra's own read says what is wrong
         try:
             result = super().load_config(config_path)
+            if raw.startswith(codecs.BOM_UTF8):  # Hydra reads the header past a BOM as none
+                result.header = self._get_header_dict(text[:512])
         except ValueError as error:  # a malformed `# @package` header
             raise ConfigLoadError(f"{path}: {error}") from None
         group = config_path.strip("/").split("/")[0]

@@ -257,3 +257,12 @@ def test_a_preset_without_its_package_line_says_it_needs_one(optexp_cli, tmp_pat
     path.write_text(text)
     error = one_error(optexp_cli("-cd", str(tmp_path / "uc"), "experiment=nopkg", "seed=1"))
     assert f"{path} needs `# @package _global_` as its first line" in error
+
+
+def test_a_preset_saved_with_a_byte_order_mark_keeps_its_package_line(optexp_cli, tmp_path):
+    (tmp_path / "uc" / "experiment").mkdir(parents=True)
+    preset = "# @package _global_\ntrainer:\n  epochs: 7\n"
+    (tmp_path / "uc" / "experiment" / "bom.yaml").write_bytes(b"\xef\xbb\xbf" + preset.encode())
+    result = optexp_cli("--cfg", "job", "-cd", str(tmp_path / "uc"), "experiment=bom")
+    assert result.returncode == 0, result.stderr
+    assert "epochs: 7" in result.stdout
