@@ -142,9 +142,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         "of these files exists, or a file stands where a folder is needed, nothing is "
         "written.",
     )
-    p.add_argument("dir", type=Path, metavar="DIR", help="the folder to create or fill")
-    folder = p.parse_args(argv).dir
+    p.add_argument("dir", metavar="DIR", help="the folder to create or fill (. for this one)")
+    name = p.parse_args(argv).dir
+    folder = Path(name)
     try:
+        if not name.strip():  # an unset shell variable: not the current folder
+            raise Refused(f"DIR {name!r} is not allowed. Allowed: a folder's path; . for this one")
         written = write_starter(folder)
     except (Refused, OSError) as error:  # OSError: reading the built-in configs
         if os.environ.get("OPTEXP_DEBUG"):

@@ -266,3 +266,17 @@ def test_a_preset_saved_with_a_byte_order_mark_keeps_its_package_line(optexp_cli
     result = optexp_cli("--cfg", "job", "-cd", str(tmp_path / "uc"), "experiment=bom")
     assert result.returncode == 0, result.stderr
     assert "epochs: 7" in result.stdout
+
+
+def test_init_with_an_empty_name_is_refused_not_the_cwd(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("OPTEXP_DEBUG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        main([""])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.splitlines()
+    assert (
+        err[0]
+        == "optexp-init: error: DIR '' is not allowed. Allowed: a folder's path; . for this one"
+    )
+    assert list(tmp_path.iterdir()) == []
