@@ -7,7 +7,10 @@ separated by `os.pathsep`, the first wins) or pass Hydra's `--config-dir DIR`.
 
 Hydra itself puts `--config-dir` and `hydra.searchpath` after the primary config's
 source, where a same-named built-in file would shadow the user's; the search-path plugin
-in hydra_plugins/optexp_user_configs/ puts these folders ahead of it instead.
+in hydra_plugins/optexp_user_configs/ puts these folders ahead of it instead, and has
+them read by `UserConfigSource`. Before a run starts, a folder Hydra would misread is
+refused in one line naming the path (`check_folder`), and so is a file in it that is not
+UTF-8 text, or a preset without its `# @package _global_` line.
 """
 
 from __future__ import annotations
