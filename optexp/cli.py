@@ -225,8 +225,7 @@ def main() -> None:
         return
     args = get_args_parser().parse_args(sys.argv[1:])  # Hydra's own command line
     try:
-        if args.config_dir:
-            search_first(args.config_dir)
+        search_first(sys.argv[1:])  # every --config-dir, each checked
         if args.help and not other_flags(args):
             print_help(args.overrides)
             return

@@ -11,6 +11,8 @@ overwritten.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from collections.abc import Sequence
 from importlib.resources import files
@@ -89,14 +91,46 @@ def starter_files(folder: Path) -> dict[Path, str]:
     return written
 
 
+class Refused(Exception):
+    """A starter folder that cannot be written as asked; nothing of it was written."""
+
+
+def in_the_way(todo: dict[Path, str]) -> str | None:
+    """What stops the files from being written, checked before any is: a file where a
+    folder is to go (the target itself, or one above a file), or a file that exists."""
+    for path in todo:
+        for folder in reversed(path.parents):
+            if os.path.lexists(folder) and not folder.is_dir():
+                kind = "a broken link" if folder.is_symlink() else "a file"
+                return f"{folder} is {kind}; a folder is needed (nothing written)"
+        if os.path.lexists(path):
+            return f"{path} exists; nothing written (choose a new folder)"
+    return None
+
+
 def write_starter(folder: Path) -> list[Path]:
-    """Write the starter files, or none of them if any exists already."""
+    """Write the starter files, or none of them: everything is checked first, and what
+    was made before a failure (a full disk, a read-only subfolder) is removed again."""
     todo = starter_files(folder)
-    if existing := [path for path in todo if path.exists()]:
-        raise FileExistsError(f"{existing[0]} exists; nothing written (choose a new folder)")
-    for path, text in todo.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+    if problem := in_the_way(todo):
+        raise Refused(problem)
+    made: list[Path] = []  # files and folders this call created, in order
+    try:
+        for path, text in todo.items():
+            missing = [d for d in reversed(path.parents) if not d.exists()]
+            for directory in missing:
+                directory.mkdir()
+                made.append(directory)
+            made.append(path)
+            path.write_text(text)
+    except OSError as error:
+        for created in reversed(made):
+            with contextlib.suppress(OSError):
+                created.rmdir() if created.is_dir() else created.unlink()
+        name = error.filename or path
+        raise Refused(
+            f"cannot write {name}: {error.strerror or error} (nothing written)"
+        ) from error
     return list(todo)
 
 
@@ -104,14 +138,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(
         prog="optexp-init",
         description="Write a starter folder of your own configs: one annotated file per "
-        "group and a preset, experiment/mine.yaml. Existing files are left alone.",
+        "group, a preset experiment/mine.yaml and a README. Nothing is overwritten: if one "
+        "of these files exists, or a file stands where a folder is needed, nothing is "
+        "written.",
     )
-    p.add_argument("dir", type=Path, metavar="DIR", help="the folder to create or fill")
-    folder = p.parse_args(argv).dir
+    p.add_argument("dir", metavar="DIR", help="the folder to create or fill (. for this one)")
+    name = p.parse_args(argv).dir
+    folder = Path(name)
     try:
+        if not name.strip():  # an unset shell variable: not the current folder
+            raise Refused(f"DIR {name!r} is not allowed. Allowed: a folder's path; . for this one")
         written = write_starter(folder)
-    except OSError as error:
+    except (Refused, OSError) as error:  # OSError: reading the built-in configs
+        if os.environ.get("OPTEXP_DEBUG"):
+            raise
         print(f"optexp-init: error: {error}", file=sys.stderr)
+        print("(set OPTEXP_DEBUG=1 for the traceback)", file=sys.stderr)
         raise SystemExit(USER_ERROR) from None
     print(f"wrote {len(written)} files under {folder}/:")
     print("".join(f"  {path.relative_to(folder)}\n" for path in written), end="")

@@ -1,9 +1,12 @@
-"""Hydra finds this plugin by its namespace package, hydra_plugins, for every app."""
+"""Hydra finds these plugins by their namespace package, hydra_plugins, for every app:
+the search path puts the user's folders first, and UserConfigSource reads them."""
 
 from hydra.core.config_search_path import ConfigSearchPath
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 
-from optexp.user_configs import add_user_dirs
+from optexp.user_configs import UserConfigSource, add_user_dirs
+
+__all__ = ["OptexpUserConfigs", "UserConfigSource"]
 
 
 class OptexpUserConfigs(SearchPathPlugin):
