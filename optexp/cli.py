@@ -36,12 +36,11 @@ from omegaconf.errors import OmegaConfBaseException
 import optexp
 from optexp import rundir
 from optexp.checks import check_config, check_hydra
-from optexp.config import UserError
+from optexp.config import UserError, debug_requested, exit_with_error
 from optexp.user_configs import search_first
 
 CONFIG_MODULE = "optexp.configs"  # found by package: works from any folder, in any install
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-USER_ERROR = 2
 _job_started = False
 _as_found: rundir.AsFound | None = None  # a single run's directory, for a refusal to restore
 _failed_jobs: list[str] = []  # a sweep's jobs that failed, each with its reason
@@ -215,10 +214,7 @@ def chosen_options(hydra_cfg: DictConfig) -> dict[str, str]:
 
 def main() -> None:
     """Console entry point: user errors, Hydra's included, print one line and exit 2."""
-    debug = any(
-        os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no", "off")
-        for name in ("OPTEXP_DEBUG", "HYDRA_FULL_ERROR")
-    )
+    debug = debug_requested()
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let Hydra's errors reach us instead of printing
     if "--version" in sys.argv[1:]:  # Hydra's own flag prints only Hydra's version
         print(f"optexp {optexp.__version__} (Hydra {hydra.__version__})")
@@ -278,9 +274,7 @@ def other_flags(args: argparse.Namespace) -> list[str]:
 def fail(error: Exception, debug: bool) -> NoReturn:
     if debug:
         raise error
-    print(f"optexp: error: {describe(error)}", file=sys.stderr)
-    print("(set OPTEXP_DEBUG=1 for the traceback)", file=sys.stderr)
-    sys.exit(USER_ERROR)
+    exit_with_error("optexp", describe(error))
 
 
 def print_help(overrides: list[str]) -> None:

@@ -11,15 +11,35 @@ This module imports neither torch nor anything heavy: config errors answer fast.
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
+USER_ERROR = 2  # the exit status of every optexp command for an error the user can fix
+DEBUG_HINT = "(set OPTEXP_DEBUG=1 for the traceback)"
+
 
 class UserError(Exception):
     """An error the user can fix (config, paths, files): reported in one line, exit 2."""
+
+
+def debug_requested() -> bool:
+    """OPTEXP_DEBUG (or Hydra's HYDRA_FULL_ERROR) set to anything but 0, false, no, off
+    or nothing: user errors show their traceback."""
+    off = ("", "0", "false", "no", "off")
+    names = ("OPTEXP_DEBUG", "HYDRA_FULL_ERROR")
+    return any(os.environ.get(name, "").strip().lower() not in off for name in names)
+
+
+def exit_with_error(program: str, message: str) -> NoReturn:
+    """How every optexp command reports a user error: one line, the hint, exit 2."""
+    print(f"{program}: error: {message}", file=sys.stderr)
+    print(DEBUG_HINT, file=sys.stderr)
+    raise SystemExit(USER_ERROR)
 
 
 class ConfigError(UserError, ValueError):

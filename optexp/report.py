@@ -32,13 +32,11 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from optexp.config import UserError
+from optexp.config import USER_ERROR, UserError, debug_requested, exit_with_error
 
 if TYPE_CHECKING:
     from optexp.study import Target
 
-USER_ERROR = 2
-DEBUG_HINT = "(set OPTEXP_DEBUG=1 for the traceback)"
 INCOMPLETE = "running/incomplete"
 
 
@@ -928,21 +926,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         fail(error)
 
 
-DEBUG_OFF = ("", "0", "false", "no", "off")
-
-
-def debug() -> bool:
-    """OPTEXP_DEBUG=1 (any value but 0, false, no, off, empty) shows the traceback."""
-    return os.environ.get("OPTEXP_DEBUG", "").strip().lower() not in DEBUG_OFF
-
-
 def fail(error: Exception) -> NoReturn:
-    """The shape of `optexp`'s errors (optexp/cli.py): the error line, then the hint."""
-    if debug():
+    if debug_requested():
         raise error
-    print(f"optexp-report: error: {error}", file=sys.stderr)
-    print(DEBUG_HINT, file=sys.stderr)
-    raise SystemExit(USER_ERROR)
+    exit_with_error("optexp-report", str(error))
 
 
 if __name__ == "__main__":

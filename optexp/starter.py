@@ -13,14 +13,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import sys
 from collections.abc import Sequence
 from importlib.resources import files
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-USER_ERROR = 2
+from optexp.config import debug_requested, exit_with_error
+
 BUILT_IN = files("optexp.configs")
 
 HEADER = """\
@@ -150,11 +150,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise Refused(f"DIR {name!r} is not allowed. Allowed: a folder's path; . for this one")
         written = write_starter(folder)
     except (Refused, OSError) as error:  # OSError: reading the built-in configs
-        if os.environ.get("OPTEXP_DEBUG"):
+        if debug_requested():
             raise
-        print(f"optexp-init: error: {error}", file=sys.stderr)
-        print("(set OPTEXP_DEBUG=1 for the traceback)", file=sys.stderr)
-        raise SystemExit(USER_ERROR) from None
+        exit_with_error("optexp-init", str(error))
     print(f"wrote {len(written)} files under {folder}/:")
     print("".join(f"  {path.relative_to(folder)}\n" for path in written), end="")
     print(f"next: optexp --config-dir {folder} experiment=mine")
