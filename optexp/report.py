@@ -851,9 +851,10 @@ def study_outputs(args: argparse.Namespace, runs: list[Run]) -> list[str]:
         written.append(f"wrote {args.profile}")
     if args.study:
         command = "optexp-report " + " ".join(sys.argv[1:]) if sys.argv[1:] else "optexp-report"
-        study_report.write_study(
-            s, args.study, profiles, args.tau_max, args.curve, args.band, command
-        )
+        with study_report.staged(args.study) as folder:  # marked as the study's (STUDY_MARKER)
+            study_report.write_study(
+                s, folder, profiles, args.tau_max, args.curve, args.band, command
+            )
         written.append(f"wrote {args.study / 'README.md'} and its figures, csv and json")
     return written
 

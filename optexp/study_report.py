@@ -9,13 +9,14 @@ is tuned on validation per method and problem, as `--select-best-by` does.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -330,25 +331,17 @@ def _save(fig: Any, path: Path) -> None:
 # ---------------------------------------------------------------- the folder
 
 
-def write_study(
-    s: Study,
-    folder: Path,
-    profiles: Sequence[Profile],
-    tau_max: float,
-    curve_tag: str,
-    band: str,
-    command: str,
-) -> None:
-    """Everything is written into a hidden folder beside `folder` first, then moved in:
-    a study refused half-way leaves nothing behind, and the files are marked as the
-    study's (STUDY_MARKER), so that a later --study may replace them."""
+@contextlib.contextmanager
+def staged(folder: Path) -> Iterator[Path]:
+    """A hidden folder beside `folder` to write into; its files are moved into `folder`
+    when the block ends without an error, so a study refused half-way leaves nothing."""
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     except OSError as error:
         raise ReportError(f"cannot create {folder}: {error}") from None
     try:
-        _write_study(s, work, profiles, tau_max, curve_tag, band, command)
+        yield work
         folder.mkdir(exist_ok=True)
         for path in sorted(work.iterdir()):
             os.replace(path, folder / path.name)
@@ -358,7 +351,7 @@ def write_study(
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _write_study(
+def write_study(
     s: Study,
     folder: Path,
     profiles: Sequence[Profile],

@@ -222,15 +222,16 @@ def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, lr_sweep):
     )
 
 
+def python(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`python ARGS` from the repository, with `env` added to the environment."""
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, cwd=REPO, check=False,
+        env=os.environ | env,
+    )  # fmt: skip
+
+
 def test_help_explains_metrics_and_examples():
-    result = subprocess.run(
-        [sys.executable, "-m", "optexp.report", "--help"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        check=False,
-        env=os.environ | {"COLUMNS": "120"},
-    )
+    result = python("-m", "optexp.report", "--help", env={"COLUMNS": "120"})
     assert result.returncode == 0, result.stderr
     for text in ("--select-best-by", "--over", "--plot", "mean ± sample std", "examples", "rules"):
         assert text in result.stdout, text
@@ -269,14 +270,7 @@ def test_a_junk_mplbackend_does_not_stop_the_plot_nor_the_confusion_matrix(tmp_p
     )
     plot = ["-m", "optexp.report", str(tmp_path / "runs"), "--plot", str(png)]
     for args in (["-c", confusion], plot):  # each in a fresh process, matplotlib not loaded
-        result = subprocess.run(
-            [sys.executable, *args],
-            capture_output=True,
-            text=True,
-            cwd=REPO,
-            check=False,
-            env=os.environ | {"MPLBACKEND": "junk"},
-        )
+        result = python(*args, env={"MPLBACKEND": "junk"})
         assert result.returncode == 0, result.stderr
     assert png.read_bytes()[:4] == b"\x89PNG"
 
