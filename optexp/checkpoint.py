@@ -8,6 +8,7 @@ import json
 import os
 import pickle
 import random
+import zipfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -162,6 +163,8 @@ def load(path: Path, required: tuple[str, ...] = ()) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
+        if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
+            raise CheckpointError(f"{path} is not a checkpoint file (torch.save's)") from None
         raise CheckpointError(
             f"refused to load {path}: it holds objects other than tensors and plain data "
             "(not an optexp checkpoint?); nothing in it was run"
@@ -199,7 +202,7 @@ def resume_path(run_dir: Path, resume: str | None) -> Path | None:
             "trainer.resume",
             resume,
             "a checkpoint file or a run directory holding checkpoints/last.pt",
-            problem=f"holds no {path}" if path.parent.exists() else "does not exist",
+            problem="holds no checkpoints/last.pt" if Path(resume).is_dir() else "does not exist",
         )
     return path
 

@@ -92,7 +92,8 @@ SEED = (_seed, f"an integer in [0, {SEED_MAX}] (what numpy accepts)")
 
 # key -> (test, what is allowed), for every knob of every option file under configs/ (and
 # the schema's): tests/test_walk_inputs.py tries bad values on each. A key absent from the
-# config, or set to null, is not checked; non-finite numbers are refused for every key.
+# config is not checked, nor null where the allowed text says "null"; non-finite numbers
+# are refused for every key.
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": SEED,
     "data_seed": SEED,
@@ -197,6 +198,10 @@ HYDRA_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "hydra.sweeper.n_trials": COUNT,
     "hydra.sweeper.n_jobs": COUNT,
     "hydra.sweeper.max_failure_rate": PROBABILITY,
+    "hydra.sweeper.direction": (
+        lambda v: v in ("minimize", "maximize"),
+        "minimize | maximize (lr_optuna: from trainer.early_stopping.mode, min | max)",
+    ),
     "hydra.sweeper.storage": (
         lambda v: isinstance(v, str) and "://" in v,
         "null (in memory) or a database URL, e.g. sqlite:///study.db",
@@ -211,7 +216,8 @@ HYDRA_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "hydra.launcher.nodes": COUNT,
     "hydra.launcher.array_parallelism": COUNT,
 }
-BETTER = {"val/loss": "min", "val/acc": "max"}  # the early-stopping mode each monitor needs
+BETTER = {"val/loss": "min", "val/acc": "max"}
+ABSENT = object()  # the early-stopping mode each monitor needs
 
 GROUPS_WITH_TARGET = ("dataset", "model", "loss", "optimizer")
 OPTIONAL_GROUPS = ("augmentation", "scheduler", "regularizer")
@@ -247,11 +253,12 @@ def check_config(cfg: DictConfig) -> None:
 def check_rules(
     cfg: DictConfig, rules: dict[str, tuple[Callable[[Any], bool], str]], strict: bool = True
 ) -> None:
-    """`strict=False`: a value that cannot be resolved yet (Hydra's job number before the
-    job) is not checked."""
+    """An absent key is not checked, nor null where the rule allows it. `strict=False`
+    (Hydra's settings): neither is null, nor a value that cannot be resolved yet (Hydra's
+    job number before the job)."""
     for key, (test, allowed) in rules.items():
-        value = OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=strict)
-        if value is None:  # absent, or an optional key left unset
+        value = OmegaConf.select(cfg, key, default=ABSENT, throw_on_resolution_failure=strict)
+        if value is ABSENT or (value is None and (not strict or "null" in allowed)):
             continue
         if isinstance(value, ListConfig):
             value = OmegaConf.to_container(value)
@@ -266,6 +273,8 @@ def check_rules(
 def check_hydra(cfg: DictConfig, multirun: bool) -> None:
     """Hydra's own settings, before Hydra acts on them. A single run (no -m) must not ask
     for a sweep: without -m, Hydra would run the defaults once, silently."""
+    monitoring = ("trainer.early_stopping.monitor", "trainer.early_stopping.mode")
+    check_rules(cfg, {key: RULES[key] for key in monitoring})  # a sweeper's direction
     check_rules(cfg, HYDRA_RULES, strict=False)
     if multirun:
         return

@@ -219,7 +219,9 @@ def main() -> None:
     if "--version" in sys.argv[1:]:  # Hydra's own flag prints only Hydra's version
         print(f"optexp {optexp.__version__} (Hydra {hydra.__version__})")
         return
-    args = get_args_parser().parse_args(sys.argv[1:])  # Hydra's own command line
+    parser = get_args_parser()  # Hydra's own command line, its errors in one line
+    parser.error = lambda message: fail(UserError(command_line_error(message)), debug)
+    args = parser.parse_args(sys.argv[1:])
     try:
         search_first(sys.argv[1:])  # every --config-dir, each checked
         if args.help and not other_flags(args):
@@ -258,6 +260,12 @@ def main() -> None:
 def undo_refused_run() -> None:
     if _as_found is not None:
         _as_found.restore()
+
+
+def command_line_error(message: str) -> str:
+    if message.startswith("unrecognized arguments") and "=" in message:
+        return f"{message}: flags such as -m go before the overrides (see optexp --help)"
+    return f"{message} (see optexp --help)"
 
 
 def other_flags(args: argparse.Namespace) -> list[str]:
@@ -333,6 +341,9 @@ def describe(error: BaseException) -> str:
     override = getattr(error, "override", None)
     if override and lines:
         lines[0] = f"in override {override!r}: {lines[0]}"
+        if "LexerNoViableAlt" in lines[0]:
+            key, _, value = override.partition("=")
+            lines.append(f"Characters outside Hydra's grammar need quotes: '{key}=\"{value}\"'")
     cause = error.__cause__
     if isinstance(cause, OmegaConfBaseException):
         lines.append(str(cause).strip().splitlines()[0])

@@ -90,6 +90,13 @@ BAD_INPUTS = [
     (["optimizer.lr=${oops}"], "optexp: error: optimizer.lr: Interpolation key 'oops' not found"),
     (["model.activation=${oops}"], "optexp: error: model.activation: Interpolation key 'oops'"),
     (["seed=${oc.env:OPTEXP_NO_SUCH_VARIABLE}"], "optexp: error: seed: KeyError"),
+    (["optimizer.lr=null"], "optimizer.lr=None is not allowed. Allowed: a number > 0"),
+    (["model.dropout=null"], "model.dropout=None is not allowed"),
+    (["-m", "hparams_search=lr_optuna", "trainer.early_stopping.mode=up"], "mode='up'"),
+    (["--bogus"], "optexp: error: unrecognized arguments: --bogus (see optexp --help)"),
+    (["seed=1", "-m"], "flags such as -m go before the overrides"),
+    (["data_dir=données"], """need quotes: 'data_dir="données"'"""),
+    (["trainer.resume=."], "trainer.resume='.' holds no checkpoints/last.pt"),
 ]
 
 
@@ -136,6 +143,12 @@ def test_a_bad_rerun_loses_nothing_already_written(optexp_cli, tmp_path):
     after = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p in before}
     changed = [p.name for p in before if before[p] != after[p] and p.name != ".optexp.lock"]
     assert changed == [], changed  # .hydra/ included; the lock names the latest process
+
+
+def test_a_file_that_is_no_checkpoint_at_all_is_named_so(optexp_cli, tmp_path):
+    (tmp_path / "metrics.json").write_text("{}")
+    result = optexp_cli(f"trainer.resume={tmp_path / 'metrics.json'}")
+    assert result.returncode == 2 and "is not a checkpoint file (torch.save's)" in result.stderr
 
 
 def files(folder: Path) -> dict[Path, bytes]:
