@@ -76,6 +76,10 @@ def _ints_at_least(low: int) -> Callable[[Any], bool]:
     return lambda v: isinstance(v, list) and all(_int_at_least(low)(n) for n in v)
 
 
+def _as_list(v: Any) -> list[Any]:
+    return v if isinstance(v, list) else [v]
+
+
 def _device(v: Any) -> bool:
     kind, _, index = str(v).partition(":")
     return kind in ("auto", "cpu", "cuda", "mps") and (not index or index.isdigit())
@@ -199,12 +203,18 @@ HYDRA_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "hydra.sweeper.n_jobs": COUNT,
     "hydra.sweeper.max_failure_rate": PROBABILITY,
     "hydra.sweeper.direction": (
-        lambda v: v in ("minimize", "maximize"),
+        lambda v: all(  # a name, or the plugin's own Direction enum; one per objective
+            getattr(d, "name", d) in ("minimize", "maximize") for d in _as_list(v)
+        ),
         "minimize | maximize (lr_optuna: from trainer.early_stopping.mode, min | max)",
     ),
     "hydra.sweeper.storage": (
         lambda v: isinstance(v, str) and "://" in v,
         "null (in memory) or a database URL, e.g. sqlite:///study.db",
+    ),
+    "hydra.launcher.backend": (
+        lambda v: v in ("loky", "threading", "multiprocessing"),
+        "null | loky | threading | multiprocessing",
     ),
     "hydra.launcher.n_jobs": (
         lambda v: isinstance(v, int) and not isinstance(v, bool) and v != 0,
@@ -276,6 +286,9 @@ def check_hydra(cfg: DictConfig, multirun: bool) -> None:
     monitoring = ("trainer.early_stopping.monitor", "trainer.early_stopping.mode")
     check_rules(cfg, {key: RULES[key] for key in monitoring})  # a sweeper's direction
     check_rules(cfg, HYDRA_RULES, strict=False)
+    if cfg.hydra.output_subdir is None:
+        allowed = "a folder name, e.g. .hydra (optexp-report reads each run's overrides there)"
+        raise ConfigError("hydra.output_subdir", None, allowed)
     if multirun:
         return
     choices = cfg.hydra.runtime.choices

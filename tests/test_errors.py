@@ -97,6 +97,8 @@ BAD_INPUTS = [
     (["seed=1", "-m"], "flags such as -m go before the overrides"),
     (["data_dir=données"], """need quotes: 'data_dir="données"'"""),
     (["trainer.resume=."], "trainer.resume='.' holds no checkpoints/last.pt"),
+    (["hydra.output_subdir=null"], "hydra.output_subdir=None is not allowed"),
+    (["-m", "hydra/launcher=joblib", "hydra.launcher.backend=nope"], "launcher.backend='nope'"),
 ]
 
 
