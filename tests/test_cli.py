@@ -54,3 +54,10 @@ def test_misspelt_preset_is_refused_not_skipped(optexp_cli):
     result = optexp_cli("--cfg", "job", "experiment=optimisers")
     assert result.returncode == 2
     assert "experiment/optimisers" in result.stderr and "optimizers" in result.stderr
+
+
+def test_an_interpolation_on_the_command_line_runs_and_is_logged_as_typed(optexp_cli, tmp_path):
+    result = optexp_cli("seed=${data_seed}", "data_seed=3", "trainer.epochs=1")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert summary["seed"] == 3
