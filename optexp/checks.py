@@ -226,8 +226,9 @@ HYDRA_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "hydra.launcher.nodes": COUNT,
     "hydra.launcher.array_parallelism": COUNT,
 }
-BETTER = {"val/loss": "min", "val/acc": "max"}
-ABSENT = object()  # the early-stopping mode each monitor needs
+BETTER = {"val/loss": "min", "val/acc": "max"}  # the early-stopping mode each monitor needs
+FINISHED = ("completed", "early_stopped", "diverged")  # a run's statuses that are results
+ABSENT = object()  # a key the config does not have
 
 GROUPS_WITH_TARGET = ("dataset", "model", "loss", "optimizer")
 OPTIONAL_GROUPS = ("augmentation", "scheduler", "regularizer")
@@ -436,7 +437,7 @@ def check_no_results(run_dir: Path) -> None:
         status = json.loads((run_dir / "metrics.json").read_text()).get("status")
     except (OSError, ValueError, AttributeError):
         return
-    if status in ("completed", "early_stopped", "diverged"):
+    if status in FINISHED:
         raise ConfigError(
             "hydra.run.dir",
             str(run_dir),

@@ -35,7 +35,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 import optexp
 from optexp import rundir
-from optexp.checks import check_config, check_hydra
+from optexp.checks import FINISHED, check_config, check_hydra
 from optexp.config import UserError, debug_requested, exit_with_error
 from optexp.user_configs import search_first
 
@@ -45,7 +45,6 @@ _job_started = False
 _as_found: rundir.AsFound | None = None  # a single run's directory, for a refusal to restore
 _failed_jobs: list[str] = []  # a sweep's jobs that failed, each with its reason
 _sweep_started = 0.0  # when this process's sweep began: older metrics.json are not its own
-FINISHED = ("completed", "early_stopped", "diverged")
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
 
@@ -103,9 +102,8 @@ class CheckBeforeRun(Callback):
         except (UserError, OmegaConfBaseException) as error:  # an interpolation error too
             raise Rejected(error) from None
         run_dir = Path(config.hydra.run.dir).absolute()
-        saved = config.hydra.output_subdir
-        hydra_files = [] if saved is None else [run_dir / saved / n for n in rundir.HYDRA_FILES]
-        found = rundir.AsFound.look(run_dir, hydra_files)
+        saved = run_dir / config.hydra.output_subdir  # never null: check_hydra refuses it
+        found = rundir.AsFound.look(run_dir, [saved / name for name in rundir.HYDRA_FILES])
         try:  # before Hydra writes its files there: another run's stay as they are
             rundir.acquire(run_dir)
         except UserError as error:  # the directory is the other process's
