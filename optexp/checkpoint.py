@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from optexp.config import ConfigError, UserError, flatten
+from optexp.config import flatten
+from optexp.errors import ConfigError, UserError
 
 # Keys that may change between a checkpoint and its resumed run.
 RESUMABLE_CHANGES = (

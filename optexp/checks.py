@@ -1,10 +1,12 @@
 """Every rule on values, in one place.
 
 `check_config` runs on the composed config, before anything is built or written: each
-key's range (RULES). The `check_*` functions below it compare parts with each other
-(the loss with the targets, the model and augmentation with the input shape, the
-schedule with its warm-up, ...); `optexp.parts.build_parts` calls them as the parts are
-built, so they too run once, before training and before the run writes anything.
+knob's rule (kept beside its default in `optexp.config`), each part's parameters
+(PARAMETER_RULES) and Hydra's own settings (HYDRA_RULES). The `check_*` functions below
+compare parts with each other (the loss with the targets, the model and augmentation with
+the input shape, the schedule with its warm-up, ...); `optexp.parts.build_parts` calls
+them as the parts are built, so they too run once, before training and before the run
+writes anything.
 
 Importing this module costs no torch import: config errors answer fast.
 """
@@ -13,211 +15,177 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import typing
-from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from optexp.config import ConfigError, OptexpConfig
+from optexp.config import OptexpConfig, knob_rules
+from optexp.errors import ConfigError
+from optexp.rules import (
+    BOOL,
+    COUNT,
+    COUNT0,
+    FLOAT32_MAX,
+    FRACTION,
+    NON_NEGATIVE,
+    OPEN_FRACTION,
+    POSITIVE,
+    PROBABILITY,
+    SEED,
+    Rule,
+    in_range,
+    int_at_least,
+    list_of,
+    number,
+    one_of,
+)
 
 if TYPE_CHECKING:
     from optexp.data import Data
 
-PRECISIONS = ("32", "bf16", "fp16")
-MONITORS = ("val/loss", "val/acc")
-TEST_WEIGHTS = ("best", "last")
+BETAS = Rule(
+    lambda v: isinstance(v, list) and len(v) == 2 and all(FRACTION.accepts(b) for b in v),
+    "two numbers in [0, 1), e.g. [0.9, 0.999]",
+)
+GAMMA = in_range(0, 1e3, "(]")
+ADAM = {"betas": BETAS, "eps": POSITIVE, "amsgrad": BOOL}
+SGD = {"momentum": FRACTION, "dampening": PROBABILITY, "nesterov": BOOL}
+RMSPROP = {"alpha": FRACTION, "eps": POSITIVE, "momentum": FRACTION, "centered": BOOL}
+DROPOUT_AND_NORM = {"dropout": FRACTION, "batch_norm": BOOL}
+WIDTHS = list_of(COUNT, "a list of integers >= 1, e.g. [32, 64]")
 
-
-FLOAT32_MAX = 3.4028234663852886e38  # beyond it a value overflows when torch uses it
-SEED_MAX = 2**32 - 1  # numpy's legacy seeding accepts [0, 2**32 - 1]
-INT_MAX = 2**31 - 1  # far beyond any sensible count, and safe in torch's int64 arithmetic
-
-
-def _number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
-
-
-def _positive(v: Any) -> bool:
-    return _number(v) and v > 0
-
-
-def _non_negative(v: Any) -> bool:
-    return _number(v) and v >= 0
-
-
-def _fraction(v: Any) -> bool:
-    return _number(v) and 0 <= v < 1
-
-
-def _unit(v: Any) -> bool:
-    return _number(v) and 0 <= v <= 1
-
-
-def _int_at_least(low: int) -> Callable[[Any], bool]:
-    return lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v <= INT_MAX
-
-
-def _seed(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= SEED_MAX
-
-
-def _bool(v: Any) -> bool:
-    return isinstance(v, bool)
-
-
-def _one_of(*allowed: str) -> tuple[Callable[[Any], bool], str]:
-    return (lambda v: v in allowed), " | ".join(allowed)
-
-
-def _ints_at_least(low: int) -> Callable[[Any], bool]:
-    return lambda v: isinstance(v, list) and all(_int_at_least(low)(n) for n in v)
-
-
-def _as_list(v: Any) -> list[Any]:
-    return v if isinstance(v, list) else [v]
-
-
-def _device(v: Any) -> bool:
-    kind, _, index = str(v).partition(":")
-    return kind in ("auto", "cpu", "cuda", "mps") and (not index or index.isdigit())
-
-
-COUNT = (_int_at_least(1), "an integer >= 1")
-COUNT0 = (_int_at_least(0), "an integer >= 0")
-POSITIVE = (_positive, "a number > 0")
-NON_NEGATIVE = (_non_negative, "a number >= 0")
-FRACTION = (_fraction, "a number in [0, 1)")
-PROBABILITY = (_unit, "a number in [0, 1]")
-BOOL = (_bool, "true | false")
-SEED = (_seed, f"an integer in [0, {SEED_MAX}] (what numpy accepts)")
-
-# key -> (test, what is allowed), for every knob of every option file under configs/ (and
-# the schema's): tests/test_walk_inputs.py tries bad values on each. A key absent from the
-# config is not checked, nor null where the allowed text says "null"; non-finite numbers
-# are refused for every key.
-RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "seed": SEED,
-    "data_seed": SEED,
-    "trainer.epochs": COUNT,
-    "trainer.batch_size": COUNT,
-    "trainer.eval_batch_size": COUNT,
-    "trainer.precision": _one_of(*PRECISIONS),
-    "trainer.device": (_device, "auto | cpu | cuda | cuda:N | mps"),
-    "trainer.grad_clip": (_positive, "null or a number > 0"),
-    "trainer.divergence_threshold": (_positive, "null or a number > 0"),
-    "trainer.early_stopping.monitor": _one_of(*MONITORS),
-    "trainer.early_stopping.mode": _one_of("min", "max"),
-    "trainer.early_stopping.patience": COUNT0,
-    "trainer.early_stopping.min_delta": NON_NEGATIVE,
-    "trainer.checkpoint.every": COUNT,
-    "trainer.limit_batches": (_int_at_least(1), "null or an integer >= 1"),
-    "trainer.test_weights": _one_of(*TEST_WEIGHTS),
-    "trainer.histograms_every": COUNT0,
-    "optimizer.lr": POSITIVE,
-    "optimizer.weight_decay": NON_NEGATIVE,
-    "optimizer.momentum": FRACTION,
-    "optimizer.dampening": PROBABILITY,
-    "optimizer.alpha": FRACTION,
-    "optimizer.betas": (
-        lambda v: isinstance(v, list) and len(v) == 2 and all(_fraction(b) for b in v),
-        "two numbers in [0, 1), e.g. [0.9, 0.999]",
-    ),
-    "optimizer.eps": POSITIVE,
-    "optimizer.lr_decay": NON_NEGATIVE,
-    "optimizer.initial_accumulator_value": NON_NEGATIVE,
-    "optimizer.nesterov": BOOL,
-    "optimizer.centered": BOOL,
-    "optimizer.amsgrad": BOOL,
-    "optimizer.full_batch": BOOL,
-    "optimizer.regularize_bias_and_norm": BOOL,
-    "scheduler.interval": _one_of("epoch", "step"),
-    "scheduler.warmup_epochs": NON_NEGATIVE,
-    "scheduler.factor": (lambda v: _positive(v) and v <= 1, "a number in (0, 1]"),
-    "scheduler.gamma": (lambda v: _positive(v) and v <= 1e3, "a number in (0, 1000]"),
-    "scheduler.total_iters": COUNT0,
-    "scheduler.step_size": COUNT,
-    "scheduler.step_size_up": COUNT,
-    "scheduler.step_size_down": (_int_at_least(1), "null or an integer >= 1"),
-    "scheduler.T_0": COUNT,
-    "scheduler.T_mult": COUNT,
-    "scheduler.eta_min": NON_NEGATIVE,
-    "scheduler.max_lr": POSITIVE,
-    "scheduler.base_lr": POSITIVE,
-    "scheduler.pct_start": (lambda v: _number(v) and 0 < v < 1, "a number in (0, 1)"),
-    "scheduler.div_factor": POSITIVE,
-    "scheduler.final_div_factor": POSITIVE,
-    "scheduler.anneal_strategy": _one_of("cos", "linear"),
-    "scheduler.three_phase": BOOL,
-    "scheduler.cycle_momentum": BOOL,
-    "scheduler.patience": COUNT0,
-    "scheduler.threshold": NON_NEGATIVE,
-    "scheduler.threshold_mode": _one_of("rel", "abs"),
-    "scheduler.cooldown": COUNT0,
-    "scheduler.min_lr": NON_NEGATIVE,
-    "model.hidden": (_ints_at_least(1), "a list of integers >= 1, e.g. [128, 128]"),
-    "model.channels": (_ints_at_least(1), "a list of integers >= 1, e.g. [32, 64]"),
-    "model.kernel_sizes": (_ints_at_least(1), "a list of integers >= 1, e.g. [5, 3, 3]"),
-    "model.stride": COUNT,
-    "model.dropout": FRACTION,
-    "model.batch_norm": BOOL,
-    "regularizer.l1": NON_NEGATIVE,
-    "regularizer.l2": NON_NEGATIVE,
-    "regularizer.regularize_bias_and_norm": BOOL,
-    "loss.label_smoothing": PROBABILITY,
-    "loss.margin": POSITIVE,
-    "loss.p": (lambda v: v in (1, 2) and not isinstance(v, bool), "1 | 2"),
-    "dataset.val_fraction": (lambda v: _number(v) and 0 < v < 1, "a number in (0, 1)"),
-    "dataset.test_fraction": FRACTION,
-    "dataset.noise": NON_NEGATIVE,
-    "dataset.n_samples": (_int_at_least(10), "an integer >= 10"),
-    "dataset.num_samples": (_int_at_least(20), "an integer >= 20"),
-    "dataset.num_classes": (_int_at_least(2), "an integer >= 2"),
-    "dataset.image_size": COUNT,
-    "dataset.workers": (_int_at_least(0), "null, or an integer >= 0 (0: in-process)"),
-    "dataset.download": BOOL,
-    "dataset.seed": SEED,
-    "dataset.generator_seed": SEED,
-    "augmentation.flip": (_unit, "a probability in [0, 1]"),
-    "augmentation.degrees": (lambda v: _non_negative(v) and v <= 180, "a number in [0, 180]"),
-    "augmentation.brightness": (_unit, "a number in [0, 1]"),
-    "augmentation.contrast": (_unit, "a number in [0, 1]"),
-    "augmentation.saturation": (_unit, "a number in [0, 1]"),
-    "augmentation.padding": COUNT0,
+# The parameters of the parts, keyed by what they check: a group's name for the keys
+# every target of the group reads alike (any optimizer's lr, a user's own optimizer
+# included), a target's import path for the keys whose meaning is that target's (SGD's
+# momentum). tests/test_walk_inputs.py tries bad values on every knob of every option
+# file, and fails for a knob that has no rule here. An absent key is not checked, nor
+# null where the rule allows it; non-finite numbers are refused for every key.
+PARAMETER_RULES: dict[str, dict[str, Rule]] = {
+    "optimizer": {
+        "lr": POSITIVE,
+        "weight_decay": NON_NEGATIVE,
+        "full_batch": BOOL,  # optexp's own keys (optexp.parts.OWN_KEYS)
+        "regularize_bias_and_norm": BOOL,
+    },
+    "torch.optim.SGD": SGD,
+    "torch.optim.Adam": ADAM,
+    "torch.optim.AdamW": ADAM,
+    "torch.optim.Adagrad": {
+        "lr_decay": NON_NEGATIVE,
+        "initial_accumulator_value": NON_NEGATIVE,
+        "eps": POSITIVE,
+    },
+    "torch.optim.RMSprop": RMSPROP,
+    "optexp.optim.textbook.Momentum": {"momentum": FRACTION},
+    "optexp.optim.textbook.AdaGrad": {"eps": POSITIVE},
+    "optexp.optim.textbook.RMSprop": RMSPROP,
+    "optexp.optim.textbook.Adam": ADAM,
+    "scheduler": {"interval": one_of("epoch", "step"), "warmup_epochs": NON_NEGATIVE},
+    "torch.optim.lr_scheduler.ConstantLR": {"factor": in_range(0, 1, "(]"), "total_iters": COUNT0},
+    "torch.optim.lr_scheduler.StepLR": {"step_size": COUNT, "gamma": GAMMA},
+    "torch.optim.lr_scheduler.ExponentialLR": {"gamma": GAMMA},
+    "torch.optim.lr_scheduler.CosineAnnealingWarmRestarts": {
+        "T_0": COUNT,
+        "T_mult": COUNT,
+        "eta_min": NON_NEGATIVE,
+    },
+    "optexp.optim.schedules.cosine": {"eta_min": NON_NEGATIVE},
+    "optexp.optim.schedules.CyclicSine": {"max_lr": POSITIVE, "step_size": COUNT},
+    "torch.optim.lr_scheduler.CyclicLR": {
+        "base_lr": POSITIVE,
+        "max_lr": POSITIVE,
+        "step_size_up": COUNT,
+        "step_size_down": COUNT.or_null(),
+        "gamma": GAMMA,
+        "cycle_momentum": BOOL,
+    },
+    "torch.optim.lr_scheduler.OneCycleLR": {
+        "max_lr": POSITIVE,
+        "pct_start": OPEN_FRACTION,
+        "anneal_strategy": one_of("cos", "linear"),
+        "div_factor": POSITIVE,
+        "final_div_factor": POSITIVE,
+        "three_phase": BOOL,
+        "cycle_momentum": BOOL,
+    },
+    "torch.optim.lr_scheduler.ReduceLROnPlateau": {
+        "factor": in_range(0, 1, "()"),
+        "patience": COUNT0,
+        "threshold": NON_NEGATIVE,
+        "threshold_mode": one_of("rel", "abs"),
+        "cooldown": COUNT0,
+        "min_lr": NON_NEGATIVE,
+    },
+    "torch.nn.CrossEntropyLoss": {"label_smoothing": PROBABILITY},
+    "torch.nn.MultiMarginLoss": {"margin": POSITIVE, "p": one_of(1, 2)},
+    "optexp.models.mlp": {
+        "hidden": list_of(COUNT, "a list of integers >= 1, e.g. [128, 128]"),
+        **DROPOUT_AND_NORM,
+    },
+    "optexp.models.cnn": {"channels": WIDTHS, **DROPOUT_AND_NORM},
+    "optexp.models.cnn1d": {
+        "channels": WIDTHS,
+        "kernel_sizes": list_of(COUNT, "a list of integers >= 1, e.g. [5, 3, 3]"),
+        "stride": COUNT,
+        **DROPOUT_AND_NORM,
+    },
+    "dataset": {"val_fraction": OPEN_FRACTION, "test_fraction": FRACTION, "seed": SEED},
+    "optexp.data.datasets.torchvision_set": {"download": BOOL},
+    "optexp.data.datasets.image_folder": {
+        "image_size": COUNT,
+        "workers": COUNT0.or_null("null, or an integer >= 0 (0: in-process)"),
+    },
+    "optexp.data.datasets.synthetic": {
+        "noise": NON_NEGATIVE,
+        "n_samples": int_at_least(10),
+        "num_classes": int_at_least(2),
+    },
+    "optexp.data.datasets.mnist1d": {"num_samples": int_at_least(20), "generator_seed": SEED},
+    "optexp.data.augment.FlipRotateJitter": {
+        "flip": PROBABILITY,
+        "degrees": in_range(0, 180),
+        "brightness": PROBABILITY,
+        "contrast": PROBABILITY,
+        "saturation": PROBABILITY,
+    },
+    "optexp.data.augment.CropFlip": {"padding": COUNT0, "flip": PROBABILITY},
+    "regularizer": {"regularize_bias_and_norm": BOOL},
+    "optexp.regularizers.NormPenalty": {"l1": NON_NEGATIVE, "l2": NON_NEGATIVE},
 }
 
+PATH_TEXT = Rule(lambda v: isinstance(v, str) and v.strip(), "a folder path")
 # Hydra's knobs that optexp's presets set (its sweepers, launchers and folders): a bad
 # value fails inside Hydra or a plugin, often with a traceback, after files are written.
-HYDRA_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "hydra.run.dir": (lambda v: isinstance(v, str) and v.strip(), "a folder path"),
-    "hydra.sweep.dir": (lambda v: isinstance(v, str) and v.strip(), "a folder path"),
-    "hydra.sweep.subdir": (lambda v: isinstance(v, str) and v.strip(), "a folder name"),
-    "hydra.job.chdir": (
+HYDRA_RULES: dict[str, Rule] = {
+    "hydra.run.dir": PATH_TEXT,
+    "hydra.sweep.dir": PATH_TEXT,
+    "hydra.sweep.subdir": PATH_TEXT._replace(allowed="a folder name"),
+    "hydra.job.chdir": Rule(
         lambda v: v is False,
         "false (optexp resolves paths against the folder it is started in)",
     ),
-    "hydra.sweeper.max_batch_size": (_int_at_least(1), "null or an integer >= 1"),
+    "hydra.sweeper.max_batch_size": int_at_least(1).or_null(),
     "hydra.sweeper.n_trials": COUNT,
     "hydra.sweeper.n_jobs": COUNT,
     "hydra.sweeper.max_failure_rate": PROBABILITY,
-    "hydra.sweeper.direction": (
+    "hydra.sweeper.direction": Rule(
         lambda v: all(  # a name, or the plugin's own Direction enum; one per objective
             getattr(d, "name", d) in ("minimize", "maximize") for d in _as_list(v)
         ),
         "minimize | maximize (lr_optuna: from trainer.early_stopping.mode, min | max)",
     ),
-    "hydra.sweeper.storage": (
+    "hydra.sweeper.storage": Rule(
         lambda v: isinstance(v, str) and "://" in v,
         "null (in memory) or a database URL, e.g. sqlite:///study.db",
     ),
-    "hydra.launcher.backend": (
+    "hydra.launcher.backend": Rule(
         lambda v: v in ("loky", "threading", "multiprocessing"),
         "null | loky | threading | multiprocessing",
     ),
-    "hydra.launcher.n_jobs": (
-        lambda v: isinstance(v, int) and not isinstance(v, bool) and v != 0,
+    "hydra.launcher.n_jobs": Rule(
+        lambda v: number(v) and isinstance(v, int) and v != 0,
         "an integer >= 1, or -N for all cores but N - 1",
     ),
     "hydra.launcher.timeout_min": COUNT,
@@ -227,11 +195,19 @@ HYDRA_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "hydra.launcher.array_parallelism": COUNT,
 }
 BETTER = {"val/loss": "min", "val/acc": "max"}  # the early-stopping mode each monitor needs
-FINISHED = ("completed", "early_stopped", "diverged")  # a run's statuses that are results
 ABSENT = object()  # a key the config does not have
 
 GROUPS_WITH_TARGET = ("dataset", "model", "loss", "optimizer")
 OPTIONAL_GROUPS = ("augmentation", "scheduler", "regularizer")
+
+
+def _as_list(v: Any) -> list[Any]:
+    return v if isinstance(v, list) else [v]
+
+
+def parameter_rules(group: str, target: str | None) -> dict[str, Rule]:
+    """The rules on the parameters of `group`'s part when it builds `target`."""
+    return PARAMETER_RULES.get(group, {}) | PARAMETER_RULES.get(target or "", {})
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -250,7 +226,8 @@ def check_config(cfg: DictConfig) -> None:
     for key, value in _numbers(tree):
         if not abs(value) <= FLOAT32_MAX:  # NaN and inf too; torch computes in float32
             raise ConfigError(key, value, f"a finite number, |x| <= {FLOAT32_MAX:.3g}")
-    check_rules(cfg, RULES)
+    check_rules(cfg, knob_rules())
+    check_parameters(cfg)
     monitor, mode = cfg.trainer.early_stopping.monitor, cfg.trainer.early_stopping.mode
     if BETTER.get(monitor, mode) != mode:
         raise ConfigError(
@@ -261,31 +238,35 @@ def check_config(cfg: DictConfig) -> None:
         )
 
 
-def check_rules(
-    cfg: DictConfig, rules: dict[str, tuple[Callable[[Any], bool], str]], strict: bool = True
-) -> None:
+def check_rules(cfg: DictConfig, rules: dict[str, Rule], strict: bool = True) -> None:
     """An absent key is not checked, nor null where the rule allows it. `strict=False`
     (Hydra's settings): neither is null, nor a value that cannot be resolved yet (Hydra's
     job number before the job)."""
-    for key, (test, allowed) in rules.items():
+    for key, rule in rules.items():
         value = OmegaConf.select(cfg, key, default=ABSENT, throw_on_resolution_failure=strict)
-        if value is ABSENT or (value is None and (not strict or "null" in allowed)):
+        if value is ABSENT or (value is None and not strict):
             continue
         if isinstance(value, ListConfig):
             value = OmegaConf.to_container(value)
-        try:
-            ok = test(value)
-        except TypeError:
-            ok = False
-        if not ok:
-            raise ConfigError(key, value, allowed)
+        if not rule.accepts(value):
+            raise ConfigError(key, value, rule.allowed)
+
+
+def check_parameters(cfg: DictConfig) -> None:
+    """Each part's parameters against the rules of its group and of its target."""
+    for group in (*GROUPS_WITH_TARGET, *OPTIONAL_GROUPS):
+        node = cfg.get(group)
+        if isinstance(node, DictConfig) and node:
+            target = node.get("_target_")
+            rules = parameter_rules(group, target)
+            check_rules(cfg, {f"{group}.{key}": rule for key, rule in rules.items()})
 
 
 def check_hydra(cfg: DictConfig, multirun: bool) -> None:
     """Hydra's own settings, before Hydra acts on them. A single run (no -m) must not ask
     for a sweep: without -m, Hydra would run the defaults once, silently."""
     monitoring = ("trainer.early_stopping.monitor", "trainer.early_stopping.mode")
-    check_rules(cfg, {key: RULES[key] for key in monitoring})  # a sweeper's direction
+    check_rules(cfg, {key: knob_rules()[key] for key in monitoring})  # a sweeper's direction
     check_rules(cfg, HYDRA_RULES, strict=False)
     if cfg.hydra.output_subdir is None:
         allowed = "a folder name, e.g. .hydra (optexp-report reads each run's overrides there)"
@@ -428,22 +409,6 @@ def check_schedule(scheduler: object, interval: str, warmup_epochs: float) -> No
         )
     if interval == "step":
         raise ConfigError("scheduler.interval", interval, "epoch with plateau")
-
-
-def check_no_results(run_dir: Path) -> None:
-    """A run that starts afresh (or from another run's checkpoint) in `run_dir` would
-    replace the results of a finished run there that left no checkpoint to continue."""
-    try:
-        status = json.loads((run_dir / "metrics.json").read_text()).get("status")
-    except (OSError, ValueError, AttributeError):
-        return
-    if status in FINISHED:
-        raise ConfigError(
-            "hydra.run.dir",
-            str(run_dir),
-            "a new folder, or one whose checkpoints/last.pt the run continues",
-            problem=f"holds a finished run (status: {status}) that this run would replace",
-        )
 
 
 def check_device(device: str, precision: str, cuda_available: bool) -> None:

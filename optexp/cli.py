@@ -35,8 +35,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 import optexp
 from optexp import rundir
-from optexp.checks import FINISHED, check_config, check_hydra
-from optexp.config import UserError, debug_requested, exit_with_error
+from optexp.rundir import FINISHED
+from optexp.checks import check_config, check_hydra
+from optexp.errors import UserError, debug_requested, exit_with_error
 from optexp.user_configs import search_first
 
 CONFIG_MODULE = "optexp.configs"  # found by package: works from any folder, in any install

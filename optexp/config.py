@@ -1,107 +1,119 @@
-"""The config schema: which keys exist and their types, and the errors users can fix.
+"""The config schema: the keys optexp reads and their types; for the trainer's knobs and
+the top-level keys also their default, rule and one-line doc, each knob in one place.
 
-Hydra validates names and types against the dataclasses below (a misspelt trainer key
-or `trainer.epochs=abc` is refused while composing). Group nodes that name a
-`_target_` (dataset, model, optimizer, ...) are checked against the signature of their
-target when they are built (see `optexp.parts`); allowed values and combinations are
-`optexp.checks`.
+Hydra validates names and types against these dataclasses while composing (a misspelt
+trainer key or `trainer.epochs=abc` stops there); `optexp.checks` applies the rules.
+optexp/configs/trainer/default.yaml is generated from `TrainerConfig`
+(`python -m optexp.config`) and a test checks that the two agree. Group nodes that name a
+`_target_` (dataset, model, optimizer, ...) are checked against their target when built
+(`optexp.parts`).
 
-This module imports neither torch nor anything heavy: config errors answer fast.
+Imports neither torch nor anything heavy: config errors answer fast.
 """
 
 from __future__ import annotations
 
-import os
-import sys
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any
 
+import yaml
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf import MISSING
 
-USER_ERROR = 2  # the exit status of every optexp command for an error the user can fix
-DEBUG_HINT = "(set OPTEXP_DEBUG=1 for the traceback)"
+from optexp.errors import ConfigError, UserError  # re-exported: a user's part raises them
+from optexp.rules import (
+    BOOL,
+    COUNT,
+    COUNT0,
+    DEVICE,
+    NON_NEGATIVE,
+    PATH,
+    POSITIVE,
+    SEED,
+    Rule,
+    int_at_least,
+    one_of,
+)
 
+__all__ = ["ConfigError", "OptexpConfig", "TrainerConfig", "UserError"]
 
-class UserError(Exception):
-    """An error the user can fix (config, paths, files): reported in one line, exit 2."""
-
-
-def debug_requested() -> bool:
-    """OPTEXP_DEBUG (or Hydra's HYDRA_FULL_ERROR) set to anything but 0, false, no, off
-    or nothing: user errors show their traceback."""
-    off = ("", "0", "false", "no", "off")
-    names = ("OPTEXP_DEBUG", "HYDRA_FULL_ERROR")
-    return any(os.environ.get(name, "").strip().lower() not in off for name in names)
-
-
-def exit_with_error(program: str, message: str) -> NoReturn:
-    """How every optexp command reports a user error: one line, the hint, exit 2."""
-    print(f"{program}: error: {message}", file=sys.stderr)
-    print(DEBUG_HINT, file=sys.stderr)
-    raise SystemExit(USER_ERROR)
-
-
-class ConfigError(UserError, ValueError):
-    """A user error in the configuration: names the key, the value and what is allowed."""
-
-    def __init__(self, key: str, value: Any, allowed: str, problem: str = "is not allowed"):
-        self.key, self.value, self.allowed, self.problem = key, value, allowed, problem
-        super().__init__(f"{key}={_show(value)} {problem}. Allowed: {allowed}.")
-
-    def __reduce__(self) -> tuple[type, tuple[Any, ...]]:
-        # Pickled with its own arguments: a cluster launcher (submitit) sends a job's
-        # error back to the sweep's process as a pickle.
-        return type(self), (self.key, self.value, self.allowed, self.problem)
+PRECISIONS = ("32", "bf16", "fp16")
+MONITORS = ("val/loss", "val/acc")
+TEST_WEIGHTS = ("best", "last")
 
 
-def _show(value: Any) -> str:
-    if isinstance(value, DictConfig | ListConfig):
-        value = OmegaConf.to_container(value)
-    return repr(value) if isinstance(value, str) else str(value)
+def knob(default: Any, rule: Rule, doc: str) -> Any:
+    """A schema field with its rule (`optexp.checks` applies it) and its one-line doc
+    (the comment in trainer/default.yaml)."""
+    return field(default=default, metadata={"rule": rule, "doc": doc})
 
 
 @dataclass
 class EarlyStoppingConfig:
-    enabled: bool = True
-    monitor: str = "val/loss"
-    mode: str = "min"
-    patience: int = 10
-    min_delta: float = 0.0
+    enabled: bool = knob(True, BOOL, "stop after `patience` epochs without improvement")
+    monitor: str = knob("val/loss", one_of(*MONITORS), " | ".join(MONITORS))
+    mode: str = knob("min", one_of("min", "max"), "min for val/loss, max for val/acc")
+    patience: int = knob(10, COUNT0, "epochs without improvement before stopping")
+    min_delta: float = knob(0.0, NON_NEGATIVE, "smallest change that counts as an improvement")
 
 
 @dataclass
 class CheckpointConfig:
-    every: int = 1
-    keep_best: bool = True
+    every: int = knob(1, COUNT, "write checkpoints/last.pt every N epochs (and at the end)")
+    keep_best: bool = knob(True, BOOL, "write checkpoints/best.pt when the monitor improves")
 
 
 @dataclass
 class TrainerConfig:
-    epochs: int = 30
-    batch_size: int = 64
-    precision: str = "32"
-    device: str = "auto"
-    grad_clip: float | None = None
-    eval_batch_size: int = 1024
-    divergence_threshold: float | None = None
+    epochs: int = knob(30, COUNT, "passes over the training set")
+    batch_size: int = knob(64, COUNT, "samples per optimizer step")
+    precision: str = knob(
+        "32", one_of(*PRECISIONS), "32 | bf16 | fp16 (fp16 needs CUDA; bf16 also runs on CPU)"
+    )
+    device: str = knob("auto", DEVICE, "auto (cuda if available, else cpu) | cpu | cuda | cuda:N")
+    grad_clip: float | None = knob(
+        None, POSITIVE.or_null(), "max global gradient norm, or null for no clipping"
+    )
+    eval_batch_size: int = knob(1024, COUNT, "samples per batch in validation and test")
+    divergence_threshold: float | None = knob(
+        None, POSITIVE.or_null(), "stop as diverged when the training loss exceeds this"
+    )
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    resume: str | None = None
-    tensorboard: bool = True
-    compile: bool = False
-    channels_last: bool = False
-    test_weights: str = "best"
-    limit_batches: int | None = None
-    detect_anomaly: bool = False
-    histograms_every: int = 0
+    test_weights: str = knob(
+        "best",
+        one_of(*TEST_WEIGHTS),
+        "best: test the best-validation weights | last: the final ones (as most papers report)",
+    )
+    resume: str | None = knob(
+        None, PATH.or_null(), "a checkpoint file or a run directory to continue from"
+    )
+    tensorboard: bool = knob(True, BOOL, "write TensorBoard events into the run's tb/")
+    histograms_every: int = knob(
+        0, COUNT0, "TensorBoard histograms of weights and gradients every N epochs (0: none)"
+    )
+    compile: bool = knob(
+        False, BOOL, "torch.compile the model: faster steps after a slow first few (compiling)"
+    )
+    channels_last: bool = knob(
+        False, BOOL, "store 4-D image batches (N, C, H, W) channels-last: faster convolutions"
+    )
+    limit_batches: int | None = knob(
+        None,
+        int_at_least(1).or_null(),
+        "train, validate and test on the first N batches of each split only (debug)",
+    )
+    detect_anomaly: bool = knob(
+        False, BOOL, "autograd names the operation behind a NaN gradient (slow; debug)"
+    )
 
 
 @dataclass
 class OptexpConfig:
-    seed: int = 0
-    data_seed: int = 0
-    data_dir: str = "data"
+    seed: int = knob(0, SEED, "model init, dropout, augmentation")
+    data_seed: int = knob(0, SEED, "train/val/test split and batch order")
+    data_dir: str = knob("data", PATH, "where downloadable datasets are stored")
     # Group nodes: `_target_` plus the target's own arguments (checked when built).
     dataset: Any = MISSING
     augmentation: Any = None
@@ -116,6 +128,41 @@ class OptexpConfig:
 ConfigStore.instance().store(name="optexp_schema", node=OptexpConfig)
 
 
+def knobs(schema: type = OptexpConfig, prefix: str = "") -> dict[str, dataclasses.Field[Any]]:
+    """Every knob of `schema` by its full key ("trainer.early_stopping.patience")."""
+    found = {}
+    for f in dataclasses.fields(schema):
+        if "rule" in f.metadata:
+            found[prefix + f.name] = f
+        elif dataclasses.is_dataclass(f.default_factory):
+            found |= knobs(f.default_factory, f"{prefix}{f.name}.")
+    return found
+
+
+def knob_rules() -> dict[str, Rule]:
+    return {key: f.metadata["rule"] for key, f in knobs().items()}
+
+
+def trainer_yaml(schema: type = TrainerConfig, indent: str = "") -> str:
+    """trainer/default.yaml as generated from the schema: each knob, its default, its doc."""
+    lines = [] if indent else [GENERATED]
+    for f in dataclasses.fields(schema):
+        if dataclasses.is_dataclass(f.default_factory):
+            lines.append(f"{indent}{f.name}:")
+            lines.append(trainer_yaml(f.default_factory, indent + "  ").rstrip("\n"))
+            continue
+        value = yaml.safe_dump(f.default, default_flow_style=True).removesuffix("...\n").strip()
+        lines.append(f"{f'{indent}{f.name}: {value}':<28}# {f.metadata['doc']}")
+    return "\n".join(lines) + "\n"
+
+
+GENERATED = (
+    "# The trainer's knobs with their defaults. Generated from optexp/config.py (TrainerConfig),\n"
+    "# where each knob's default, rule and doc live: edit them there, then run\n"
+    "# `python -m optexp.config > optexp/configs/trainer/default.yaml`."
+)
+
+
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     """{"a": {"b": 1}} -> {"a.b": 1}, for plain nested dicts."""
     if isinstance(tree, dict) and tree:
@@ -123,3 +170,7 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
             k: v for key, sub in tree.items() for k, v in flatten(sub, f"{prefix}{key}.").items()
         }
     return {prefix[:-1]: tree}
+
+
+if __name__ == "__main__":
+    print(trainer_yaml(), end="")

@@ -14,8 +14,6 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from optexp.data import Split
 
 # Per-layer tags are KIND/PARAMETER (e.g. `update_ratio/layers.0.weight`): TensorBoard
@@ -114,33 +112,3 @@ def confusion_matrix(
         counts += torch.bincount(pairs, minlength=num_classes**2).cpu()
     model.train(was_training)
     return counts.view(num_classes, num_classes)
-
-
-def confusion_image(counts: torch.Tensor) -> np.ndarray:
-    """The confusion matrix drawn with matplotlib (Agg, no pyplot): rows the true class,
-    columns the prediction, shaded by the share of the row, counts written in the cells
-    when there are few classes. An (H, W, 4) uint8 array."""
-    import numpy as np
-
-    from optexp.report import import_matplotlib
-
-    import_matplotlib()  # a junk MPLBACKEND would make the import below raise
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    k = counts.shape[0]
-    shares = counts.double() / counts.sum(1, keepdim=True).clamp_min(1)
-    figure = Figure(figsize=(6, 5.4), dpi=100)
-    ax = figure.subplots()
-    shown = ax.imshow(shares.numpy(), cmap="Blues", vmin=0, vmax=1)
-    figure.colorbar(shown, ax=ax, label="share of the true class")
-    ax.set(xlabel="predicted class", ylabel="true class", title="test set confusion matrix")
-    if k <= 20:
-        ax.set_xticks(range(k))
-        ax.set_yticks(range(k))
-        for (row, col), n in np.ndenumerate(counts.numpy()):
-            white = shares[row, col] > 0.5
-            ax.text(col, row, n, ha="center", va="center", fontsize=7, color="w" if white else "k")
-    canvas = FigureCanvasAgg(figure)
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba()).copy()

@@ -8,7 +8,7 @@ import math
 from torch import nn
 
 from optexp.checks import check_input_shape
-from optexp.config import ConfigError
+from optexp.errors import ConfigError
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,

@@ -23,7 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from optexp import checks
-from optexp.config import ConfigError, TrainerConfig, UserError
+from optexp.config import TrainerConfig
+from optexp.errors import ConfigError, UserError
 from optexp.data import Data
 from optexp.optim import param_groups
 from optexp.optim.schedules import Schedule, with_warmup

@@ -32,7 +32,8 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from optexp.config import USER_ERROR, UserError, debug_requested, exit_with_error
+from optexp.errors import USER_ERROR, UserError, debug_requested, exit_with_error
+from optexp.plotting import import_matplotlib, new_figure
 
 if TYPE_CHECKING:
     from optexp.study import Target
@@ -478,32 +479,6 @@ def plot_curves(groups: list[Group], tag: str, band: str, path: Path) -> None:
         fig.savefig(path, dpi=120)
     except (OSError, ValueError) as error:  # a missing folder, an unknown image type
         raise ReportError(f"cannot write the plot to {path}: {error}") from None
-
-
-def import_matplotlib() -> None:
-    """Import matplotlib with MPLBACKEND set aside: a value matplotlib does not know makes
-    `import matplotlib` itself raise, and optexp never uses a backend, only a Figure with
-    the Agg canvas (which pyplot's backend choice does not concern)."""
-    if "matplotlib" in sys.modules:
-        return
-    saved = os.environ.pop("MPLBACKEND", None)
-    try:
-        import matplotlib  # noqa: F401
-    finally:
-        if saved is not None:
-            os.environ["MPLBACKEND"] = saved
-
-
-def new_figure(figsize: tuple[float, float]) -> Any:
-    """A matplotlib Figure drawn by the Agg canvas: no pyplot, so no global figure list and
-    no GUI backend, whatever MPLBACKEND says."""
-    import_matplotlib()
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=figsize, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
 
 
 def read_curve(run_dir: Path, tag: str) -> dict[int, float]:

@@ -1,27 +1,182 @@
-"""A run directory: one process at a time, and left as found by a run that is refused.
+"""A run directory, owned here: where each file goes, what metrics.json holds (`Summary`)
+and how a run's `Status` reads, one process at a time (the lock), and a refused run
+leaving the directory as it found it. Every other module asks this one.
 
-One process: an exclusive `flock` on RUN_DIR/.optexp.lock. The kernel drops the lock
-when its process ends, however it ends (kill -9 included), so a killed run never blocks
-the next one; the file, which only names the holder, stays.
+    RUN_DIR/.hydra/          Hydra's: config.yaml, hydra.yaml, overrides.yaml
+    RUN_DIR/metrics.json     `Summary` when the run ends; {"status": "failed", "error"} if refused
+    RUN_DIR/checkpoints/     last.pt, best.pt (`optexp.checkpoint`)
+    RUN_DIR/tb/              TensorBoard events
+    RUN_DIR/.optexp.lock     names the process training here
+
+One process: an exclusive `flock` on the lock file. The kernel drops it when its process
+ends, however it ends (kill -9 included), so a killed run never blocks the next one; the
+file, which only names the holder, stays.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import enum
 import fcntl
+import hashlib
+import json
+import math
 import os
 import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from optexp.config import UserError
+from omegaconf import DictConfig, OmegaConf
 
+from optexp.errors import ConfigError, UserError
+
+METRICS_FILE = "metrics.json"
+TB_DIR = "tb"
+CHECKPOINT_DIR = "checkpoints"
+HYDRA_DIR = ".hydra"  # hydra.output_subdir, as optexp's configs set it
 LOCK_FILE = ".optexp.lock"
 HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")  # what Hydra writes per run
-HYDRA_OWN = (".hydra", "multirun.yaml", LOCK_FILE)  # and its logs: no results of a run
+HYDRA_OWN = (HYDRA_DIR, "multirun.yaml", LOCK_FILE)  # and its logs: no results of a run
 _held: dict[Path, int] = {}  # run directory -> the open lock file of this process
+
+
+class Status(str, enum.Enum):
+    """How a run ended, as metrics.json says it."""
+
+    COMPLETED = "completed"  # every epoch trained
+    EARLY_STOPPED = "early_stopped"  # the monitor stopped improving
+    DIVERGED = "diverged"  # a non-finite or too large training loss: a result, not a crash
+    INTERRUPTED = "interrupted"  # a signal: last.pt holds the place to continue from
+    FAILED = "failed"  # refused or broken before it could train (metrics.json says why)
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def finished(self) -> bool:
+        """A result: a re-run skips it, and nothing may replace it."""
+        return self in FINISHED
+
+
+FINISHED = (Status.COMPLETED, Status.EARLY_STOPPED, Status.DIVERGED)
+
+
+@dataclass
+class Summary:
+    """metrics.json of a run that trained: what it achieved, then what identifies it.
+    docs/architecture.md lists the fields; non-finite numbers are written as null."""
+
+    status: Status
+    epochs_completed: int
+    global_step: int  # optimizer steps taken
+    monitor: str  # the early-stopping metric
+    best_epoch: int  # the epoch with the best monitored value (0: none)
+    best: dict[str, float]  # that epoch's metrics
+    final: dict[str, float]  # the last epoch's metrics (and timing)
+    test: dict[str, float] | None  # with the `test_weights`; None if not tested
+    test_weights: str  # best | last
+    objective: float  # what a sweeper optimizes: the best monitored value (worst if diverged)
+    wall_s: float
+    signal: int | None  # the signal that interrupted it
+    seed: int
+    data_seed: int
+    device: str
+    choices: dict[str, str]  # the option of each config group, e.g. {"optimizer": "adam"}
+    config_digest: str  # the resolved config, hashed (`config_digest`)
+    versions: dict[str, str | None]  # python, torch, optexp, git commit
+
+
+def metrics_file(run_dir: Path) -> Path:
+    return run_dir / METRICS_FILE
+
+
+def tb_dir(run_dir: Path) -> Path:
+    return run_dir / TB_DIR
+
+
+def checkpoint_file(run_dir: Path, name: str) -> Path:
+    """Where a run keeps its checkpoint `name` ("last" or "best")."""
+    return run_dir / CHECKPOINT_DIR / f"{name}.pt"
+
+
+def write_summary(run_dir: Path, summary: Summary) -> None:
+    _write_json(metrics_file(run_dir), dataclasses.asdict(summary))
+
+
+def write_failure(run_dir: Path, reason: str) -> None:
+    """A run refused or broken: metrics.json says why (optexp-report lists it), unless it
+    holds a finished result, which is never replaced."""
+    if finished_status(read_summary(run_dir)) is None:
+        _write_json(metrics_file(run_dir), {"status": Status.FAILED, "error": reason})
+
+
+def read_summary(run_dir: Path) -> dict[str, Any] | None:
+    """metrics.json as written (older runs' too), or None if absent or unreadable."""
+    try:
+        summary = json.loads(metrics_file(run_dir).read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) else None
+
+
+def finished_status(summary: dict[str, Any] | None) -> Status | None:
+    """The status of a finished run's summary; None for anything else."""
+    status = (summary or {}).get("status")
+    return Status(status) if status in {s.value for s in FINISHED} else None
+
+
+def finished_with(run_dir: Path, digest: str, same: dict[str, Any]) -> dict[str, Any] | None:
+    """The summary of a run this directory holds finished with the same resolved config
+    (its digest; for results older than the digest, the `same` fields), else None."""
+    summary = read_summary(run_dir)
+    if finished_status(summary) is None:
+        return None
+    expected = {"config_digest": digest} if "config_digest" in summary else same
+    return summary if all(summary.get(k) == v for k, v in expected.items()) else None
+
+
+def check_no_results(run_dir: Path) -> None:
+    """A run that starts afresh (or from another run's checkpoint) in `run_dir` would
+    replace the results of a finished run there that left no checkpoint to continue."""
+    status = finished_status(read_summary(run_dir))
+    if status is not None:
+        raise ConfigError(
+            "hydra.run.dir",
+            str(run_dir),
+            "a new folder, or one whose checkpoints/last.pt the run continues",
+            problem=f"holds a finished run (status: {status}) that this run would replace",
+        )
+
+
+def config_digest(cfg: DictConfig) -> str:
+    """The resolved config, hashed: a re-run sweep skips a finished job only if its config
+    is still the one that job ran (an option file may have been edited since)."""
+    config = json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True)
+    return hashlib.sha256(config.encode()).hexdigest()[:16]
+
+
+def _write_json(path: Path, content: dict[str, Any]) -> None:
+    """Write atomically, so a reader never sees half a file. NaN/inf become null."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(_finite(content), indent=2, allow_nan=False) + "\n")
+    os.replace(tmp, path)
+
+
+def _finite(tree: Any) -> Any:
+    if isinstance(tree, dict):
+        return {k: _finite(v) for k, v in tree.items()}
+    if isinstance(tree, list | tuple):
+        return [_finite(v) for v in tree]
+    if isinstance(tree, float) and not math.isfinite(tree):
+        return None
+    return tree
+
+
+# ---------------------------------------------------------------- one process at a time
 
 
 class RunDirInUse(UserError):
@@ -54,6 +209,9 @@ def release(run_dir: Path) -> None:
     fd = _held.pop(run_dir.absolute(), None)
     if fd is not None:
         os.close(fd)  # closing the last descriptor drops the lock
+
+
+# ---------------------------------------------------------------- as a refused run found it
 
 
 @dataclass

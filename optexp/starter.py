@@ -19,7 +19,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from optexp.config import debug_requested, exit_with_error
+from optexp.errors import debug_requested, exit_with_error
 
 BUILT_IN = files("optexp.configs")
 

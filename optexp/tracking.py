@@ -189,7 +189,7 @@ class Tracker:
         """The test set's confusion matrix as an image, at the run's last step."""
         if self.writer is None or counts is None:
             return
-        from optexp.diagnostics import confusion_image
+        from optexp.plotting import confusion_image
 
         image = confusion_image(counts)
         self.writer.add_image("images/test_confusion_matrix", image, self.step, dataformats="HWC")

@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from optexp import checkpoint, checks, diagnostics
+from optexp import checkpoint, diagnostics, rundir
 from optexp.data import Split, epoch_order
 from optexp.parts import Parts, build_parts
 from optexp.signals import StopRequest
@@ -398,7 +398,7 @@ def resume(parts: Parts, run_dir: Path, config: dict[str, Any]) -> Progress:
     state restored."""
     path = checkpoint.resume_path(run_dir, parts.trainer.resume)
     if path != checkpoint.file(run_dir, "last"):  # a fresh start, or another run's weights
-        checks.check_no_results(run_dir)
+        rundir.check_no_results(run_dir)
     if path is None:
         return Progress()
     state = checkpoint.load(path, checkpoint.STATE_KEYS)

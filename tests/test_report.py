@@ -265,7 +265,7 @@ def test_a_junk_mplbackend_does_not_stop_the_plot_nor_the_confusion_matrix(tmp_p
     fake_run(tmp_path / "runs", ["optimizer.lr=0.1", "seed=0"], curve=[1.0, 0.5])
     png = tmp_path / "c.png"
     confusion = (
-        "import torch; from optexp.diagnostics import confusion_image;"
+        "import torch; from optexp.plotting import confusion_image;"
         "assert confusion_image(torch.eye(3, dtype=torch.long)).shape[2] == 4"
     )
     plot = ["-m", "optexp.report", str(tmp_path / "runs"), "--plot", str(png)]

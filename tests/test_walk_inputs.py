@@ -230,16 +230,30 @@ def test_every_bad_value_of_every_knob_is_refused_in_one_line_or_runs(
 
 
 def test_the_walk_covers_every_knob_with_a_rule_or_a_type():
-    """A knob added to an option file needs a rule in optexp/checks.py (or a typed schema
-    field): the walk's values are only as good as the rules they meet."""
-    from optexp.checks import RULES
+    """A knob added to an option file needs a rule for its target in optexp/checks.py (or
+    a typed schema field): the walk's values are only as good as the rules they meet. A
+    trainer knob has its rule beside its default in optexp/config.py."""
+    from optexp.checks import parameter_rules
+    from optexp.config import knob_rules
 
-    typed = {"trainer.early_stopping.enabled", "trainer.checkpoint.keep_best", "data_dir"}
-    typed |= {f"trainer.{k}" for k in ("tensorboard", "compile", "channels_last", "resume")}
-    typed |= {"trainer.detect_anomaly"}
     checked_by_target = {"dataset.name", "dataset.task", "dataset.kind", "dataset.path"}
     checked_by_target |= {"model.activation", "scheduler.mode", "augmentation", "regularizer"}
-    keys = {key for g, o in option_files() for key, _ in knobs(g, o)}
-    keys |= {key for key, _ in schema_knobs()}
-    missing = sorted(keys - RULES.keys() - typed - checked_by_target)
-    assert missing == [], f"knobs without a rule in optexp/checks.py: {missing}"
+    missing = []
+    for group, option in option_files():
+        target = OmegaConf.load(CONFIG_DIR / group / f"{option}.yaml").get("_target_")
+        rules = {f"{group}.{key}" for key in parameter_rules(group, target)}
+        missing += [
+            f"{group}/{option}: {key}"
+            for key, _ in knobs(group, option)
+            if key not in rules | checked_by_target
+        ]
+    missing += [key for key, _ in schema_knobs() if key not in knob_rules()]
+    assert missing == [], f"knobs without a rule: {missing}"
+
+
+def test_a_rule_keyed_by_target_is_not_applied_to_another_target(make_cfg):
+    """SGD's momentum is a fraction; the same name on a target without a rule for it is
+    left to that target (it refuses what it cannot use when built)."""
+    with pytest.raises(UserError, match=r"optimizer.momentum=1.5 is not allowed"):
+        check_config(make_cfg("optimizer=momentum", "optimizer.momentum=1.5"))
+    check_config(make_cfg("optimizer=textbook/sgd", "+optimizer.momentum=1.5"))

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from optexp.config import UserError
+from optexp.errors import UserError
 
 
 @dataclass

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
-from optexp.config import ConfigError, UserError
+from optexp.errors import ConfigError, UserError
 from optexp.data import Data, FileSplit, Split, split, worker_error
 
 # torchvision's in-memory sets: the per-channel mean and std of each training set (the

@@ -23,7 +23,7 @@ from torch.optim.lr_scheduler import (
     SequentialLR,
 )
 
-from optexp.config import ConfigError
+from optexp.errors import ConfigError
 
 
 @dataclass
