@@ -177,8 +177,8 @@ def review_part(args: argparse.Namespace) -> None:
                 patches.enter_context(
                     mock.patch.object(diagnostics, "weights_now", lambda *a: None)
                 )
-                patches.enter_context(mock.patch.object(Tracker, "log_run"))
-                patches.enter_context(mock.patch.object(Tracker, "shows_images", lambda *a: False))
+                patches.enter_context(mock.patch.object(Tracker, "log_text"))
+                patches.enter_context(mock.patch.object(diagnostics, "is_image", lambda *a: False))
             wall, cpu = time.perf_counter(), time.process_time()
             run(cfg, run_dir)
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu

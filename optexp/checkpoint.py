@@ -18,6 +18,7 @@ import torch
 
 from optexp.config import flatten
 from optexp.errors import ConfigError, UserError
+from optexp.rundir import checkpoint_file
 
 # Keys that may change between a checkpoint and its resumed run.
 RESUMABLE_CHANGES = (
@@ -184,20 +185,15 @@ def load(path: Path, required: tuple[str, ...] = ()) -> dict[str, Any]:
     return state
 
 
-def file(run_dir: Path, name: str) -> Path:
-    """Where a run keeps its checkpoint `name` ("last" or "best")."""
-    return run_dir / "checkpoints" / f"{name}.pt"
-
-
 def resume_path(run_dir: Path, resume: str | None) -> Path | None:
     """`trainer.resume` (a file, or a run dir meaning its last.pt), else this run dir's own
     last.pt when a run is repeated into the same directory, else None."""
     if resume is None:
-        own = file(run_dir, "last")
+        own = checkpoint_file(run_dir, "last")
         return own if own.is_file() else None
     path = Path(resume).expanduser()
     if path.is_dir():
-        path = file(path, "last")
+        path = checkpoint_file(path, "last")
     if not path.is_file():
         raise ConfigError(
             "trainer.resume",

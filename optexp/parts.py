@@ -24,8 +24,8 @@ from torch import nn
 
 from optexp import checks
 from optexp.config import TrainerConfig
-from optexp.errors import ConfigError, UserError
 from optexp.data import Data
+from optexp.errors import ConfigError, UserError
 from optexp.optim import param_groups
 from optexp.optim.schedules import Schedule, with_warmup
 from optexp.stopping import EarlyStopping

@@ -15,7 +15,6 @@ import csv
 import io
 import json
 import math
-import os
 import re
 import shutil
 import statistics

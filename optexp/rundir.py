@@ -129,14 +129,14 @@ def finished_status(summary: dict[str, Any] | None) -> Status | None:
     return Status(status) if status in {s.value for s in FINISHED} else None
 
 
-def finished_with(run_dir: Path, digest: str, same: dict[str, Any]) -> dict[str, Any] | None:
+def finished_with(run_dir: Path, cfg: DictConfig, older: dict[str, Any]) -> dict[str, Any] | None:
     """The summary of a run this directory holds finished with the same resolved config
-    (its digest; for results older than the digest, the `same` fields), else None."""
+    (its digest; for results older than the digest, the `older` fields), else None."""
     summary = read_summary(run_dir)
     if finished_status(summary) is None:
         return None
-    expected = {"config_digest": digest} if "config_digest" in summary else same
-    return summary if all(summary.get(k) == v for k, v in expected.items()) else None
+    same = {"config_digest": config_digest(cfg)} if "config_digest" in summary else older
+    return summary if all(summary.get(k) == v for k, v in same.items()) else None
 
 
 def check_no_results(run_dir: Path) -> None:

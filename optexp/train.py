@@ -4,27 +4,29 @@ below it are small; what changes as the run goes lives in `Progress`."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import math
 import random
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from optexp import checkpoint, diagnostics, rundir
-from optexp.data import Split, epoch_order
+from optexp import checkpoint, diagnostics, metrics, rundir
+from optexp.data import epoch_order
+from optexp.metrics import NO_SUMS, BatchStats, EpochRecord, Trained, diverged
 from optexp.parts import Parts, build_parts
+from optexp.provenance import Launch, describe_run
+from optexp.rundir import Status, Summary
 from optexp.signals import StopRequest
-from optexp.stopping import EarlyStopping
-from optexp.tracking import Launch, Tracker, about, describe_run, hparams, print_summary, write_json
+from optexp.tracking import Tracker, print_summary
 
 T = TypeVar("T")
 
@@ -47,72 +49,72 @@ def run(
     choices: dict[str, str] | None = None,
     launch: Launch | None = None,
 ) -> dict[str, Any]:
-    """Train the experiment `cfg` into `run_dir`; return what metrics.json holds. `launch`:
-    how Hydra started it (overrides, command line), for TensorBoard's Text tab."""
+    """Train the experiment `cfg` into `run_dir`; return what metrics.json holds. `choices`:
+    the option of each config group; `launch`: how Hydra started it (TensorBoard's Text)."""
     started = time.perf_counter()
     seed_everything(cfg.seed)
     parts = build_parts(cfg)  # every part, checked against the others before anything is written
-    trainer = parts.trainer
     config = OmegaConf.to_container(cfg, resolve=True)
     progress = resume(parts, run_dir, config)
+    identity = metrics.identity(cfg, parts.device, choices or {})
     config_json = json.dumps(config)  # for checkpoints: one string to pickle
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    tracker = Tracker(run_dir, trainer, parts.steps_per_epoch, progress.epoch)
+    tracker = Tracker(run_dir, parts.trainer, parts.steps_per_epoch, progress.epoch)
     writer = checkpoint.Writer()
 
-    def save(*paths: Path) -> None:
+    def save(*names: str) -> None:
+        paths = [rundir.checkpoint_file(run_dir, name) for name in names]
         writer.save(snapshot(parts, progress, config_json), *paths)
 
     # Anomaly detection (debug): autograd names the forward operation behind a NaN gradient.
-    anomaly_detection = torch.autograd.set_detect_anomaly(trainer.detect_anomaly)
+    anomaly_detection = torch.autograd.set_detect_anomaly(parts.trainer.detect_anomaly)
     with tracker, writer, StopRequest() as stop, anomaly_detection:
         if progress.epoch == progress.batches_done == 0:  # a fresh start: once per run
-            tracker.log_run(describe_run(config, parts.device, launch))
+            tracker.log_text(describe_run(config, parts.device, launch))
         while (status := ending(parts, progress, stop)) is None:
-            epoch_started, first = time.perf_counter(), progress.batches_done
-            before = diagnostics.weights_now(parts.model, trainer.tensorboard)  # update ratios
-            steps, sums, grad_norms = train_epoch(
-                parts, epoch_batches(parts, progress, tracker), stop
-            )
-            progress.step += steps
-            sums += torch.tensor(progress.sums or NO_SUMS, device=parts.device)  # before a stop
-            if first + steps < parts.steps_per_epoch:  # stopped by a signal: keep the place
-                progress.batches_done, progress.sums = first + steps, sums.tolist()
-                continue
-
-            metrics, layers = train_metrics(parts, sums, grad_norms, before)
-            if not diverged(metrics["train/loss"], trainer.divergence_threshold):
-                metrics |= {f"val/{k}": v for k, v in evaluate(parts, parts.data.val).items()}
-            timing = epoch_timing(parts, first, time.perf_counter() - epoch_started)
-            tracker.log_epoch(progress.epoch + 1, metrics | timing | layers)
-            tracker.log_histograms(progress.epoch + 1, parts.model)
-            if due := end_epoch(parts, progress, metrics, timing):
-                save(*(checkpoint.file(run_dir, name) for name in due))
-
-        if status == "interrupted":
-            save(checkpoint.file(run_dir, "last"))
-        test = None if status == "interrupted" else test_metrics(parts, progress)
-        summary = results(status, progress, parts, test) | about(cfg, parts.device, choices)
-        summary |= {"wall_s": time.perf_counter() - started, "signal": stop.signal}
-        write_json(run_dir / "metrics.json", summary)
-        if status != "interrupted" and trainer.tensorboard:  # a resumed run: when it ends
-            tracker.log_results(hparams(config, choices), hparams_metrics(parts, test))
-            tracker.log_confusion(test_confusion(parts))
+            if (record := train_epoch(parts, progress, tracker, stop)) is not None:
+                tracker.log_epoch(record)
+                save(*end_epoch(parts, progress, record))
+        if status == Status.INTERRUPTED:
+            save("last")
+        test = None if status == Status.INTERRUPTED else test_metrics(parts, progress)
+        summary = results(status, parts, progress, test) | identity
+        summary = Summary(**summary, wall_s=time.perf_counter() - started, signal=stop.signal)
+        rundir.write_summary(run_dir, summary)
+        if status != Status.INTERRUPTED and tracker.writes_tensorboard:  # once, when it ends
+            tracker.log_results(metrics.run_record(parts, config, choices or {}, test))
     print_summary(summary, run_dir)
-    return summary
+    return dataclasses.asdict(summary)
 
 
-def ending(parts: Parts, progress: Progress, stop: StopRequest) -> str | None:
+def ending(parts: Parts, progress: Progress, stop: StopRequest) -> Status | None:
     """The run's status when it ends, decided here alone; None while an epoch is to train."""
     last_loss = progress.metrics.get("train/loss", 0.0)
     if diverged(last_loss, parts.trainer.divergence_threshold):
-        return "diverged"
+        return Status.DIVERGED
     if parts.early_stopping.should_stop:
-        return "early_stopped"
+        return Status.EARLY_STOPPED
     if progress.epoch >= parts.trainer.epochs:
-        return "completed"
-    return "interrupted" if stop else None
+        return Status.COMPLETED
+    return Status.INTERRUPTED if stop else None
+
+
+def train_epoch(
+    parts: Parts, progress: Progress, tracker: Tracker, stop: StopRequest
+) -> EpochRecord | None:
+    """Train the next epoch from where the run is, then measure it (`metrics`); None when
+    a stop signal came first: `progress` keeps the place and the sums so far."""
+    started, first = time.perf_counter(), progress.batches_done
+    before = diagnostics.weights_now(parts.model, parts.trainer.tensorboard)  # update ratios
+    steps, sums, grad_norms = train_steps(parts, epoch_batches(parts, progress, tracker), stop)
+    progress.step += steps
+    sums += torch.tensor(progress.sums or NO_SUMS, device=parts.device)  # before a stop
+    if first + steps < parts.steps_per_epoch:
+        progress.batches_done, progress.sums = first + steps, sums.tolist()
+        return None
+    trained = Trained(first, sums, grad_norms, before, started)
+    return metrics.epoch_record(parts, progress.epoch + 1, trained)
 
 
 def epoch_batches(
@@ -122,7 +124,8 @@ def epoch_batches(
     epoch, first = progress.epoch + 1, progress.batches_done
     order = epoch_order(len(parts.data.train), parts.data_seed, epoch, parts.device)
     batches = parts.data.train.batches(parts.batch_size, order, first)
-    if epoch == 1 and first == 0 and tracker.shows_images(parts.data.input_shape):
+    shows = tracker.writes_tensorboard and diagnostics.is_image(parts.data.input_shape)
+    if epoch == 1 and first == 0 and shows:
         batches = show_first(batches, parts, tracker)
     return tracker.batches(batches, first)
 
@@ -135,11 +138,12 @@ def show_first(
     augmentation: the image shows what the model saw, and the run is unchanged."""
     iterator = iter(batches)
     for x, y in iterator:
-        augmented = None
+        images = {"images/train_batch": x}
         if parts.augment is not None:
             with forked_rng(parts.device):
-                augmented = parts.augment(x)
-        tracker.log_first_batch(x, augmented, parts.data.mean, parts.data.std)
+                images["images/train_batch_augmented"] = parts.augment(x)
+        mean, std = parts.data.mean, parts.data.std
+        tracker.log_images({k: diagnostics.image_grid(v, mean, std) for k, v in images.items()}, 1)
         yield x, y
         break
     yield from iterator
@@ -152,7 +156,7 @@ def forked_rng(device: torch.device) -> AbstractContextManager[None]:
     return torch.random.fork_rng(devices=[device], device_type=device.type)
 
 
-def train_epoch(
+def train_steps(
     parts: Parts, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], stop: StopRequest
 ) -> tuple[int, torch.Tensor, torch.Tensor | None]:
     """One optimizer step per batch, until the batches run out or `stop` is set. Returns
@@ -193,93 +197,17 @@ def mark_last(items: Iterable[T]) -> Iterator[tuple[T, bool]]:
         yield current, True
 
 
-class EpochSums(NamedTuple):
-    """What an epoch's batches add up to, read from the device once per epoch."""
-
-    loss: float  # mean batch loss x batch size
-    correct: float  # correct predictions (classification)
-    penalty: float  # regularization penalty x batch size
-
-
-NO_SUMS = EpochSums(0.0, 0.0, 0.0)
-
-
-class BatchStats(NamedTuple):
-    """One batch's contribution to `EpochSums`, left on the device: no sync per step, and
-    fewer small ops than adding into running sums."""
-
-    loss: torch.Tensor
-    correct: torch.Tensor | None
-    penalty: torch.Tensor | None
-    size: int
-
-    @classmethod
-    def of(
-        cls,
-        out: torch.Tensor,
-        y: torch.Tensor,
-        loss: torch.Tensor,
-        penalty: torch.Tensor | None,
-        classification: bool,
-    ) -> BatchStats:
-        correct = (out.argmax(1) == y).sum() if classification else None
-        return cls(loss.detach(), correct, None if penalty is None else penalty.detach(), len(y))
-
-    @staticmethod
-    def sums(stats: list[BatchStats], device: torch.device) -> torch.Tensor:
-        """The `EpochSums` of `stats` as one device tensor, in its field order."""
-        if not stats:
-            return torch.zeros(len(EpochSums._fields), device=device)
-        losses, corrects, penalties, sizes = zip(*stats, strict=True)
-        n = torch.tensor(sizes, dtype=torch.float32, device=device)
-        zero = n.new_zeros(())
-        return torch.stack(
-            [
-                torch.stack(losses).float() @ n,
-                zero if corrects[0] is None else torch.stack(corrects).sum().float(),
-                zero if penalties[0] is None else torch.stack(penalties).float() @ n,
-            ]
-        )
-
-
-def train_metrics(
-    parts: Parts, sums: torch.Tensor, grad_norms: torch.Tensor, before: list[torch.Tensor] | None
-) -> tuple[dict[str, float], dict[str, float]]:
-    """The epoch's training metrics from its `EpochSums` and the norms, and its per-layer
-    statistics for TensorBoard alone (`diagnostics.layer_norms`, from the weights `before`
-    it; none without them), read from the device in one transfer (one sync)."""
-    layers = diagnostics.layer_norms(parts.model, grad_norms, before)
-    norms = torch.linalg.vector_norm(layers[:2], dim=1)  # global gradient and weight norms
-    values = torch.cat([sums, norms, layers.flatten()]).tolist()
-    totals, (grad, weight), per_layer = values[:3], values[3:5], values[5:]
-    loss, correct, penalty = (total / len(parts.data.train) for total in EpochSums(*totals))
-    metrics = {"train/loss": loss, "train/penalty": penalty}
-    if parts.data.is_classification:
-        metrics["train/acc"] = correct
-    metrics |= {"grad_norm": grad, "weight_norm": weight} | learning_rates(parts.optimizer)
-    names = [name for name, _ in parts.model.named_parameters()]
-    return metrics, diagnostics.layer_scalars(names, per_layer)
-
-
-def epoch_timing(parts: Parts, first: int, seconds: float) -> dict[str, float]:
-    """The epoch's wall time, and the samples per second it trained (since `first`)."""
-    samples = len(parts.data.train) - first * parts.batch_size
-    return {"time/epoch_s": seconds, "throughput/samples_per_s": samples / seconds}
-
-
-def end_epoch(
-    parts: Parts, progress: Progress, metrics: dict[str, float], timing: dict[str, float]
-) -> list[str]:
+def end_epoch(parts: Parts, progress: Progress, record: EpochRecord) -> list[str]:
     """Early stopping, the schedule and the best weights take the epoch's metrics (the
     best ones are kept without the machine's timing); returns the checkpoints now due
     ("last", "best")."""
-    progress.metrics = metrics | timing
-    if diverged(metrics["train/loss"], parts.trainer.divergence_threshold):
+    progress.metrics = record.metrics | record.timing
+    if diverged(record.metrics["train/loss"], parts.trainer.divergence_threshold):
         return []  # a result, not a crash: the last good checkpoint stays
     stopper, trainer = parts.early_stopping, parts.trainer
-    epoch = progress.epoch + 1
-    improved = stopper.update(epoch, metrics)
-    parts.schedule.after_epoch(metrics[stopper.monitor])
+    epoch = record.epoch
+    improved = stopper.update(epoch, record.metrics)
+    parts.schedule.after_epoch(record.metrics[stopper.monitor])
     if improved:
         progress.best_model = {k: v.clone() for k, v in parts.model.state_dict().items()}
     progress.epoch, progress.batches_done, progress.sums = epoch, 0, []
@@ -291,78 +219,30 @@ def end_epoch(
     return due
 
 
-@torch.no_grad()
-def evaluate(parts: Parts, split: Split | None) -> dict[str, float]:
-    """Mean loss (and accuracy for classification) over `split`, in eval mode."""
-    if split is None:
-        return {}
-    model, classification = parts.model, parts.data.is_classification
-    was_training = model.training
-    model.eval()
-    sums = torch.zeros(2, device=parts.device)
-    for x, y in split.batches(parts.trainer.eval_batch_size):
-        with parts.autocast():
-            out = model(x)
-        loss = parts.loss_fn(out.float(), y)
-        correct = (out.argmax(1) == y).sum() if classification else loss.new_zeros(())
-        sums += torch.stack([loss * len(y), correct.float()])
-    model.train(was_training)
-    loss_sum, correct_sum = sums.tolist()
-    result = {"loss": loss_sum / len(split)}
-    if classification:
-        result["acc"] = correct_sum / len(split)
-    return result
-
-
 def test_metrics(parts: Parts, progress: Progress) -> dict[str, float]:
     """The test split's metrics with the weights `trainer.test_weights` names."""
     if parts.trainer.test_weights == "best" and progress.best_model is not None:
         parts.model.load_state_dict(progress.best_model)
-    return evaluate(parts, parts.data.test)
-
-
-def test_confusion(parts: Parts) -> torch.Tensor | None:
-    """The test split's confusion matrix (classification), with the weights just tested."""
-    data, batch_size = parts.data, parts.trainer.eval_batch_size
-    if data.test is None or data.num_classes is None:
-        return None
-    with parts.autocast():
-        return diagnostics.confusion_matrix(parts.model, data.test, data.num_classes, batch_size)
+    return metrics.evaluate(parts, parts.data.test)
 
 
 def results(
-    status: str, progress: Progress, parts: Parts, test: dict[str, float] | None
+    status: Status, parts: Parts, progress: Progress, test: dict[str, float] | None
 ) -> dict[str, Any]:
-    """What the run achieved: the first part of metrics.json."""
+    """What the run achieved: the first fields of its `Summary`."""
     stopper = parts.early_stopping
     return {
         "status": status,
         "epochs_completed": progress.epoch,
+        "global_step": progress.step,
         "monitor": stopper.monitor,
         "best_epoch": stopper.best_epoch,
         "best": stopper.best_metrics,
         "final": progress.metrics,
         "test": test or None,
         "test_weights": parts.trainer.test_weights,
-        "objective": objective(status, stopper),
-        "global_step": progress.step,
+        "objective": metrics.objective(status, stopper),
     }
-
-
-def objective(status: str, stopper: EarlyStopping) -> float:
-    """What a sweeper optimizes: the best monitored value; the worst one if diverged."""
-    if status == "diverged" or math.isnan(stopper.best):
-        return stopper.worst
-    return stopper.best
-
-
-def hparams_metrics(parts: Parts, test: dict[str, float] | None) -> dict[str, float]:
-    best = {
-        "best_" + k.replace("/", "_"): v
-        for k, v in parts.early_stopping.best_metrics.items()
-        if k.startswith("val/")
-    }
-    return best | {f"test_{k}": v for k, v in (test or {}).items()}
 
 
 def seed_everything(seed: int) -> None:
@@ -381,23 +261,11 @@ def clip_gradients(model: nn.Module, max_norm: float | None) -> torch.Tensor:
     return grad_norms
 
 
-def learning_rates(optimizer: torch.optim.Optimizer) -> dict[str, float]:
-    """`lr` of the first parameter group, and `lr/groupK` for the others if any."""
-    groups = optimizer.param_groups
-    rates = {"lr": groups[0]["lr"]}
-    rates |= {f"lr/group{k}": g["lr"] for k, g in enumerate(groups) if k > 0}
-    return rates
-
-
-def diverged(loss: float, threshold: float | None) -> bool:
-    return not math.isfinite(loss) or (threshold is not None and loss > threshold)
-
-
 def resume(parts: Parts, run_dir: Path, config: dict[str, Any]) -> Progress:
     """A fresh `Progress`, or the one of the checkpoint to continue from, with every part's
     state restored."""
     path = checkpoint.resume_path(run_dir, parts.trainer.resume)
-    if path != checkpoint.file(run_dir, "last"):  # a fresh start, or another run's weights
+    if path != rundir.checkpoint_file(run_dir, "last"):  # a fresh start, or another run's
         rundir.check_no_results(run_dir)
     if path is None:
         return Progress()

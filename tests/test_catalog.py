@@ -6,7 +6,6 @@ import math
 
 import pytest
 
-from optexp.cli import CONFIG_DIR, options
 from optexp.train import run
 from tests.datafiles import (
     TORCHVISION_SETS,
@@ -15,6 +14,7 @@ from tests.datafiles import (
     write_image_folder,
     write_torchvision_set,
 )
+from tests.groups import CONFIG_DIR, options
 
 GROUPS = ("dataset", "augmentation", "model", "loss")
 CASES = [(g, option) for g in GROUPS for option in options(CONFIG_DIR / g)]

@@ -9,10 +9,10 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from optexp import checkpoint
-from optexp.cli import CONFIG_DIR, options
 from optexp.optim import param_groups, textbook
 from optexp.parts import build_parts
 from optexp.train import run
+from tests.groups import CONFIG_DIR, options
 
 OPTIONS = options(CONFIG_DIR / "optimizer")
 TINY = ("trainer.epochs=1", "model.hidden=[16]", "trainer.batch_size=256")

@@ -6,7 +6,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from optexp.checks import check_config as check
-from optexp.cli import CONFIG_DIR, options
+from tests.groups import CONFIG_DIR, options
 
 PRESETS = options(CONFIG_DIR / "experiment")
 

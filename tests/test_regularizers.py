@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from optexp.cli import CONFIG_DIR, options
 from optexp.parts import build_parts
 from optexp.regularizers import NormPenalty
 from optexp.train import run
+from tests.groups import CONFIG_DIR, options
 
 OPTIONS = options(CONFIG_DIR / "regularizer")
 

@@ -8,10 +8,10 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
-from optexp.cli import CONFIG_DIR, options
 from optexp.config import ConfigError
 from optexp.parts import build_schedule
 from optexp.train import run
+from tests.groups import CONFIG_DIR, options
 
 OPTIONS = options(CONFIG_DIR / "scheduler")
 LR = 0.1

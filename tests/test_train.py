@@ -10,7 +10,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from optexp import checkpoint, train
 from optexp.parts import build_parts
-from optexp.train import evaluate, run
+from optexp.metrics import evaluate
+from optexp.train import run
 
 TAGS = ("train/loss", "train/acc", "val/loss", "val/acc", "lr", "grad_norm", "time/epoch_s")
 

@@ -28,7 +28,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from optexp import train
 from optexp.checks import check_config
-from optexp.cli import CONFIG_DIR, describe
+from optexp.cli import CONFIG_DIR
+from optexp.cli.errors import describe
 from optexp.config import UserError
 from optexp.signals import StopRequest
 from tests.datafiles import (

@@ -23,8 +23,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
-from optexp.errors import ConfigError, UserError
 from optexp.data import Data, FileSplit, Split, split, worker_error
+from optexp.errors import ConfigError, UserError
 
 # torchvision's in-memory sets: the per-channel mean and std of each training set (the
 # values its literature uses).

@@ -1,0 +1,97 @@
+"""The Hydra app: one job checks its config (a sweep's job; a single run's was checked
+by `CheckBeforeRun` before Hydra wrote anything), trains, and returns the objective to
+the sweeper. A single run's user error ends the process in one line; a sweep job's is
+recorded and the sweep goes on."""
+
+from __future__ import annotations
+
+import math
+import shlex
+import signal
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+
+from optexp import rundir
+from optexp.checks import check_config
+from optexp.cli.session import SESSION
+from optexp.errors import UserError
+from optexp.rundir import Status
+
+CONFIG_MODULE = "optexp.configs"  # found by package: works from any folder, in any install
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+@hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="config")
+def train_from_config(cfg: DictConfig) -> float:
+    SESSION.job_started = True
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    sweep_job = hydra_cfg.mode == RunMode.MULTIRUN
+    if sweep_job and (done := finished(run_dir, cfg, hydra_cfg)) is not None:
+        print(
+            f"optexp: job {hydra_cfg.job.num}: {done['status']} already, skipped", file=sys.stderr
+        )
+        objective = done.get("objective")
+        return math.nan if objective is None else objective
+    try:
+        if sweep_job:  # a single run's config and lock: CheckBeforeRun, before Hydra wrote
+            check_config(cfg)
+            rundir.acquire(run_dir)
+        from optexp.provenance import Launch
+        from optexp.train import run
+
+        summary = run(cfg, run_dir, chosen_options(hydra_cfg), Launch.from_hydra(hydra_cfg))
+    except (UserError, OSError, OmegaConfBaseException) as error:
+        if isinstance(error, OSError):  # the file system: a full disk, a read-only folder
+            error = UserError(f"cannot write in {run_dir}: {error.strerror or error}")
+        if not sweep_job:
+            SESSION.refuse(error)
+        return SESSION.job_failed(run_dir, error, hydra_cfg)
+    finally:
+        rundir.release(run_dir)
+    if summary["status"] == Status.INTERRUPTED:
+        exit_interrupted(summary["signal"], hydra_cfg)
+    return summary["objective"]
+
+
+def finished(run_dir: Path, cfg: DictConfig, hydra_cfg: DictConfig) -> dict[str, Any] | None:
+    """The metrics.json of a job this directory holds finished with the same config: a
+    re-run sweep skips it without loading anything or rewriting its results. One whose
+    config changed is resumed, which refuses changes other than more epochs, naming them."""
+    older = {"choices": chosen_options(hydra_cfg), "seed": cfg.seed, "data_seed": cfg.data_seed}
+    return rundir.finished_with(run_dir, cfg, older)
+
+
+def exit_interrupted(signum: int, hydra_cfg: DictConfig) -> NoReturn:
+    """An interrupted run (SIGINT/SIGTERM) exits as the signal would, saying how to
+    continue; submitit's SIGUSR2 goes back to submitit, which requeues the job."""
+    if signum == signal.SIGUSR2:  # last.pt is saved
+        signal.raise_signal(signal.SIGUSR2)
+    print(f"optexp: to continue: {continue_command(hydra_cfg)}", file=sys.stderr)
+    sys.exit(128 + signum)
+
+
+def continue_command(hydra_cfg: DictConfig) -> str:
+    """The command that continues an interrupted run or sweep: the same arguments, into
+    the same directory (a re-run resumes interrupted jobs and skips finished ones)."""
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    folder = hydra_cfg.sweep.dir if multirun else hydra_cfg.run.dir
+    args = [a for a in sys.argv[1:] if not a.startswith((f"{key}=", f"+{key}="))]
+    return shlex.join(["optexp", *args, f"{key}={Path(folder).absolute()}"])
+
+
+def chosen_options(hydra_cfg: DictConfig) -> dict[str, str]:
+    """The option picked in each of optexp's config groups, e.g. {"optimizer": "adam"}."""
+    return {
+        group: option
+        for group, option in hydra_cfg.runtime.choices.items()
+        if option is not None and not group.startswith("hydra")
+    }

@@ -1,0 +1,256 @@
+"""The numbers a run produces, each computed in one place: what a batch adds to its
+epoch (`BatchStats`), an epoch's record (`EpochRecord`: training metrics and per-layer
+statistics read from the device in one transfer, then validation and timing), the
+run's record for TensorBoard (`RunRecord`) and the fields of metrics.json that say what
+the run was. `optexp.tracking` writes them; `optexp.diagnostics` supplies the per-layer
+tensor statistics.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import torch
+
+from optexp import diagnostics, plotting, provenance, rundir
+from optexp.config import flatten
+from optexp.rundir import Status
+
+if TYPE_CHECKING:
+    import numpy as np
+    from omegaconf import DictConfig
+    from torch import nn
+
+    from optexp.data import Split
+    from optexp.parts import Parts
+    from optexp.stopping import EarlyStopping
+
+
+class EpochSums(NamedTuple):
+    """What an epoch's batches add up to, read from the device once per epoch."""
+
+    loss: float  # mean batch loss x batch size
+    correct: float  # correct predictions (classification)
+    penalty: float  # regularization penalty x batch size
+
+
+NO_SUMS = EpochSums(0.0, 0.0, 0.0)
+
+
+class BatchStats(NamedTuple):
+    """One batch's contribution to `EpochSums`, left on the device: no sync per step, and
+    fewer small ops than adding into running sums."""
+
+    loss: torch.Tensor
+    correct: torch.Tensor | None
+    penalty: torch.Tensor | None
+    size: int
+
+    @classmethod
+    def of(
+        cls,
+        out: torch.Tensor,
+        y: torch.Tensor,
+        loss: torch.Tensor,
+        penalty: torch.Tensor | None,
+        classification: bool,
+    ) -> BatchStats:
+        correct = (out.argmax(1) == y).sum() if classification else None
+        return cls(loss.detach(), correct, None if penalty is None else penalty.detach(), len(y))
+
+    @staticmethod
+    def sums(stats: list[BatchStats], device: torch.device) -> torch.Tensor:
+        """The `EpochSums` of `stats` as one device tensor, in its field order."""
+        if not stats:
+            return torch.zeros(len(EpochSums._fields), device=device)
+        losses, corrects, penalties, sizes = zip(*stats, strict=True)
+        n = torch.tensor(sizes, dtype=torch.float32, device=device)
+        zero = n.new_zeros(())
+        return torch.stack(
+            [
+                torch.stack(losses).float() @ n,
+                zero if corrects[0] is None else torch.stack(corrects).sum().float(),
+                zero if penalties[0] is None else torch.stack(penalties).float() @ n,
+            ]
+        )
+
+
+@dataclass
+class Trained:
+    """What an epoch's optimizer steps left behind, on the device."""
+
+    first: int  # the batch it started from (after a mid-epoch resume)
+    sums: torch.Tensor  # its `EpochSums`, the part before a resume included
+    grad_norms: torch.Tensor | None  # each parameter's, at the epoch's last step
+    before: list[torch.Tensor] | None  # the weights when it started (update ratios)
+    started: float  # perf_counter() when it started
+
+
+@dataclass
+class EpochRecord:
+    """Everything an epoch produced, for the tracker to write once."""
+
+    epoch: int
+    metrics: dict[str, float]  # train/*, val/*, norms, lr: what early stopping reads
+    timing: dict[str, float]  # time/epoch_s, throughput/samples_per_s
+    layers: dict[str, float] = field(default_factory=dict)  # per-layer: TensorBoard only
+    histograms: dict[str, torch.Tensor] = field(default_factory=dict)  # when due
+
+    @property
+    def scalars(self) -> dict[str, float]:
+        return self.metrics | self.timing | self.layers
+
+
+def epoch_record(parts: Parts, epoch: int, trained: Trained) -> EpochRecord:
+    """The epoch's numbers: training metrics and per-layer statistics, validation unless
+    the training loss diverged, the wall time since it started, and histograms if due."""
+    metrics, layers = _train_metrics(parts, trained)
+    if not diverged(metrics["train/loss"], parts.trainer.divergence_threshold):
+        metrics |= {f"val/{k}": v for k, v in evaluate(parts, parts.data.val).items()}
+    seconds = time.perf_counter() - trained.started
+    samples = len(parts.data.train) - trained.first * parts.batch_size
+    timing = {"time/epoch_s": seconds, "throughput/samples_per_s": samples / seconds}
+    every = parts.trainer.histograms_every if parts.trainer.tensorboard else 0
+    due = every and epoch % every == 0
+    return EpochRecord(epoch, metrics, timing, layers, histograms(parts.model) if due else {})
+
+
+def _train_metrics(parts: Parts, trained: Trained) -> tuple[dict[str, float], dict[str, float]]:
+    """Training metrics from the `EpochSums` and the norms, and the per-layer statistics
+    (none without the weights `before`), read from the device in one transfer."""
+    layers = diagnostics.layer_norms(parts.model, trained.grad_norms, trained.before)
+    norms = torch.linalg.vector_norm(layers[:2], dim=1)  # global gradient and weight norms
+    values = torch.cat([trained.sums, norms, layers.flatten()]).tolist()
+    totals, (grad, weight), per_layer = values[:3], values[3:5], values[5:]
+    loss, correct, penalty = (total / len(parts.data.train) for total in EpochSums(*totals))
+    metrics = {"train/loss": loss, "train/penalty": penalty}
+    if parts.data.is_classification:
+        metrics["train/acc"] = correct
+    metrics |= {"grad_norm": grad, "weight_norm": weight} | learning_rates(parts.optimizer)
+    names = [name for name, _ in parts.model.named_parameters()]
+    return metrics, diagnostics.layer_scalars(names, per_layer)
+
+
+@torch.no_grad()
+def evaluate(parts: Parts, split: Split | None) -> dict[str, float]:
+    """Mean loss (and accuracy for classification) over `split`, in eval mode."""
+    if split is None:
+        return {}
+    model, classification = parts.model, parts.data.is_classification
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(2, device=parts.device)
+    for x, y in split.batches(parts.trainer.eval_batch_size):
+        with parts.autocast():
+            out = model(x)
+        loss = parts.loss_fn(out.float(), y)
+        correct = (out.argmax(1) == y).sum() if classification else loss.new_zeros(())
+        sums += torch.stack([loss * len(y), correct.float()])
+    model.train(was_training)
+    loss_sum, correct_sum = sums.tolist()
+    result = {"loss": loss_sum / len(split)}
+    if classification:
+        result["acc"] = correct_sum / len(split)
+    return result
+
+
+def learning_rates(optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    """`lr` of the first parameter group, and `lr/groupK` for the others if any."""
+    groups = optimizer.param_groups
+    rates = {"lr": groups[0]["lr"]}
+    rates |= {f"lr/group{k}": g["lr"] for k, g in enumerate(groups) if k > 0}
+    return rates
+
+
+def histograms(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Weights and gradients (at the epoch's last step) by TensorBoard tag."""
+    tensors = {}
+    for name, param in model.named_parameters():
+        tensors[f"weights/{name}"] = param.detach()
+        if param.grad is not None:
+            tensors[f"gradients/{name}"] = param.grad
+    return tensors
+
+
+def diverged(loss: float, threshold: float | None) -> bool:
+    return not math.isfinite(loss) or (threshold is not None and loss > threshold)
+
+
+def objective(status: Status, stopper: EarlyStopping) -> float:
+    """What a sweeper optimizes: the best monitored value; the worst one if diverged."""
+    if status == Status.DIVERGED or math.isnan(stopper.best):
+        return stopper.worst
+    return stopper.best
+
+
+def identity(cfg: DictConfig, device: torch.device, choices: dict[str, str]) -> dict[str, Any]:
+    """The fields of metrics.json that say what the run was (`rundir.Summary`)."""
+    return {
+        "seed": cfg.seed,
+        "data_seed": cfg.data_seed,
+        "device": str(device),
+        "choices": choices,
+        "config_digest": rundir.config_digest(cfg),
+        "versions": provenance.versions(),
+    }
+
+
+@dataclass
+class RunRecord:
+    """What TensorBoard keeps of a finished run, at its last step."""
+
+    hparams: dict[str, Any]  # the chosen options and the knobs of each part
+    metrics: dict[str, float]  # best validation and test metrics
+    images: dict[str, np.ndarray] = field(default_factory=dict)  # (H, W, C) by tag
+
+
+def run_record(
+    parts: Parts, config: dict[str, Any], choices: dict[str, str], test: dict[str, float] | None
+) -> RunRecord:
+    best = {
+        "best_" + k.replace("/", "_"): v
+        for k, v in parts.early_stopping.best_metrics.items()
+        if k.startswith("val/")
+    }
+    results = best | {f"test_{k}": v for k, v in (test or {}).items()}
+    images = {}
+    if (counts := test_confusion(parts)) is not None:
+        images["images/test_confusion_matrix"] = plotting.confusion_image(counts)
+    return RunRecord(hparams(config, choices), results, images)
+
+
+def test_confusion(parts: Parts) -> torch.Tensor | None:
+    """The test split's confusion matrix (classification), with the weights just tested."""
+    data, batch_size = parts.data, parts.trainer.eval_batch_size
+    if data.test is None or data.num_classes is None:
+        return None
+    with parts.autocast():
+        return diagnostics.confusion_matrix(parts.model, data.test, data.num_classes, batch_size)
+
+
+HPARAM_KEYS = (
+    "seed",
+    "data_seed",
+    "optimizer.",
+    "scheduler.",
+    "regularizer.",
+    "model.",
+    "loss.",
+    "augmentation.",
+    "dataset.",
+    "trainer.batch_size",
+    "trainer.epochs",
+    "trainer.precision",
+)
+
+
+def hparams(config: dict[str, Any], choices: dict[str, str]) -> dict[str, Any]:
+    """Group choices plus the scalar knobs of each part, for TensorBoard's HParams tab."""
+    chosen = {k: v for k, v in flatten(config).items() if k.startswith(HPARAM_KEYS)}
+    chosen = {
+        k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in chosen.items()
+    }
+    return dict(choices) | chosen
