@@ -358,7 +358,7 @@ def test_plot_says_what_it_wrote(capsys, tmp_path):
 def test_an_error_in_the_runs_prints_the_hint_and_optexp_debug_the_traceback(
     capsys, tmp_path, monkeypatch
 ):
-    from optexp.report import ReportError
+    from optexp.report.runs import ReportError
 
     assert error(capsys, tmp_path / "nowhere").splitlines()[1] == (
         "(set OPTEXP_DEBUG=1 for the traceback)"

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from optexp import study, study_report
-from optexp.report import main
+from optexp.report import main, measures, study
 from tests.test_report import fake_run, one_error
 
 INF = math.inf
@@ -44,29 +43,29 @@ def events_run(
 
 def test_time_to_target_is_the_first_epoch_reaching_it_and_the_summed_seconds():
     curves = {"val/loss": {1: 0.9, 2: 0.45, 3: 0.3, 4: 0.5}, "time/epoch_s": {1: 1, 2: 2, 3: 4}}
-    hit = study.time_to_target(curves, study.Target("val/loss", 0.4))
-    assert hit == study.Hit(epoch=3, seconds=7.0)  # 0.3 <= 0.4 first at epoch 3; 1 + 2 + 4
+    hit = measures.time_to_target(curves, measures.Target("val/loss", 0.4))
+    assert hit == measures.Hit(epoch=3, seconds=7.0)  # 0.3 <= 0.4 first at epoch 3; 1 + 2 + 4
     acc = {"val/acc": {1: 0.5, 2: 0.91}, "time/epoch_s": {1: 1, 2: 1}}
-    assert study.time_to_target(acc, study.Target("val/acc", 0.9)) == study.Hit(2, 2.0)
-    assert study.time_to_target(curves, study.Target("val/loss", 0.1)) is None
+    assert measures.time_to_target(acc, measures.Target("val/acc", 0.9)) == measures.Hit(2, 2.0)
+    assert measures.time_to_target(curves, measures.Target("val/loss", 0.1)) is None
     nan = {"val/loss": {1: math.nan}, "time/epoch_s": {1: 1.0}}  # a diverged epoch
-    assert study.time_to_target(nan, study.Target("val/loss", 10)) is None
+    assert measures.time_to_target(nan, measures.Target("val/loss", 10)) is None
 
 
 def test_runs_that_never_reach_the_target_are_counted_not_averaged():
-    reach = study.Reach((study.Hit(4, 6.0), None, study.Hit(2, 3.0)))
+    reach = measures.Reach((measures.Hit(4, 6.0), None, measures.Hit(2, 3.0)))
     assert reach.show() == "2 of 3"
     assert reach.epochs() == [4.0, 2.0] and reach.seconds() == [6.0, 3.0]
     assert reach.cost() == 4.0  # median of 2, 4, inf
-    assert study.Reach((study.Hit(4, 6.0), None, None)).cost() == INF
+    assert measures.Reach((measures.Hit(4, 6.0), None, None)).cost() == INF
 
 
 def test_parse_target_takes_an_optional_problem():
-    assert study.parse_target("val/acc=0.9") == study.Target("val/acc", 0.9)
-    assert study.parse_target("sine:val/loss=2e-2") == study.Target("val/loss", 0.02, "sine")
+    assert measures.parse_target("val/acc=0.9") == measures.Target("val/acc", 0.9)
+    assert measures.parse_target("sine:val/loss=2e-2") == measures.Target("val/loss", 0.02, "sine")
     for bad in ("val/acc", "val/acc=high", "=3"):
         with pytest.raises(ValueError):
-            study.parse_target(bad)
+            measures.parse_target(bad)
 
 
 def test_report_target_columns_per_group(capsys, tmp_path):
@@ -91,27 +90,27 @@ def test_profile_and_score_on_a_case_worked_out_on_paper():
         "p2": {"A": 30, "B": 20},
         "p3": {"A": 5, "B": INF},  # B never reached the target on p3
     }
-    r = study.ratios(costs)
+    r = measures.ratios(costs)
     assert r == {"A": {"p1": 1.0, "p2": 1.5, "p3": 1.0}, "B": {"p1": 2.0, "p2": 1.0, "p3": INF}}
-    assert study.profile(r, [1, 1.5, 2, 4]) == {
+    assert measures.profile(r, [1, 1.5, 2, 4]) == {
         "A": [2 / 3, 1, 1, 1],
         "B": [1 / 3, 1 / 3, 2 / 3, 2 / 3],
     }
     # Area over [1, 4], divided by 3: A = (3 + 2.5 + 3) / 3 / 3; B = (2 + 3 + 0) / 3 / 3.
-    assert study.score(r["A"], 4) == pytest.approx(8.5 / 9)
-    assert study.score(r["B"], 4) == pytest.approx(5 / 9)
+    assert measures.score(r["A"], 4) == pytest.approx(8.5 / 9)
+    assert measures.score(r["B"], 4) == pytest.approx(5 / 9)
     # Over log tau: A = (ln 4 + ln(4/1.5) + ln 4) / ln 4 / 3
     expected = (2 * math.log(4) + math.log(4 / 1.5)) / math.log(4) / 3
-    assert study.score(r["A"], 4, "log") == pytest.approx(expected)
-    assert study.score({"p": 1.0}, 4) == 1.0 and study.score({"p": INF}, 4) == 0.0
+    assert measures.score(r["A"], 4, "log") == pytest.approx(expected)
+    assert measures.score({"p": 1.0}, 4) == 1.0 and measures.score({"p": INF}, 4) == 0.0
 
 
 def test_final_metric_costs_make_lower_better():
-    assert study.final_cost(0.98, higher_is_better=True) == pytest.approx(0.02)
-    assert study.final_cost(0.3, higher_is_better=False) == 0.3
-    r = study.ratios({"p": {"A": 0.02, "B": 0.04, "C": 0.0}})
+    assert measures.final_cost(0.98, higher_is_better=True) == pytest.approx(0.02)
+    assert measures.final_cost(0.3, higher_is_better=False) == 0.3
+    r = measures.ratios({"p": {"A": 0.02, "B": 0.04, "C": 0.0}})
     assert r == {"A": {"p": INF}, "B": {"p": INF}, "C": {"p": 1.0}}  # a perfect method
-    assert study.ratios({"p": {"A": INF, "B": INF}}) == {"A": {"p": INF}, "B": {"p": INF}}
+    assert measures.ratios({"p": {"A": INF, "B": INF}}) == {"A": {"p": INF}, "B": {"p": INF}}
 
 
 # ---------------------------------------------------------------- tuning and sensitivity
@@ -120,7 +119,7 @@ def test_final_metric_costs_make_lower_better():
 def test_sensitivity_points_keep_diverged_runs_apart():
     runs = [(0.1, "completed", 0.5), (0.1, "completed", 0.7), (1.0, "diverged", None)]
     runs += [(1.0, "completed", 0.9), (0.01, "running/incomplete", None)]
-    points = study.sensitivity(runs)
+    points = measures.sensitivity(runs)
     assert [p.x for p in points] == [0.01, 0.1, 1.0]
     assert (points[0].mean, points[0].n) == (None, 0)
     assert (points[1].mean, points[1].low, points[1].high) == (pytest.approx(0.6), 0.5, 0.7)
@@ -128,8 +127,8 @@ def test_sensitivity_points_keep_diverged_runs_apart():
 
 
 def test_grid_edge():
-    assert study.at_edge("1.0", ["0.01", "0.1", "1.0"])
-    assert not study.at_edge("0.1", ["0.01", "0.1", "1.0"])
+    assert measures.at_edge("1.0", ["0.01", "0.1", "1.0"])
+    assert not measures.at_edge("0.1", ["0.01", "0.1", "1.0"])
 
 
 @pytest.fixture
@@ -160,11 +159,11 @@ def two_problems(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def built(root: Path, *targets: str) -> study_report.Study:
-    from optexp.report import find_runs
+def built(root: Path, *targets: str) -> study.Study:
+    from optexp.report.runs import find_runs
 
-    wanted = [study.parse_target(t) for t in targets]
-    return study_report.build(find_runs(root), "optimizer.lr", "val/loss", wanted, None)
+    wanted = [measures.parse_target(t) for t in targets]
+    return study.build(find_runs(root), "optimizer.lr", "val/loss", wanted, None)
 
 
 def test_lr_is_tuned_per_problem_and_a_diverged_seed_loses(two_problems):
@@ -215,11 +214,12 @@ def test_study_folder_holds_what_its_figures_are_drawn_from(capsys, two_problems
 
 
 def test_sensitivity_plot_series(two_problems):
-    from optexp.report import find_runs
+    from optexp.report.grouping import without_diverged_values
+    from optexp.report.runs import find_runs
 
-    runs = study_report.without_diverged_values(find_runs(two_problems))
+    runs = without_diverged_values(find_runs(two_problems))
     s = built(two_problems)
-    series = study_report.sensitivity_series(s, "p2", "val/loss", "minmax")
+    series = study.sensitivity_series(s, "p2", "val/loss", "minmax")
     assert {m: [(p.x, p.mean) for p in points] for m, points in series.items()} == {
         "adam": [(0.01, 0.6), (0.1, 0.3)],
         "sgd": [(0.01, 0.9), (0.1, 0.35)],

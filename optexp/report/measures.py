@@ -1,4 +1,4 @@
-"""The measures of an optimizer study, as pure functions of finished runs.
+"""The measures of an optimizer study, as pure functions of plain data: no file is read here.
 
 - Time-to-target: the first epoch (and the wall seconds, summed from `time/epoch_s`) at
   which a run's per-epoch metric reaches a target; a run that never does has none.
@@ -7,8 +7,8 @@
   cost over the best method's; rho(tau) is the fraction of problems within a factor tau
   of the best, and the score is the normalized area under rho over [1, tau_max].
 
-optexp/report.py reads the runs and draws; everything here takes and returns plain data,
-so the tests can check each number by hand.
+`optexp.report.runs` reads the runs and `optexp.report.figures` draws; everything here
+takes and returns plain data, so the tests can check each number by hand.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+
+from optexp.rundir import Status
 
 INF = math.inf
 
@@ -166,6 +167,33 @@ def final_cost(value: float, higher_is_better: bool) -> float:
     return 1.0 - value if higher_is_better else value
 
 
+@dataclass
+class Profile:
+    """A performance profile: the ratios, rho at each tau where it steps, and the scores."""
+
+    name: str  # what the cost is
+    ratios: dict[str, dict[str, float]]  # method -> problem -> ratio
+    taus: list[float]
+    rho: dict[str, list[float]]
+    scores: dict[str, float]
+
+
+def make_profile(
+    name: str, costs: Mapping[str, Mapping[str, float]], tau_max: float, scale: str
+) -> Profile:
+    """The profile of costs[problem][method] up to tau_max, scored on `scale`."""
+    all_ratios = ratios(costs)
+    taus = profile_taus(all_ratios, tau_max)
+    scores = {m: score(r, tau_max, scale) for m, r in all_ratios.items()}
+    return Profile(name, all_ratios, taus, profile(all_ratios, taus), scores)
+
+
+def profile_taus(all_ratios: Mapping[str, Mapping[str, float]], tau_max: float) -> list[float]:
+    """1, every finite ratio up to tau_max (where rho steps), and tau_max."""
+    steps = {r for per in all_ratios.values() for r in per.values() if 1 <= r <= tau_max}
+    return sorted({1.0, tau_max, *steps})
+
+
 # ---------------------------------------------------------------- tuneability
 
 
@@ -191,8 +219,8 @@ def sensitivity(
         by_x.setdefault(x, []).append((status, value))
     points = []
     for x in sorted(by_x):
-        values = [v for s, v in by_x[x] if s != "diverged" and v is not None]
-        diverged = sum(s == "diverged" for s, _ in by_x[x])
+        values = [v for s, v in by_x[x] if s != Status.DIVERGED and v is not None]
+        diverged = sum(s == Status.DIVERGED for s, _ in by_x[x])
         points.append(Point(x, *_spread(values, band), len(values), diverged))
     return points
 
@@ -215,16 +243,3 @@ def at_edge(chosen: str, tried: Iterable[str]) -> bool:
     except ValueError:  # not numbers: no order, no edge
         return False
     return len(numbers) > 2 and value in (numbers[0], numbers[-1])
-
-
-def read_scalars(run_dir: Path) -> dict[str, dict[int, float]]:
-    """Every scalar of a run's TensorBoard events: {tag: {epoch: value}}, non-finite kept
-    (a diverged epoch logs its NaN loss)."""
-    tb_dir = run_dir / "tb"
-    if not tb_dir.is_dir():
-        return {}
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0})
-    events.Reload()
-    return {tag: {e.step: e.value for e in events.Scalars(tag)} for tag in events.Tags()["scalars"]}

@@ -1,0 +1,352 @@
+"""optexp-report's command line: its arguments one group at a time, the `type=` helpers
+that check a value alone, and `check_flags`, the rules between flags."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import textwrap
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import NoReturn
+
+from optexp.errors import USER_ERROR
+from optexp.report.measures import Target, parse_target
+from optexp.report.page import STUDY_MARKER
+from optexp.report.render import FORMATS
+from optexp.report.runs import INCOMPLETE, METRICS
+from optexp.rundir import Status
+
+TAU_MAX_LIMIT = 1000.0
+FIGURE_TYPES = (".png", ".pdf", ".svg")
+
+# Options that only shape an output, and the flags that make that output; their defaults
+# are filled in by check_flags (None means "not given").
+NEEDS = {
+    "tau_max": ("--tau-max", ("profile", "study"), 4.0),
+    "time_unit": ("--time-unit", ("profile", "study"), "epochs"),
+    "score_scale": ("--score-scale", ("profile", "study"), "linear"),
+    "profile_metric": ("--profile-metric", ("profile", "study"), "test/loss"),
+    "problem": ("--problem", ("profile", "study"), None),
+    "curve": ("--curve", ("plot", "study"), "val/loss"),
+    "band": ("--band", ("plot", "sensitivity", "study"), "minmax"),
+}
+
+# ---------------------------------------------------------------- the help's text
+
+STATUSES = ", ".join([*(s.value for s in Status), INCOMPLETE])
+DESCRIPTION = textwrap.fill(
+    "Compare the runs below PATH (a sweep directory, outputs/, or one run). Runs are grouped "
+    "by their overrides minus `seed`; each metric is mean ± sample std (n) over the group's "
+    f"runs. Every run is listed with its status ({STATUSES}); unreadable runs and the reasons "
+    "of failed ones are listed on stderr.",
+    width=80,
+)
+METRICS_HELP = """\
+metrics: test/acc, test/loss (best weights); val/acc, val/loss (at the best
+epoch); epochs; wall_s."""
+EXAMPLES = """\
+examples:
+  optexp-report outputs/multirun/2026-01-01/10-00-00
+  optexp-report outputs/multirun --sort test/acc --format markdown
+  optexp-report outputs/multirun --select-best-by val/loss --over optimizer.lr
+  optexp-report outputs/multirun --plot curves.png --curve val/acc --band std
+  optexp-report outputs/multirun --target val/acc=0.9
+  optexp-report SWEEP --select-best-by val/loss --over optimizer.lr \\
+      --target val/loss=0.3 --target sine_mlp:val/loss=0.02 --study study/"""
+MEASURES = """\
+study measures (see README, 'Comparing optimizers fairly'):
+  time-to-target: the first epoch whose METRIC reaches VALUE (acc: >=, else <=)
+    and the summed time/epoch_s up to it; mean ± std over the runs that reached
+    it, with 'k of n reached'. A run that never reaches it is not averaged in.
+  problems: the values of --problem (default: problem, else dataset); methods:
+    the settings of the other keys, each at its --over value tuned per problem.
+  performance profile: r = cost / best cost on the problem (inf: not reached);
+    rho(tau) = fraction of problems with r <= tau. Cost: the median epochs to
+    target over seeds (--time-unit), and the final --profile-metric (acc as
+    error 1 - acc). score = area under rho over [1, tau_max] / (tau_max - 1),
+    exact for the step function; --score-scale log integrates over log tau."""
+RULES = f"""\
+rules (each refused in one line, exit 2, before anything is written):
+  --curve needs --plot or --study; --band needs --plot, --sensitivity or --study;
+  --tau-max (> 1, <= {TAU_MAX_LIMIT:g}), --time-unit, --score-scale, --profile-metric and
+  --problem need --profile or --study; PROBLEM:METRIC=VALUE targets need --study
+  or --profile; target values are finite; figures end in .png, .pdf or .svg;
+  --sensitivity and --study need a numeric --over key; --study DIR is new, empty
+  or an earlier study's ({STUDY_MARKER} in it). OPTEXP_DEBUG=1: tracebacks."""
+
+
+# ---------------------------------------------------------------- the parser
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line, exit 2, as every optexp error."""
+
+    def error(self, message: str) -> NoReturn:
+        # A type= helper's message names the flag and value itself: no "argument --x: " twice
+        message = re.sub(r"^argument [^:]+: (?=--)", "", message)
+        self.exit(USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = Parser(
+        prog="optexp-report",
+        description=DESCRIPTION,
+        epilog="\n\n".join([METRICS_HELP, EXAMPLES, MEASURES, RULES]),
+        formatter_class=help_formatter(),
+    )
+    add_runs(p)
+    add_selection(p)
+    add_outputs(p)
+    study = p.add_argument_group("study: time-to-target, tuneability, performance profiles")
+    add_study_outputs(study)
+    add_profile_options(study)
+    return p
+
+
+def help_formatter() -> type[argparse.HelpFormatter]:
+    try:
+        from rich_argparse import RawDescriptionRichHelpFormatter
+    except ImportError:  # optional: plain argparse help without it
+        return argparse.RawDescriptionHelpFormatter
+    return RawDescriptionRichHelpFormatter
+
+
+def add_runs(p: argparse.ArgumentParser) -> None:
+    """Which runs, and how they are grouped and ordered."""
+    p.add_argument("path", type=Path, metavar="PATH", help="directory holding the runs")
+    p.add_argument(
+        "--sort",
+        default="val/loss",
+        choices=METRICS,
+        metavar="METRIC",
+        help="order groups by this metric, best first (default: val/loss; one of "
+        f"{', '.join(METRICS)})",
+    )
+    p.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="also merge runs that differ only in KEY (repeatable), as for seed",
+    )
+
+
+def add_selection(p: argparse.ArgumentParser) -> None:
+    """Tuning one key on validation."""
+    p.add_argument(
+        "--select-best-by",
+        choices=[m for m in METRICS if m.startswith("val/")],
+        metavar="METRIC",
+        help="with --over: per setting of the other keys, pick KEY's value by the best mean "
+        "of this validation metric (val/loss or val/acc) and report its test metrics; a value "
+        "where some runs diverged or are unfinished ranks below those where all finished",
+    )
+    p.add_argument("--over", metavar="KEY", help="the key to tune, e.g. optimizer.lr")
+
+
+def add_outputs(p: argparse.ArgumentParser) -> None:
+    """The table's format and the curve plot."""
+    p.add_argument(
+        "--format", default="table", choices=FORMATS, help="output format (default: table)"
+    )
+    p.add_argument(
+        "--plot",
+        type=figure_path("--plot"),
+        metavar="FILE.png",
+        help="also draw curves per group into this PNG (or .pdf, .svg)",
+    )
+    p.add_argument(
+        "--curve",
+        metavar="TAG",
+        help="with --plot or --study: TensorBoard scalar to plot (default: val/loss; e.g. "
+        "val/acc, train/loss)",
+    )
+    p.add_argument(
+        "--band",
+        choices=("minmax", "std"),
+        help="with --plot, --sensitivity or --study: shaded band over a group's runs: "
+        "min-max (default) or ±1 sample std",
+    )
+
+
+def add_study_outputs(g: argparse._ArgumentGroup) -> None:
+    """Targets, problems, and the study's figures and folder."""
+    g.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        type=target_arg,
+        metavar="[PROBLEM:]METRIC=VALUE",
+        help="per-epoch TensorBoard metric and the (finite) value to reach, e.g. val/acc=0.9, "
+        "or sine_mlp:val/loss=0.02 for one problem only, with --study or --profile "
+        "(repeatable); adds time-to-target columns",
+    )
+    g.add_argument(
+        "--problem",
+        metavar="KEY",
+        help="with --profile or --study: the key whose values are the problems (default: "
+        "problem, else dataset)",
+    )
+    g.add_argument(
+        "--sensitivity",
+        type=figure_path("--sensitivity"),
+        metavar="FILE.png",
+        help="with --select-best-by/--over: that metric against KEY (log x), one line per "
+        "setting of the other keys, mean and min-max band over seeds, x where a run diverged",
+    )
+    g.add_argument(
+        "--profile",
+        type=figure_path("--profile"),
+        metavar="FILE.png",
+        help="with --select-best-by/--over: the performance profile across problems, by "
+        "time-to-target if --target is given, else by the final --profile-metric",
+    )
+    g.add_argument(
+        "--study",
+        type=folder_path,
+        metavar="DIR",
+        help="with --select-best-by/--over: write DIR/README.md (tuned values, test metrics, "
+        "time-to-target, profile scores), its figures, and the numbers as csv and json; DIR "
+        f"is new, empty, or an earlier study's (marked by its {STUDY_MARKER} file)",
+    )
+
+
+def add_profile_options(g: argparse._ArgumentGroup) -> None:
+    """What the performance profiles measure and how they are scored."""
+    g.add_argument(
+        "--profile-metric",
+        choices=METRICS,
+        metavar="METRIC",
+        help="with --profile or --study: final metric of the second profile (default: "
+        "test/loss; accuracies as errors)",
+    )
+    g.add_argument(
+        "--time-unit",
+        choices=("epochs", "seconds"),
+        help="with --profile or --study: time-to-target cost of the profile (default: "
+        "epochs, which do not depend on the machine's load; seconds: summed time/epoch_s)",
+    )
+    g.add_argument(
+        "--tau-max",
+        type=number_in("--tau-max", 1.0, TAU_MAX_LIMIT),
+        metavar="TAU",
+        help="with --profile or --study: upper end of the profile and its score, a number > 1 "
+        f"and <= {TAU_MAX_LIMIT:g} (default: 4, as AlgoPerf)",
+    )
+    g.add_argument(
+        "--score-scale",
+        choices=("linear", "log"),
+        help="with --profile or --study: integrate rho over tau (default, AlgoPerf's "
+        "formula) or over log tau",
+    )
+
+
+# ---------------------------------------------------------------- one value: type= helpers
+
+
+def number_in(flag: str, low: float, high: float) -> Callable[[str], float]:
+    """argparse `type=`: a finite number with low < x <= high, else one line naming the
+    flag, the value and the range. Every numeric flag goes through it."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and low < value <= high):
+            raise argparse.ArgumentTypeError(
+                f"{flag} {text!r} is not allowed. Allowed: a number > {low:g} and <= {high:g}"
+            )
+        return value
+
+    return parse
+
+
+def target_arg(text: str) -> Target:
+    """argparse `type=` of --target: [PROBLEM:]METRIC=VALUE with a finite VALUE."""
+    try:
+        target = parse_target(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    if not target.metric:
+        raise argparse.ArgumentTypeError(
+            f"--target {text!r} is not METRIC=VALUE (e.g. val/acc=0.9)"
+        )
+    if not math.isfinite(target.value):
+        raise argparse.ArgumentTypeError(
+            f"--target {text!r}: {target.value:g} is not allowed. Allowed: a finite number"
+        )
+    return target
+
+
+def figure_path(flag: str) -> Callable[[str], Path]:
+    """argparse `type=` of --plot, --sensitivity, --profile: a file name with an image
+    suffix (matplotlib would silently add .png, or write FOLDER.png for a folder)."""
+
+    def parse(text: str) -> Path:
+        path = Path(text)
+        allowed = f"Allowed: a file name ending in {', '.join(FIGURE_TYPES)}"
+        if text.strip() and path.is_dir():
+            raise argparse.ArgumentTypeError(f"{flag} {text!r} is a folder. {allowed}")
+        if not text.strip() or path.suffix.lower() not in FIGURE_TYPES:
+            raise argparse.ArgumentTypeError(f"{flag} {text!r} is not allowed. {allowed}")
+        return path
+
+    return parse
+
+
+def folder_path(text: str) -> Path:
+    """argparse `type=` of --study: not empty (Path('') is the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            f"--study {text!r} is not allowed. Allowed: a folder path (a new folder, an "
+            "empty one, or an earlier study's)"
+        )
+    return Path(text)
+
+
+# ---------------------------------------------------------------- the rules between flags
+
+
+def check_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The rules between flags, all in one place: a flag whose output is not asked for is
+    refused rather than silently ignored. Then the defaults of the shaping options."""
+    if (args.select_best_by is None) != (args.over is None):
+        p.error("--select-best-by and --over go together")
+    for dest in ("sensitivity", "profile", "study"):
+        if getattr(args, dest) is not None and args.over is None:
+            p.error(f"--{dest} needs --select-best-by and --over")
+    for dest, (flag, partners, default) in NEEDS.items():
+        if getattr(args, dest) is None:
+            setattr(args, dest, default)
+        elif not any(getattr(args, partner) is not None for partner in partners):
+            p.error(f"{flag} needs {_flags(partners)} (it only shapes what they write)")
+    for target in args.target:
+        if target.problem is not None and args.study is None and args.profile is None:
+            p.error(
+                f"--target {target} names problem {target.problem!r}, which needs --study or "
+                f"--profile (the table's rows are not problems; for every row: "
+                f"--target {target.metric}={target.value:g})"
+            )
+    if args.study is not None:
+        check_study_folder(p, args.study)
+
+
+def _flags(dests: Iterable[str]) -> str:
+    """`--a or --b`, `--a, --b or --c`: the flags of these argparse dests, for a message."""
+    names = [f"--{d.replace('_', '-')}" for d in dests]
+    return " or ".join(names) if len(names) < 3 else ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def check_study_folder(p: argparse.ArgumentParser, folder: Path) -> None:
+    """--study writes README.md and more: never into a file, nor over a folder of the user's."""
+    allowed = "Allowed: a new folder, an empty one, or one an earlier --study wrote"
+    if folder.exists() and not folder.is_dir():
+        p.error(f"--study {str(folder)!r} is a file. {allowed}")
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / STUDY_MARKER).exists():
+        p.error(
+            f"--study {str(folder)!r} already holds files and no {STUDY_MARKER} (it is not a "
+            f"folder --study wrote, and they would be overwritten). {allowed}"
+        )

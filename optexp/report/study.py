@@ -1,0 +1,234 @@
+"""The study across problems (`build` -> `Study`): the swept key tuned per method and
+problem, each tuned choice's time-to-target, and the performance profiles comparing the
+methods. Takes runs and plain values; the measures are `optexp.report.measures`.
+
+A problem is a value of the problem key (`problem`, else `dataset`); a method is a
+setting of the other keys (e.g. `optimizer=adam`); the swept key (e.g. `optimizer.lr`)
+is tuned on validation per method and problem, as `--select-best-by` does.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from optexp.report.grouping import (
+    Choice,
+    as_number,
+    group_runs,
+    select_best,
+    varying_keys,
+    without_diverged_values,
+)
+from optexp.report.measures import (
+    Point,
+    Profile,
+    Reach,
+    Target,
+    at_edge,
+    final_cost,
+    make_profile,
+    sensitivity,
+    time_to_target,
+)
+from optexp.report.runs import METRICS, ReportError, Run, Scalars, logged_tags, read_scalars
+
+PROBLEM_KEYS = ("problem", "dataset")
+
+
+@dataclass
+class Entry:
+    """One method on one problem, at its tuned value of the swept key."""
+
+    problem: str
+    method: str
+    choice: Choice
+    target: Target | None
+    reach: Reach | None
+    curves: list[Scalars] = field(default_factory=list)  # of the chosen group's runs
+
+    @property
+    def edge(self) -> bool:
+        return at_edge(self.choice.chosen, self.choice.candidates)
+
+
+@dataclass
+class Study:
+    problem_key: str
+    over: str
+    by: str
+    entries: list[Entry]
+    runs: int
+
+    def problems(self) -> list[str]:
+        return sorted({e.problem for e in self.entries})
+
+    def methods(self) -> list[str]:
+        return sorted({e.method for e in self.entries})
+
+
+# ---------------------------------------------------------------- checks
+
+
+def problem_key(runs: Sequence[Run], named: str | None) -> str:
+    """The key whose values are the problems: the one named, else `problem` or `dataset`."""
+    known = {k for r in runs for k in r.overrides}
+    if named is not None:
+        if named not in known:
+            raise ReportError(f"unknown problem key {named!r}: the runs override {sorted(known)}")
+        return named
+    for key in PROBLEM_KEYS:
+        if key in known:
+            return key
+    raise ReportError(
+        "no problem key: the runs override neither problem nor dataset (name one with --problem)"
+    )
+
+
+def check_numeric(runs: Sequence[Run], key: str, flag: str) -> None:
+    """The sensitivity plot puts KEY on a log x axis: its values must be numbers."""
+    values = sorted({r.value_of(key) for r in runs}, key=as_number)
+    if any(as_number(v)[0] for v in values):
+        raise ReportError(
+            f"{flag} needs a numeric --over key (its values are the x axis); {key} has "
+            f"values {', '.join(values)}"
+        )
+
+
+def check_varies(runs: Sequence[Run], key: str, what: str) -> None:
+    values = {r.overrides.get(key) for r in runs}
+    if len(values) < 2:
+        raise ReportError(f"{key} does not vary ({what}): every run has {key}={values.pop()}")
+
+
+def targets_by_problem(
+    targets: Sequence[Target], problems: Sequence[str]
+) -> dict[str, Target | None]:
+    """The target of each problem: its own (PROBLEM:METRIC=VALUE), else the general one."""
+    unknown = [t.problem for t in targets if t.problem and t.problem not in problems]
+    if unknown:
+        raise ReportError(f"--target names problem {unknown[0]!r}; the problems are {problems}")
+    general = [t for t in targets if t.problem is None]
+    own = {t.problem: t for t in targets if t.problem}
+    return {p: own.get(p, general[-1] if general else None) for p in problems}
+
+
+def _check_logged(target: Target, problem: str, entries: Sequence[Entry]) -> None:
+    curves = [c for e in entries for c in e.curves]
+    if not any(target.metric in c for c in curves):
+        raise ReportError(
+            f"--target {target}: the runs of problem {problem} do not log "
+            f"{target.metric!r} (they log {logged_tags(curves)})"
+        )
+
+
+# ---------------------------------------------------------------- building
+
+
+def build(
+    runs: Sequence[Run],
+    over: str,
+    by: str,
+    targets: Sequence[Target],
+    named_problem: str | None,
+    ignore: Sequence[str] = (),
+    scalars: Callable[[Path], Scalars] = read_scalars,
+) -> Study:
+    """The study of `runs`: `over` tuned by the best mean `by` per method and problem.
+    `scalars(run_dir)` gives a run's TensorBoard scalars (the curves the targets read)."""
+    key = problem_key(runs, named_problem)
+    check_varies(runs, key, "a profile compares methods across two or more problems")
+    check_varies(runs, over, "nothing to tune")
+    runs = without_diverged_values(runs)
+    choices = select_best(group_runs(runs, ignore), by, over)
+    problems = sorted({c.settings.get(key, "") for c in choices})
+    target_of = targets_by_problem(targets, problems)
+    names = method_names([c.settings for c in choices], key)
+    entries = []
+    for choice, name in zip(choices, names, strict=True):
+        problem = choice.settings.get(key, "")
+        target = target_of[problem]
+        curves = [scalars(r.path) for r in choice.group.runs]
+        reach = None
+        if target is not None:
+            reach = Reach(tuple(time_to_target(c, target) for c in curves))
+        entries.append(Entry(problem, name, choice, target, reach, curves))
+    for problem, target in target_of.items():
+        if target is not None:
+            _check_logged(target, problem, [e for e in entries if e.problem == problem])
+    return Study(key, over, by, entries, len(runs))
+
+
+def method_names(settings: Sequence[dict[str, str]], key: str) -> list[str]:
+    """Each setting without the problem key, as its differing values: `adam`, or
+    `optimizer=adam, model.dropout=0.3` when several keys differ."""
+    rest = [{k: v for k, v in s.items() if k != key} for s in settings]
+    keys, _ = varying_keys(rest)
+    if len(keys) == 1:
+        return [s.get(keys[0], "-") for s in rest]
+    return [", ".join(f"{k}={s.get(k, '-')}" for k in keys) or "all" for s in rest]
+
+
+# ---------------------------------------------------------------- profiles
+
+
+def ttt_costs(s: Study, unit: str) -> dict[str, dict[str, float]]:
+    """costs[problem][method]: the median time-to-target over seeds (inf: not reached)."""
+    costs: dict[str, dict[str, float]] = {}
+    for e in s.entries:
+        if e.reach is not None:
+            costs.setdefault(e.problem, {})[e.method] = e.reach.cost(unit)
+    return costs
+
+
+def final_costs(s: Study, metric: str) -> dict[str, dict[str, float]]:
+    """costs[problem][method]: the mean final `metric` as a cost (error for accuracy)."""
+    costs: dict[str, dict[str, float]] = {}
+    for e in s.entries:
+        stat = e.choice.group.stat(metric)
+        finite = stat.mean is not None and math.isfinite(stat.mean)
+        value = final_cost(stat.mean, METRICS[metric].higher_is_better) if finite else None
+        costs.setdefault(e.problem, {})[e.method] = math.inf if value is None else value
+    return costs
+
+
+def profiles(
+    s: Study, time_unit: str, profile_metric: str, tau_max: float, score_scale: str
+) -> list[Profile]:
+    """The time-to-target profile (when there are targets), then the final-metric one."""
+    out = []
+    if any(e.reach is not None for e in s.entries):
+        costs = ttt_costs(s, time_unit)
+        out.append(make_profile(f"{time_unit} to target", costs, tau_max, score_scale))
+    costs = final_costs(s, profile_metric)
+    out.append(make_profile(f"final {profile_metric}", costs, tau_max, score_scale))
+    return out
+
+
+# ---------------------------------------------------------------- sensitivity
+
+
+def sensitivity_series(s: Study, problem: str, metric: str, band: str) -> dict[str, list[Point]]:
+    """method -> Points of `metric` over the swept key on `problem`: what the plot draws."""
+    return {e.method: _points(e.choice, metric, band) for e in s.entries if e.problem == problem}
+
+
+def sensitivity_of_groups(
+    runs: Sequence[Run], metric: str, over: str, band: str
+) -> dict[str, list[Point]]:
+    """Like sensitivity_series, for runs that are not split into problems."""
+    choices = select_best(group_runs(runs), metric, over)
+    names = method_names([c.settings for c in choices], "")
+    return {name: _points(c, metric, band) for c, name in zip(choices, names, strict=True)}
+
+
+def _points(choice: Choice, metric: str, band: str) -> list[Point]:
+    """`metric` over every value of the swept key tried for this choice, over its seeds."""
+    runs = [
+        (float(x), r.status, r.values.get(metric))
+        for x, group in choice.candidates.items()
+        for r in group.runs
+    ]
+    return sensitivity(runs, band)
