@@ -1,8 +1,8 @@
 """Every rule on values, in one place.
 
 `check_config` runs on the composed config, before anything is built or written: each
-knob's rule (kept beside its default in `optexp.config`), each part's parameters
-(PARAMETER_RULES) and Hydra's own settings (HYDRA_RULES). The `check_*` functions below
+knob's rule (kept beside its default in `optexp.config`) and each part's parameters
+(PARAMETER_RULES); Hydra's own settings are `optexp.cli.settings`. The `check_*` functions below
 compare parts with each other (the loss with the targets, the model and augmentation with
 the input shape, the schedule with its warm-up, ...); `optexp.parts.build_parts` calls
 them as the parts are built, so they too run once, before training and before the run
@@ -38,7 +38,6 @@ from optexp.rules import (
     in_range,
     int_at_least,
     list_of,
-    number,
     one_of,
 )
 
@@ -133,16 +132,16 @@ PARAMETER_RULES: dict[str, dict[str, Rule]] = {
     },
     "dataset": {"val_fraction": OPEN_FRACTION, "test_fraction": FRACTION, "seed": SEED},
     "optexp.data.datasets.torchvision_set": {"download": BOOL},
-    "optexp.data.datasets.image_folder": {
+    "optexp.data.files.image_folder": {
         "image_size": COUNT,
         "workers": COUNT0.or_null("null, or an integer >= 0 (0: in-process)"),
     },
-    "optexp.data.datasets.synthetic": {
+    "optexp.data.generated.synthetic": {
         "noise": NON_NEGATIVE,
         "n_samples": int_at_least(10),
         "num_classes": int_at_least(2),
     },
-    "optexp.data.datasets.mnist1d": {"num_samples": int_at_least(20), "generator_seed": SEED},
+    "optexp.data.generated.mnist1d": {"num_samples": int_at_least(20), "generator_seed": SEED},
     "optexp.data.augment.FlipRotateJitter": {
         "flip": PROBABILITY,
         "degrees": in_range(0, 180),
@@ -155,54 +154,11 @@ PARAMETER_RULES: dict[str, dict[str, Rule]] = {
     "optexp.regularizers.NormPenalty": {"l1": NON_NEGATIVE, "l2": NON_NEGATIVE},
 }
 
-PATH_TEXT = Rule(lambda v: isinstance(v, str) and v.strip(), "a folder path")
-# Hydra's knobs that optexp's presets set (its sweepers, launchers and folders): a bad
-# value fails inside Hydra or a plugin, often with a traceback, after files are written.
-HYDRA_RULES: dict[str, Rule] = {
-    "hydra.run.dir": PATH_TEXT,
-    "hydra.sweep.dir": PATH_TEXT,
-    "hydra.sweep.subdir": PATH_TEXT._replace(allowed="a folder name"),
-    "hydra.job.chdir": Rule(
-        lambda v: v is False,
-        "false (optexp resolves paths against the folder it is started in)",
-    ),
-    "hydra.sweeper.max_batch_size": int_at_least(1).or_null(),
-    "hydra.sweeper.n_trials": COUNT,
-    "hydra.sweeper.n_jobs": COUNT,
-    "hydra.sweeper.max_failure_rate": PROBABILITY,
-    "hydra.sweeper.direction": Rule(
-        lambda v: all(  # a name, or the plugin's own Direction enum; one per objective
-            getattr(d, "name", d) in ("minimize", "maximize") for d in _as_list(v)
-        ),
-        "minimize | maximize (lr_optuna: from trainer.early_stopping.mode, min | max)",
-    ),
-    "hydra.sweeper.storage": Rule(
-        lambda v: isinstance(v, str) and "://" in v,
-        "null (in memory) or a database URL, e.g. sqlite:///study.db",
-    ),
-    "hydra.launcher.backend": Rule(
-        lambda v: v in ("loky", "threading", "multiprocessing"),
-        "null | loky | threading | multiprocessing",
-    ),
-    "hydra.launcher.n_jobs": Rule(
-        lambda v: number(v) and isinstance(v, int) and v != 0,
-        "an integer >= 1, or -N for all cores but N - 1",
-    ),
-    "hydra.launcher.timeout_min": COUNT,
-    "hydra.launcher.cpus_per_task": COUNT,
-    "hydra.launcher.tasks_per_node": COUNT,
-    "hydra.launcher.nodes": COUNT,
-    "hydra.launcher.array_parallelism": COUNT,
-}
 BETTER = {"val/loss": "min", "val/acc": "max"}  # the early-stopping mode each monitor needs
 ABSENT = object()  # a key the config does not have
 
 GROUPS_WITH_TARGET = ("dataset", "model", "loss", "optimizer")
 OPTIONAL_GROUPS = ("augmentation", "scheduler", "regularizer")
-
-
-def _as_list(v: Any) -> list[Any]:
-    return v if isinstance(v, list) else [v]
 
 
 def parameter_rules(group: str, target: str | None) -> dict[str, Rule]:
@@ -260,41 +216,6 @@ def check_parameters(cfg: DictConfig) -> None:
             target = node.get("_target_")
             rules = parameter_rules(group, target)
             check_rules(cfg, {f"{group}.{key}": rule for key, rule in rules.items()})
-
-
-def check_hydra(cfg: DictConfig, multirun: bool) -> None:
-    """Hydra's own settings, before Hydra acts on them. A single run (no -m) must not ask
-    for a sweep: without -m, Hydra would run the defaults once, silently."""
-    monitoring = ("trainer.early_stopping.monitor", "trainer.early_stopping.mode")
-    check_rules(cfg, {key: knob_rules()[key] for key in monitoring})  # a sweeper's direction
-    check_rules(cfg, HYDRA_RULES, strict=False)
-    if cfg.hydra.output_subdir is None:
-        allowed = "a folder name, e.g. .hydra (optexp-report reads each run's overrides there)"
-        raise ConfigError("hydra.output_subdir", None, allowed)
-    if multirun:
-        return
-    choices = cfg.hydra.runtime.choices
-    params = OmegaConf.select(cfg, "hydra.sweeper.params")
-    if params:
-        preset = next(
-            (f"{g}={choices[g]}" for g in ("hparams_search", "experiment") if choices.get(g)), None
-        )
-        raise ConfigError(
-            "hydra.sweeper.params",
-            params,
-            f"optexp -m {preset or '...'} (a sweep runs with -m)",
-            problem=f"defines a sweep{f' (set by {preset})' if preset else ''}",
-        )
-    for override in OmegaConf.to_container(cfg.hydra.overrides.task, resolve=False):
-        group, _, value = override.partition("=")
-        if group in (*GROUPS_WITH_TARGET, *OPTIONAL_GROUPS) and value.startswith("["):
-            options = value.strip("[]")
-            raise ConfigError(
-                group,
-                value,
-                f"one option, or a sweep: optexp -m {group}={options}",
-                problem="lists several options",
-            )
 
 
 def check_known_keys(tree: dict[str, Any]) -> None:

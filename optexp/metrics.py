@@ -79,14 +79,18 @@ class BatchStats(NamedTuple):
 
 
 @dataclass
-class Trained:
-    """What an epoch's optimizer steps left behind, on the device."""
+class EpochStart:
+    """Where an epoch's measurements start: its first batch (after a mid-epoch resume), the
+    weights (for the update ratios; none without TensorBoard) and the clock."""
 
-    first: int  # the batch it started from (after a mid-epoch resume)
-    sums: torch.Tensor  # its `EpochSums`, the part before a resume included
-    grad_norms: torch.Tensor | None  # each parameter's, at the epoch's last step
-    before: list[torch.Tensor] | None  # the weights when it started (update ratios)
-    started: float  # perf_counter() when it started
+    first: int
+    before: list[torch.Tensor] | None
+    started: float
+
+    @classmethod
+    def now(cls, parts: Parts, first: int) -> EpochStart:
+        before = diagnostics.weights_now(parts.model, parts.trainer.tensorboard)
+        return cls(first, before, time.perf_counter())
 
 
 @dataclass
@@ -104,26 +108,39 @@ class EpochRecord:
         return self.metrics | self.timing | self.layers
 
 
-def epoch_record(parts: Parts, epoch: int, trained: Trained) -> EpochRecord:
-    """The epoch's numbers: training metrics and per-layer statistics, validation unless
-    the training loss diverged, the wall time since it started, and histograms if due."""
-    metrics, layers = _train_metrics(parts, trained)
+def epoch_record(
+    parts: Parts,
+    epoch: int,
+    start: EpochStart,
+    sums: torch.Tensor,
+    grad_norms: torch.Tensor | None,
+) -> EpochRecord:
+    """The epoch's numbers from its `EpochSums` (on the device, the part before a resume
+    included) and each parameter's gradient norm at its last step: training metrics and
+    per-layer statistics, validation unless the training loss diverged, the wall time
+    since it started, and histograms if due."""
+    metrics, layers = _train_metrics(parts, sums, grad_norms, start.before)
     if not diverged(metrics["train/loss"], parts.trainer.divergence_threshold):
         metrics |= {f"val/{k}": v for k, v in evaluate(parts, parts.data.val).items()}
-    seconds = time.perf_counter() - trained.started
-    samples = len(parts.data.train) - trained.first * parts.batch_size
+    seconds = time.perf_counter() - start.started
+    samples = len(parts.data.train) - start.first * parts.batch_size
     timing = {"time/epoch_s": seconds, "throughput/samples_per_s": samples / seconds}
     every = parts.trainer.histograms_every if parts.trainer.tensorboard else 0
     due = every and epoch % every == 0
     return EpochRecord(epoch, metrics, timing, layers, histograms(parts.model) if due else {})
 
 
-def _train_metrics(parts: Parts, trained: Trained) -> tuple[dict[str, float], dict[str, float]]:
+def _train_metrics(
+    parts: Parts,
+    sums: torch.Tensor,
+    grad_norms: torch.Tensor | None,
+    before: list[torch.Tensor] | None,
+) -> tuple[dict[str, float], dict[str, float]]:
     """Training metrics from the `EpochSums` and the norms, and the per-layer statistics
     (none without the weights `before`), read from the device in one transfer."""
-    layers = diagnostics.layer_norms(parts.model, trained.grad_norms, trained.before)
+    layers = diagnostics.layer_norms(parts.model, grad_norms, before)
     norms = torch.linalg.vector_norm(layers[:2], dim=1)  # global gradient and weight norms
-    values = torch.cat([trained.sums, norms, layers.flatten()]).tolist()
+    values = torch.cat([sums, norms, layers.flatten()]).tolist()
     totals, (grad, weight), per_layer = values[:3], values[3:5], values[5:]
     loss, correct, penalty = (total / len(parts.data.train) for total in EpochSums(*totals))
     metrics = {"train/loss": loss, "train/penalty": penalty}

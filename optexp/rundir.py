@@ -114,13 +114,27 @@ def write_failure(run_dir: Path, reason: str) -> None:
         _write_json(metrics_file(run_dir), {"status": Status.FAILED, "error": reason})
 
 
-def read_summary(run_dir: Path) -> dict[str, Any] | None:
-    """metrics.json as written (older runs' too), or None if absent or unreadable."""
+def load_summary(run_dir: Path) -> dict[str, Any] | None:
+    """metrics.json as written (older runs' too); None if there is none yet; a file that
+    cannot be read raises UserError saying why."""
+    path = metrics_file(run_dir)
     try:
-        summary = json.loads(metrics_file(run_dir).read_text())
-    except (OSError, ValueError):
+        summary = json.loads(path.read_text())
+    except FileNotFoundError:
         return None
-    return summary if isinstance(summary, dict) else None
+    except (OSError, ValueError) as error:  # ValueError: bad JSON, not UTF-8
+        raise UserError(f"cannot read {path}: {error}") from None
+    if not isinstance(summary, dict):
+        raise UserError(f"cannot read {path}: not a JSON object")
+    return summary
+
+
+def read_summary(run_dir: Path) -> dict[str, Any] | None:
+    """metrics.json, or None if absent or unreadable (for the runner's own decisions)."""
+    try:
+        return load_summary(run_dir)
+    except UserError:
+        return None
 
 
 def finished_status(summary: dict[str, Any] | None) -> Status | None:

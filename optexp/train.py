@@ -21,7 +21,7 @@ from torch import nn
 
 from optexp import checkpoint, diagnostics, metrics, rundir
 from optexp.data import epoch_order
-from optexp.metrics import NO_SUMS, BatchStats, EpochRecord, Trained, diverged
+from optexp.metrics import NO_SUMS, BatchStats, EpochRecord, diverged
 from optexp.parts import Parts, build_parts
 from optexp.provenance import Launch, describe_run
 from optexp.rundir import Status, Summary
@@ -105,16 +105,14 @@ def train_epoch(
 ) -> EpochRecord | None:
     """Train the next epoch from where the run is, then measure it (`metrics`); None when
     a stop signal came first: `progress` keeps the place and the sums so far."""
-    started, first = time.perf_counter(), progress.batches_done
-    before = diagnostics.weights_now(parts.model, parts.trainer.tensorboard)  # update ratios
+    start = metrics.EpochStart.now(parts, progress.batches_done)
     steps, sums, grad_norms = train_steps(parts, epoch_batches(parts, progress, tracker), stop)
     progress.step += steps
     sums += torch.tensor(progress.sums or NO_SUMS, device=parts.device)  # before a stop
-    if first + steps < parts.steps_per_epoch:
-        progress.batches_done, progress.sums = first + steps, sums.tolist()
+    if start.first + steps < parts.steps_per_epoch:
+        progress.batches_done, progress.sums = start.first + steps, sums.tolist()
         return None
-    trained = Trained(first, sums, grad_norms, before, started)
-    return metrics.epoch_record(parts, progress.epoch + 1, trained)
+    return metrics.epoch_record(parts, progress.epoch + 1, start, sums, grad_norms)
 
 
 def epoch_batches(

@@ -62,3 +62,26 @@ def test_out_of_range_values_name_key_value_and_allowed(make_cfg, override, key)
     message = str(info.value)
     assert info.value.key == key and message.startswith(key)
     assert "Allowed:" in message and value.strip("[]").split(",")[0] in message
+
+
+def test_trainer_default_yaml_is_generated_from_the_schema():
+    """Each trainer knob's default, rule and doc live in optexp/config.py; the YAML file
+    people read and optexp-init copies is its rendering, and must not drift from it."""
+    from optexp.cli import CONFIG_DIR
+    from optexp.config import trainer_yaml
+
+    written = (CONFIG_DIR / "trainer" / "default.yaml").read_text()
+    assert written == trainer_yaml(), (
+        "run: python -m optexp.config > optexp/configs/trainer/default.yaml"
+    )
+
+
+def test_every_knob_has_a_default_a_rule_and_a_doc_that_agree(make_cfg):
+    from optexp.config import knobs
+
+    composed = OmegaConf.to_container(make_cfg(), resolve=True)
+    for key, knob in knobs().items():
+        value = OmegaConf.select(OmegaConf.create(composed), key)
+        assert value == knob.default, key  # what Hydra composes is the schema's default
+        assert knob.metadata["rule"].accepts(knob.default), key
+        assert knob.metadata["doc"].strip(), key

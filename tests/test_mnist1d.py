@@ -9,7 +9,7 @@ import torch
 
 from optexp import models
 from optexp.config import ConfigError
-from optexp.data import datasets
+from optexp.data import generated as datasets
 
 SMALL = 200  # samples: 160 train, 40 test
 

@@ -23,8 +23,9 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from optexp import rundir
-from optexp.checks import check_config, check_hydra
+from optexp.checks import check_config
 from optexp.cli.errors import describe
+from optexp.cli.settings import check_hydra
 from optexp.errors import USER_ERROR, UserError, exit_with_error
 from optexp.rundir import Status
 

@@ -4,7 +4,6 @@ TensorBoard reader of the report). Nothing here groups, measures or draws."""
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from dataclasses import dataclass, field
@@ -23,8 +22,7 @@ from optexp.rundir import (
     METRICS_FILE,
     TB_DIR,
     Status,
-    metrics_file,
-    read_summary,
+    load_summary,
     tb_dir,
 )
 
@@ -109,12 +107,12 @@ def read_run(path: Path) -> Run:
     hydra_dir = path / HYDRA_DIR
     overrides = parse_overrides(_override_lines(hydra_dir / "overrides.yaml"))
     config = _load_yaml(hydra_dir / "config.yaml") or {}
-    summary_file = metrics_file(path)
-    if not summary_file.exists():
-        return Run(path, overrides, INCOMPLETE, {}, config)
-    summary = read_summary(path)
+    try:
+        summary = load_summary(path)
+    except UserError as error:
+        raise ReportError(str(error)) from None
     if summary is None:
-        raise ReportError(f"cannot read {summary_file}: {_why_unreadable(summary_file)}")
+        return Run(path, overrides, INCOMPLETE, {}, config)
     status = str(summary.get("status", "unknown"))
     error = str(summary.get("error") or "")
     return Run(path, overrides, status, metric_values(summary), config, error)
@@ -134,15 +132,6 @@ def _override_lines(path: Path) -> list[str]:
                 "override such as optimizer.lr=0.1"
             )
     return lines
-
-
-def _why_unreadable(path: Path) -> str:
-    """Why rundir.read_summary found no summary in a file that exists, in one line."""
-    try:
-        json.loads(path.read_text())
-    except (OSError, ValueError) as error:  # ValueError: bad JSON, not UTF-8
-        return str(error)
-    return "not a JSON object"
 
 
 def _load_yaml(path: Path) -> Any:
