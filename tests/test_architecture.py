@@ -118,3 +118,16 @@ def test_no_private_name_is_imported_across_modules() -> None:
         for module, names in imported(ast.parse(path.read_text()), name, path):
             private += [f"{name} imports {module}.{n}" for n in names if n.startswith("_")]
     assert not private
+
+
+def test_the_documented_metrics_json_schema_is_the_written_one():
+    """docs/architecture.md lists metrics.json's fields; rundir.Summary is what is written."""
+    import dataclasses
+    import re
+
+    from optexp.rundir import Summary
+
+    page = (REPO / "docs" / "architecture.md").read_text()
+    table = page.split("<!-- summary-schema")[1].split("<!-- /summary-schema -->")[0]
+    documented = re.findall(r"^\| `([a-z_]+)` \|", table, flags=re.M)
+    assert documented == [f.name for f in dataclasses.fields(Summary)]

@@ -1,6 +1,6 @@
 """optexp as a user installs it: a wheel built from this tree, installed into a fresh
 environment that cannot see the source tree, every command run from an empty folder.
-The commands are those of the README's "Install" section.
+The commands are those of the README's "Install" section and docs/configs.md's own config folders.
 
 The environment gets this interpreter's third-party packages (torch, Hydra, ...) from a
 plain path line in a .pth file: a path line adds the folder to sys.path without running

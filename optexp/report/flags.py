@@ -56,7 +56,7 @@ examples:
   optexp-report SWEEP --select-best-by val/loss --over optimizer.lr \\
       --target val/loss=0.3 --target sine_mlp:val/loss=0.02 --study study/"""
 MEASURES = """\
-study measures (see README, 'Comparing optimizers fairly'):
+study measures (see docs/report.md, 'Comparing optimizers fairly'):
   time-to-target: the first epoch whose METRIC reaches VALUE (acc: >=, else <=)
     and the summed time/epoch_s up to it; mean ± std over the runs that reached
     it, with 'k of n reached'. A run that never reaches it is not averaged in.
