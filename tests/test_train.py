@@ -9,8 +9,8 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from optexp import checkpoint, train
-from optexp.parts import build_parts
 from optexp.metrics import evaluate
+from optexp.parts import build_parts
 from optexp.train import run
 
 TAGS = ("train/loss", "train/acc", "val/loss", "val/acc", "lr", "grad_norm", "time/epoch_s")
