@@ -1,9 +1,8 @@
 """The numbers a run produces, each computed in one place: what a batch adds to its
 epoch (`BatchStats`), an epoch's record (`EpochRecord`: training metrics and per-layer
-statistics read from the device in one transfer, then validation and timing), the
-run's record for TensorBoard (`RunRecord`) and the fields of metrics.json that say what
-the run was. `optexp.tracking` writes them; `optexp.diagnostics` supplies the per-layer
-tensor statistics.
+statistics read from the device in one transfer, then validation and timing), and the
+run's record for TensorBoard (`RunRecord`). `optexp.tracking` writes them;
+`optexp.diagnostics` supplies the per-layer tensor statistics.
 """
 
 from __future__ import annotations
@@ -15,13 +14,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 
-from optexp import diagnostics, plotting, provenance, rundir
+from optexp import diagnostics, plotting
 from optexp.config import flatten
 from optexp.rundir import Status
 
 if TYPE_CHECKING:
     import numpy as np
-    from omegaconf import DictConfig
     from torch import nn
 
     from optexp.data import Split
@@ -201,18 +199,6 @@ def objective(status: Status, stopper: EarlyStopping) -> float:
     if status == Status.DIVERGED or math.isnan(stopper.best):
         return stopper.worst
     return stopper.best
-
-
-def identity(cfg: DictConfig, device: torch.device, choices: dict[str, str]) -> dict[str, Any]:
-    """The fields of metrics.json that say what the run was (`rundir.Summary`)."""
-    return {
-        "seed": cfg.seed,
-        "data_seed": cfg.data_seed,
-        "device": str(device),
-        "choices": choices,
-        "config_digest": rundir.config_digest(cfg),
-        "versions": provenance.versions(),
-    }
 
 
 @dataclass

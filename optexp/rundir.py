@@ -166,6 +166,20 @@ def check_no_results(run_dir: Path) -> None:
         )
 
 
+def identity(cfg: DictConfig, device: Any, choices: dict[str, str]) -> dict[str, Any]:
+    """The fields of a `Summary` that say what the run was."""
+    from optexp.provenance import versions
+
+    return {
+        "seed": cfg.seed,
+        "data_seed": cfg.data_seed,
+        "device": str(device),
+        "choices": choices,
+        "config_digest": config_digest(cfg),
+        "versions": versions(),
+    }
+
+
 def config_digest(cfg: DictConfig) -> str:
     """The resolved config, hashed: a re-run sweep skips a finished job only if its config
     is still the one that job ran (an option file may have been edited since)."""

@@ -56,7 +56,7 @@ def run(
     parts = build_parts(cfg)  # every part, checked against the others before anything is written
     config = OmegaConf.to_container(cfg, resolve=True)
     progress = resume(parts, run_dir, config)
-    identity = metrics.identity(cfg, parts.device, choices or {})
+    identity = rundir.identity(cfg, parts.device, choices or {})
     config_json = json.dumps(config)  # for checkpoints: one string to pickle
 
     run_dir.mkdir(parents=True, exist_ok=True)
