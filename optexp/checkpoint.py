@@ -25,6 +25,8 @@ RESUMABLE_CHANGES = (
     "trainer.compile",
     "trainer.channels_last",
     "trainer.epochs",
+    "trainer.max_steps",
+    "trainer.max_time",
     "trainer.resume",
     "trainer.checkpoint",
     "trainer.tensorboard",

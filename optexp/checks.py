@@ -1,9 +1,10 @@
-"""Every rule on values, in one place.
+"""Every rule on values, applied in one place.
 
 `check_config` runs on the composed config, before anything is built or written: each
-knob's rule (kept beside its default in `optexp.config`) and each part's parameters
-(PARAMETER_RULES); Hydra's own settings are `optexp.cli.settings`. The `check_*` functions below
-compare parts with each other (the loss with the targets, the model and augmentation with
+knob's rule (kept beside its default in `optexp.config`), each part's parameters (the
+table `optexp.rules.PARAMETER_RULES`) and the knobs that cannot work together; Hydra's
+own settings are `optexp.cli.settings`. The `check_*` functions below compare parts with
+each other (the loss with the targets, the model and augmentation with
 the input shape, the schedule with its warm-up, ...); `optexp.parts.build_parts` calls
 them as the parts are built, so they too run once, before training and before the run
 writes anything.
@@ -23,147 +24,17 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from optexp.config import OptexpConfig, knob_rules
 from optexp.errors import ConfigError
-from optexp.rules import (
-    BOOL,
-    COUNT,
-    COUNT0,
-    FLOAT32_MAX,
-    FRACTION,
-    NON_NEGATIVE,
-    OPEN_FRACTION,
-    POSITIVE,
-    PROBABILITY,
-    SEED,
-    Rule,
-    in_range,
-    int_at_least,
-    list_of,
-    one_of,
-)
+from optexp.rules import FLOAT32_MAX, Rule, parameter_rules
 
 if TYPE_CHECKING:
+    from optexp.config import TrainerConfig
     from optexp.data import Data
-
-BETAS = Rule(
-    lambda v: isinstance(v, list) and len(v) == 2 and all(FRACTION.accepts(b) for b in v),
-    "two numbers in [0, 1), e.g. [0.9, 0.999]",
-)
-GAMMA = in_range(0, 1e3, "(]")
-ADAM = {"betas": BETAS, "eps": POSITIVE, "amsgrad": BOOL}
-SGD = {"momentum": FRACTION, "dampening": PROBABILITY, "nesterov": BOOL}
-RMSPROP = {"alpha": FRACTION, "eps": POSITIVE, "momentum": FRACTION, "centered": BOOL}
-DROPOUT_AND_NORM = {"dropout": FRACTION, "batch_norm": BOOL}
-WIDTHS = list_of(COUNT, "a list of integers >= 1, e.g. [32, 64]")
-
-# The parameters of the parts, keyed by what they check: a group's name for the keys
-# every target of the group reads alike (any optimizer's lr, a user's own optimizer
-# included), a target's import path for the keys whose meaning is that target's (SGD's
-# momentum). tests/test_walk_inputs.py tries bad values on every knob of every option
-# file, and fails for a knob that has no rule here. An absent key is not checked, nor
-# null where the rule allows it; non-finite numbers are refused for every key.
-PARAMETER_RULES: dict[str, dict[str, Rule]] = {
-    "optimizer": {
-        "lr": POSITIVE,
-        "weight_decay": NON_NEGATIVE,
-        "full_batch": BOOL,  # optexp's own keys (optexp.parts.OWN_KEYS)
-        "regularize_bias_and_norm": BOOL,
-    },
-    "torch.optim.SGD": SGD,
-    "torch.optim.Adam": ADAM,
-    "torch.optim.AdamW": ADAM,
-    "torch.optim.Adagrad": {
-        "lr_decay": NON_NEGATIVE,
-        "initial_accumulator_value": NON_NEGATIVE,
-        "eps": POSITIVE,
-    },
-    "torch.optim.RMSprop": RMSPROP,
-    "optexp.optim.textbook.Momentum": {"momentum": FRACTION},
-    "optexp.optim.textbook.AdaGrad": {"eps": POSITIVE},
-    "optexp.optim.textbook.RMSprop": RMSPROP,
-    "optexp.optim.textbook.Adam": ADAM,
-    "scheduler": {"interval": one_of("epoch", "step"), "warmup_epochs": NON_NEGATIVE},
-    "torch.optim.lr_scheduler.ConstantLR": {"factor": in_range(0, 1, "(]"), "total_iters": COUNT0},
-    "torch.optim.lr_scheduler.StepLR": {"step_size": COUNT, "gamma": GAMMA},
-    "torch.optim.lr_scheduler.ExponentialLR": {"gamma": GAMMA},
-    "torch.optim.lr_scheduler.CosineAnnealingWarmRestarts": {
-        "T_0": COUNT,
-        "T_mult": COUNT,
-        "eta_min": NON_NEGATIVE,
-    },
-    "optexp.optim.schedules.cosine": {"eta_min": NON_NEGATIVE},
-    "optexp.optim.schedules.CyclicSine": {"max_lr": POSITIVE, "step_size": COUNT},
-    "torch.optim.lr_scheduler.CyclicLR": {
-        "base_lr": POSITIVE,
-        "max_lr": POSITIVE,
-        "step_size_up": COUNT,
-        "step_size_down": COUNT.or_null(),
-        "gamma": GAMMA,
-        "cycle_momentum": BOOL,
-    },
-    "torch.optim.lr_scheduler.OneCycleLR": {
-        "max_lr": POSITIVE,
-        "pct_start": OPEN_FRACTION,
-        "anneal_strategy": one_of("cos", "linear"),
-        "div_factor": POSITIVE,
-        "final_div_factor": POSITIVE,
-        "three_phase": BOOL,
-        "cycle_momentum": BOOL,
-    },
-    "torch.optim.lr_scheduler.ReduceLROnPlateau": {
-        "factor": in_range(0, 1, "()"),
-        "patience": COUNT0,
-        "threshold": NON_NEGATIVE,
-        "threshold_mode": one_of("rel", "abs"),
-        "cooldown": COUNT0,
-        "min_lr": NON_NEGATIVE,
-    },
-    "torch.nn.CrossEntropyLoss": {"label_smoothing": PROBABILITY},
-    "torch.nn.MultiMarginLoss": {"margin": POSITIVE, "p": one_of(1, 2)},
-    "optexp.models.mlp": {
-        "hidden": list_of(COUNT, "a list of integers >= 1, e.g. [128, 128]"),
-        **DROPOUT_AND_NORM,
-    },
-    "optexp.models.cnn": {"channels": WIDTHS, **DROPOUT_AND_NORM},
-    "optexp.models.cnn1d": {
-        "channels": WIDTHS,
-        "kernel_sizes": list_of(COUNT, "a list of integers >= 1, e.g. [5, 3, 3]"),
-        "stride": COUNT,
-        **DROPOUT_AND_NORM,
-    },
-    "dataset": {"val_fraction": OPEN_FRACTION, "test_fraction": FRACTION, "seed": SEED},
-    "optexp.data.datasets.torchvision_set": {"download": BOOL},
-    "optexp.data.files.image_folder": {
-        "image_size": COUNT,
-        "workers": COUNT0.or_null("null, or an integer >= 0 (0: in-process)"),
-    },
-    "optexp.data.generated.synthetic": {
-        "noise": NON_NEGATIVE,
-        "n_samples": int_at_least(10),
-        "num_classes": int_at_least(2),
-    },
-    "optexp.data.generated.mnist1d": {"num_samples": int_at_least(20), "generator_seed": SEED},
-    "optexp.data.augment.FlipRotateJitter": {
-        "flip": PROBABILITY,
-        "degrees": in_range(0, 180),
-        "brightness": PROBABILITY,
-        "contrast": PROBABILITY,
-        "saturation": PROBABILITY,
-    },
-    "optexp.data.augment.CropFlip": {"padding": COUNT0, "flip": PROBABILITY},
-    "regularizer": {"regularize_bias_and_norm": BOOL},
-    "optexp.regularizers.NormPenalty": {"l1": NON_NEGATIVE, "l2": NON_NEGATIVE},
-}
 
 BETTER = {"val/loss": "min", "val/acc": "max"}  # the early-stopping mode each monitor needs
 ABSENT = object()  # a key the config does not have
 
 GROUPS_WITH_TARGET = ("dataset", "model", "loss", "optimizer")
 OPTIONAL_GROUPS = ("augmentation", "scheduler", "regularizer")
-
-
-def parameter_rules(group: str, target: str | None) -> dict[str, Rule]:
-    """The rules on the parameters of `group`'s part when it builds `target`."""
-    return PARAMETER_RULES.get(group, {}) | PARAMETER_RULES.get(target or "", {})
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -184,13 +55,43 @@ def check_config(cfg: DictConfig) -> None:
             raise ConfigError(key, value, f"a finite number, |x| <= {FLOAT32_MAX:.3g}")
     check_rules(cfg, knob_rules())
     check_parameters(cfg)
-    monitor, mode = cfg.trainer.early_stopping.monitor, cfg.trainer.early_stopping.mode
+    check_trainer(cfg)
+
+
+def check_trainer(cfg: DictConfig) -> None:
+    """The trainer's knobs that cannot work together."""
+    trainer = cfg.trainer
+    monitor, mode = trainer.early_stopping.monitor, trainer.early_stopping.mode
     if BETTER.get(monitor, mode) != mode:
         raise ConfigError(
             "trainer.early_stopping.mode",
             mode,
             f"{BETTER[monitor]} for monitor={monitor}",
             problem=f"does not fit monitor={monitor}: the best epoch would be the worst",
+        )
+    if trainer.ema.enabled and trainer.swa.enabled:
+        raise ConfigError(
+            "trainer.swa.enabled", True, "false with trainer.ema.enabled=true (one average)"
+        )
+    if trainer.swa.enabled and trainer.swa.start_epoch >= trainer.epochs:
+        raise ConfigError(
+            "trainer.swa.start_epoch",
+            trainer.swa.start_epoch,
+            f"an epoch before the last (trainer.epochs={trainer.epochs})",
+            problem="leaves no epoch to average",
+        )
+    lr_range = cfg.get("lr_range")
+    if lr_range is not None and lr_range.min_lr >= lr_range.max_lr:
+        raise ConfigError(
+            "lr_range.max_lr",
+            lr_range.max_lr,
+            f"a learning rate above lr_range.min_lr={lr_range.min_lr}",
+        )
+    if trainer.accumulate_batches > 1 and cfg.optimizer.get("full_batch"):
+        raise ConfigError(
+            "trainer.accumulate_batches",
+            trainer.accumulate_batches,
+            "1 with a full-batch optimizer (one batch is the whole training set)",
         )
 
 
@@ -287,6 +188,41 @@ def check_loss(loss_fn: object, data: Data) -> None:
             type(loss_fn).__name__,
             "mse for a regression dataset",
             problem="needs class labels, but the dataset has real-valued targets",
+        )
+
+
+def check_closure(closure: bool, target: str, trainer: TrainerConfig) -> None:
+    """An optimizer that evaluates the loss itself (L-BFGS, SAM) takes one batch per step,
+    and no fp16 gradient scaling: GradScaler's step cannot take a closure."""
+    if not closure:
+        return
+    if trainer.precision == "fp16":
+        raise ConfigError(
+            "trainer.precision",
+            "fp16",
+            "32 | bf16",
+            problem=f"cannot scale the gradients of {target}, which steps with a closure",
+        )
+    if trainer.accumulate_batches > 1:
+        raise ConfigError(
+            "trainer.accumulate_batches",
+            trainer.accumulate_batches,
+            "1",
+            problem=f"cannot accumulate for {target}, which evaluates each batch itself",
+        )
+
+
+def check_mixing(augment: object, loss_fn: object) -> None:
+    """Mixup and cutmix mix class labels (the augmentation refuses a regression set): the
+    loss must take class probabilities, as cross-entropy does; hinge and mse cannot."""
+    from torch import nn
+
+    if getattr(augment, "mixes_labels", False) and not isinstance(loss_fn, nn.CrossEntropyLoss):
+        raise ConfigError(
+            "loss",
+            type(loss_fn).__name__,
+            "cross_entropy with mixup or cutmix",
+            problem="cannot take the mixed (soft) labels of mixup or cutmix",
         )
 
 

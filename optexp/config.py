@@ -14,6 +14,7 @@ Imports neither torch nor anything heavy: config errors answer fast.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,7 @@ from optexp.rules import (
     POSITIVE,
     SEED,
     Rule,
+    in_range,
     int_at_least,
     one_of,
 )
@@ -62,6 +64,27 @@ class EarlyStoppingConfig:
 class CheckpointConfig:
     every: int = knob(1, COUNT, "write checkpoints/last.pt every N epochs (and at the end)")
     keep_best: bool = knob(True, BOOL, "write checkpoints/best.pt when the monitor improves")
+
+
+@dataclass
+class EmaConfig:
+    enabled: bool = knob(False, BOOL, "keep an exponential moving average of the weights")
+    decay: float = knob(0.999, in_range(0, 1, "()"), "avg = decay * avg + (1 - decay) * weights")
+    start: int = knob(0, COUNT0, "optimizer steps before the average starts")
+    every: int = knob(1, COUNT, "optimizer steps between two updates of the average")
+
+
+@dataclass
+class SwaConfig:
+    enabled: bool = knob(
+        False, BOOL, "stochastic weight averaging: the mean of the weights at each epoch end"
+    )
+    start_epoch: int = knob(1, COUNT, "averaging (and the SWA learning rate) start after it")
+    lr: float | None = knob(
+        None, POSITIVE.or_null(), "the SWA phase's learning rate (null: the schedule goes on)"
+    )
+    anneal_epochs: int = knob(1, COUNT, "epochs from the schedule's lr to the SWA lr")
+    anneal_strategy: str = knob("cos", one_of("cos", "linear"), "cos | linear")
 
 
 @dataclass
@@ -99,6 +122,27 @@ class TrainerConfig:
     channels_last: bool = knob(
         False, BOOL, "store 4-D image batches (N, C, H, W) channels-last: faster convolutions"
     )
+    max_steps: int | None = knob(
+        None, COUNT.or_null(), "end after this many optimizer steps (or trainer.epochs, if first)"
+    )
+    max_time: float | None = knob(
+        None,
+        POSITIVE.or_null(),
+        "end after this many seconds of training (status time_limit; resumable with more)",
+    )
+    eval_every_steps: int | None = knob(
+        None,
+        COUNT.or_null(),
+        "also validate (and log, stop early, keep the best) every N steps; x axis in steps",
+    )
+    accumulate_batches: int = knob(
+        1, COUNT, "batches per optimizer step: K batches of B step as one batch of K x B"
+    )
+    ema: EmaConfig = field(default_factory=EmaConfig)
+    swa: SwaConfig = field(default_factory=SwaConfig)
+    evaluate_averaged: bool = knob(
+        True, BOOL, "with ema or swa: validate, stop early and test the averaged weights"
+    )
     limit_batches: int | None = knob(
         None,
         int_at_least(1).or_null(),
@@ -106,6 +150,21 @@ class TrainerConfig:
     )
     detect_anomaly: bool = knob(
         False, BOOL, "autograd names the operation behind a NaN gradient (slow; debug)"
+    )
+
+
+@dataclass
+class LrRangeConfig:
+    """`lr_range=default`: the run is an LR range test instead (optexp.lr_range)."""
+
+    min_lr: float = knob(1e-6, POSITIVE, "the first step's learning rate")
+    max_lr: float = knob(10.0, POSITIVE, "the last step's, reached exponentially")
+    steps: int = knob(200, int_at_least(10), "optimizer steps from min_lr to max_lr")
+    # fastai and Lightning smooth with 0.98 over 100 steps: a lag of ~50 steps, which moves
+    # the steepest descent to larger learning rates; 0.9 lags ~10 steps.
+    smoothing: float = knob(0.9, in_range(0, 1, "[)"), "the loss's exponential smoothing")
+    diverge: float = knob(
+        4.0, in_range(1, 1e3, "(]"), "stop once the smoothed loss exceeds this x its minimum"
     )
 
 
@@ -123,6 +182,7 @@ class OptexpConfig:
     scheduler: Any = None
     regularizer: Any = None
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    lr_range: LrRangeConfig | None = None
 
 
 ConfigStore.instance().store(name="optexp_schema", node=OptexpConfig)
@@ -131,12 +191,18 @@ ConfigStore.instance().store(name="optexp_schema", node=OptexpConfig)
 def knobs(schema: type = OptexpConfig, prefix: str = "") -> dict[str, dataclasses.Field[Any]]:
     """Every knob of `schema` by its full key ("trainer.early_stopping.patience")."""
     found = {}
+    types = typing.get_type_hints(schema)
     for f in dataclasses.fields(schema):
+        nested = [t for t in typing.get_args(types[f.name]) or [types[f.name]] if is_schema(t)]
         if "rule" in f.metadata:
             found[prefix + f.name] = f
-        elif dataclasses.is_dataclass(f.default_factory):
-            found |= knobs(f.default_factory, f"{prefix}{f.name}.")
+        elif nested:  # a group of knobs, or an optional one (lr_range)
+            found |= knobs(nested[0], f"{prefix}{f.name}.")
     return found
+
+
+def is_schema(t: Any) -> bool:
+    return isinstance(t, type) and dataclasses.is_dataclass(t)
 
 
 def knob_rules() -> dict[str, Rule]:

@@ -28,14 +28,15 @@ if TYPE_CHECKING:
 
 
 class EpochSums(NamedTuple):
-    """What an epoch's batches add up to, read from the device once per epoch."""
+    """What the batches between two evaluations add up to, read from the device once."""
 
     loss: float  # mean batch loss x batch size
     correct: float  # correct predictions (classification)
     penalty: float  # regularization penalty x batch size
+    samples: float  # the batches' sizes
 
 
-NO_SUMS = EpochSums(0.0, 0.0, 0.0)
+NO_SUMS = EpochSums(0.0, 0.0, 0.0, 0.0)
 
 
 class BatchStats(NamedTuple):
@@ -72,30 +73,41 @@ class BatchStats(NamedTuple):
                 torch.stack(losses).float() @ n,
                 zero if corrects[0] is None else torch.stack(corrects).sum().float(),
                 zero if penalties[0] is None else torch.stack(penalties).float() @ n,
+                n.sum(),
             ]
         )
 
 
 @dataclass
 class EpochStart:
-    """Where an epoch's measurements start: its first batch (after a mid-epoch resume), the
-    weights (for the update ratios; none without TensorBoard) and the clock."""
+    """Where an evaluation interval's measurements start: the weights (for the update
+    ratios; none without TensorBoard) and the clock."""
 
-    first: int
     before: list[torch.Tensor] | None
     started: float
 
     @classmethod
-    def now(cls, parts: Parts, first: int) -> EpochStart:
+    def now(cls, parts: Parts) -> EpochStart:
         before = diagnostics.weights_now(parts.model, parts.trainer.tensorboard)
-        return cls(first, before, time.perf_counter())
+        return cls(before, time.perf_counter())
+
+
+class Position(NamedTuple):
+    """Where an evaluation happened."""
+
+    epoch: int  # the epoch in progress, or just completed (1 for the first)
+    step: int  # optimizer steps taken
+    x: int  # TensorBoard's step: the epoch, or the step with trainer.eval_every_steps
+    epoch_end: bool  # at the end of the epoch (not between: eval_every_steps, a budget)
+    epochs: float  # epochs trained: the epoch's share of its batches included
 
 
 @dataclass
 class EpochRecord:
-    """Everything an epoch produced, for the tracker to write once."""
+    """Everything an evaluation (an epoch's end, or every trainer.eval_every_steps steps)
+    produced about the batches since the one before, for the tracker to write once."""
 
-    epoch: int
+    position: Position
     metrics: dict[str, float]  # train/*, val/*, norms, lr: what early stopping reads
     timing: dict[str, float]  # time/epoch_s, throughput/samples_per_s
     layers: dict[str, float] = field(default_factory=dict)  # per-layer: TensorBoard only
@@ -103,29 +115,41 @@ class EpochRecord:
 
     @property
     def scalars(self) -> dict[str, float]:
-        return self.metrics | self.timing | self.layers
+        at = {"progress/epoch": self.position.epochs, "progress/step": self.position.step}
+        return self.metrics | self.timing | self.layers | at
 
 
 def epoch_record(
     parts: Parts,
-    epoch: int,
+    position: Position,
     start: EpochStart,
     sums: torch.Tensor,
     grad_norms: torch.Tensor | None,
 ) -> EpochRecord:
-    """The epoch's numbers from its `EpochSums` (on the device, the part before a resume
-    included) and each parameter's gradient norm at its last step: training metrics and
-    per-layer statistics, validation unless the training loss diverged, the wall time
-    since it started, and histograms if due."""
-    metrics, layers = _train_metrics(parts, sums, grad_norms, start.before)
+    """An evaluation's numbers from the `EpochSums` of the batches since the last one (on
+    the device) and each parameter's gradient norm at the last step: training metrics and
+    per-layer statistics, validation unless the training loss diverged (of the averaged
+    weights too, with trainer.ema or swa), the time since `start`, histograms if due."""
+    metrics, layers, samples = _train_metrics(parts, sums, grad_norms, start.before)
     if not diverged(metrics["train/loss"], parts.trainer.divergence_threshold):
-        metrics |= {f"val/{k}": v for k, v in evaluate(parts, parts.data.val).items()}
+        metrics |= validation(parts)
     seconds = time.perf_counter() - start.started
-    samples = len(parts.data.train) - start.first * parts.batch_size
     timing = {"time/epoch_s": seconds, "throughput/samples_per_s": samples / seconds}
     every = parts.trainer.histograms_every if parts.trainer.tensorboard else 0
-    due = every and epoch % every == 0
-    return EpochRecord(epoch, metrics, timing, layers, histograms(parts.model) if due else {})
+    due = every and position.epoch_end and position.epoch % every == 0
+    return EpochRecord(position, metrics, timing, layers, histograms(parts.model) if due else {})
+
+
+def validation(parts: Parts) -> dict[str, float]:
+    """val/* of the weights evaluated, and of the other ones when weights are averaged."""
+    if parts.average is None:
+        return {f"val/{k}": v for k, v in evaluate(parts, parts.data.val).items()}
+    evaluated = parts.average.evaluated_model()
+    metrics = {f"val/{k}": v for k, v in evaluate(parts, parts.data.val, evaluated).items()}
+    if (other := parts.average.other_model()) is not None:
+        prefix, model = other
+        metrics |= {f"{prefix}/{k}": v for k, v in evaluate(parts, parts.data.val, model).items()}
+    return metrics
 
 
 def _train_metrics(
@@ -133,28 +157,33 @@ def _train_metrics(
     sums: torch.Tensor,
     grad_norms: torch.Tensor | None,
     before: list[torch.Tensor] | None,
-) -> tuple[dict[str, float], dict[str, float]]:
-    """Training metrics from the `EpochSums` and the norms, and the per-layer statistics
-    (none without the weights `before`), read from the device in one transfer."""
+) -> tuple[dict[str, float], dict[str, float], float]:
+    """Training metrics from the `EpochSums` and the norms (NaN where no gradient norm was
+    measured), the per-layer statistics (none without the weights `before`) and the
+    samples they cover, read from the device in one transfer."""
+    if grad_norms is None:
+        count = sum(1 for _ in parts.model.parameters())
+        grad_norms = torch.full((count,), math.nan, device=parts.device)
     layers = diagnostics.layer_norms(parts.model, grad_norms, before)
     norms = torch.linalg.vector_norm(layers[:2], dim=1)  # global gradient and weight norms
     values = torch.cat([sums, norms, layers.flatten()]).tolist()
-    totals, (grad, weight), per_layer = values[:3], values[3:5], values[5:]
-    loss, correct, penalty = (total / len(parts.data.train) for total in EpochSums(*totals))
+    totals, (grad, weight), per_layer = EpochSums(*values[:4]), values[4:6], values[6:]
+    loss, correct, penalty = (t / totals.samples for t in totals[:3])
     metrics = {"train/loss": loss, "train/penalty": penalty}
     if parts.data.is_classification:
         metrics["train/acc"] = correct
     metrics |= {"grad_norm": grad, "weight_norm": weight} | learning_rates(parts.optimizer)
     names = [name for name, _ in parts.model.named_parameters()]
-    return metrics, diagnostics.layer_scalars(names, per_layer)
+    return metrics, diagnostics.layer_scalars(names, per_layer), totals.samples
 
 
 @torch.no_grad()
-def evaluate(parts: Parts, split: Split | None) -> dict[str, float]:
-    """Mean loss (and accuracy for classification) over `split`, in eval mode."""
+def evaluate(parts: Parts, split: Split | None, model: nn.Module | None = None) -> dict[str, float]:
+    """Mean loss (and accuracy for classification) over `split`, in eval mode, of `model`
+    (the model trained unless given)."""
     if split is None:
         return {}
-    model, classification = parts.model, parts.data.is_classification
+    model, classification = model or parts.model, parts.data.is_classification
     was_training = model.training
     model.eval()
     sums = torch.zeros(2, device=parts.device)

@@ -23,11 +23,13 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from optexp import checks
+from optexp.averaging import WeightAverage
 from optexp.config import TrainerConfig
 from optexp.data import Data
+from optexp.data.augment import for_batches
 from optexp.errors import ConfigError, UserError
 from optexp.optim import param_groups
-from optexp.optim.schedules import Schedule, with_warmup
+from optexp.optim.schedules import Schedule, swa_phase, with_warmup
 from optexp.stopping import EarlyStopping
 
 # optexp's own keys inside a group node: read here, not passed to the target.
@@ -50,14 +52,18 @@ class Parts:
     model: nn.Module
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     optimizer: torch.optim.Optimizer
+    closure: bool  # the optimizer evaluates the loss itself (L-BFGS, SAM): step(closure)
     schedule: Schedule
     penalty: Callable[[], torch.Tensor] | None
-    augment: Callable[[torch.Tensor], torch.Tensor] | None
+    # (x, y) -> (x, targets): per image, or mixing images and their labels (mixup, cutmix)
+    augment: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None
+    average: WeightAverage | None  # trainer.ema / trainer.swa
     autocast: Callable[[], AbstractContextManager[Any]]  # mixed precision, or nothing
     scaler: torch.amp.GradScaler  # fp16's gradient scaling; a no-op otherwise
     early_stopping: EarlyStopping
     batch_size: int
-    steps_per_epoch: int
+    batches_per_epoch: int
+    steps_per_epoch: int  # optimizer steps: batches / trainer.accumulate_batches
 
 
 def build_parts(cfg: DictConfig) -> Parts:
@@ -65,6 +71,53 @@ def build_parts(cfg: DictConfig) -> Parts:
     # A plain dataclass from here on: a DictConfig lookup costs as much as a small tensor op.
     trainer: TrainerConfig = OmegaConf.to_object(cfg.trainer)
     device = resolve_device(trainer.device, trainer.precision)
+    data, model = build_data_and_model(cfg, trainer, device)
+    loss_fn = build("loss", cfg.loss)
+    checks.check_loss(loss_fn, data)
+    optimizer = build_optimizer(cfg.optimizer, model, device)
+    closure = needs_closure(optimizer)
+    checks.check_closure(closure, cfg.optimizer._target_, trainer)
+    batch_size = len(data.train) if cfg.optimizer.get("full_batch") else trainer.batch_size
+    batches = -(-len(data.train) // batch_size)
+    steps_per_epoch = -(-batches // trainer.accumulate_batches)
+    augment = build_optional(
+        "augmentation",
+        cfg.augmentation,
+        input_shape=data.input_shape,
+        num_classes=data.num_classes,
+        mean=data.mean,
+        std=data.std,
+    )
+    checks.check_mixing(augment, loss_fn)
+    augment = for_batches(augment)
+    autocast, scaler = mixed_precision(trainer.precision, device)
+    return Parts(
+        trainer=trainer,
+        device=device,
+        data=data,
+        data_seed=cfg.data_seed,
+        model=model,
+        loss_fn=loss_fn,
+        optimizer=optimizer,
+        closure=closure,
+        schedule=build_schedule(cfg.scheduler, optimizer, trainer, steps_per_epoch),
+        penalty=build_optional("regularizer", cfg.regularizer, model=model),
+        augment=augment,
+        average=WeightAverage.of(model, trainer),
+        autocast=autocast,
+        scaler=scaler,
+        early_stopping=EarlyStopping(**vars(trainer.early_stopping)),
+        batch_size=batch_size,
+        batches_per_epoch=batches,
+        steps_per_epoch=steps_per_epoch,
+    )
+
+
+def build_data_and_model(
+    cfg: DictConfig, trainer: TrainerConfig, device: torch.device
+) -> tuple[Data, nn.Module]:
+    """The dataset (checked, cut to `limit_batches`) and the model shaped for it, both on
+    `device`."""
     data = build("dataset", cfg.dataset, data_dir=cfg.data_dir)
     checks.check_data(data, cfg.dataset)
     if trainer.limit_batches:
@@ -77,36 +130,13 @@ def build_parts(cfg: DictConfig) -> Parts:
     data, model = data.to(device, layout), model.to(device, memory_format=layout)
     if trainer.compile:
         model.compile()  # in place: state_dict keys, hence checkpoints, stay the same
-    loss_fn = build("loss", cfg.loss)
-    checks.check_loss(loss_fn, data)
+    return data, model
 
-    optimizer = build_optimizer(cfg.optimizer, model, device)
-    batch_size = len(data.train) if cfg.optimizer.get("full_batch") else trainer.batch_size
-    steps_per_epoch = -(-len(data.train) // batch_size)
-    autocast, scaler = mixed_precision(trainer.precision, device)
-    return Parts(
-        trainer=trainer,
-        device=device,
-        data=data,
-        data_seed=cfg.data_seed,
-        model=model,
-        loss_fn=loss_fn,
-        optimizer=optimizer,
-        schedule=build_schedule(cfg.scheduler, optimizer, trainer.epochs, steps_per_epoch),
-        penalty=build_optional("regularizer", cfg.regularizer, model=model),
-        augment=build_optional(
-            "augmentation",
-            cfg.augmentation,
-            input_shape=data.input_shape,
-            mean=data.mean,
-            std=data.std,
-        ),
-        autocast=autocast,
-        scaler=scaler,
-        early_stopping=EarlyStopping(**vars(trainer.early_stopping)),
-        batch_size=batch_size,
-        steps_per_epoch=steps_per_epoch,
-    )
+
+def needs_closure(optimizer: torch.optim.Optimizer) -> bool:
+    """L-BFGS, and an optimizer class that says so (`requires_closure = True`, as
+    `optexp.optim.sam.SAM` does), evaluate the loss themselves: step(closure)."""
+    return isinstance(optimizer, torch.optim.LBFGS) or getattr(optimizer, "requires_closure", False)
 
 
 def build_optimizer(
@@ -121,32 +151,44 @@ def build_optimizer(
 
 
 def fused_kernel(node: DictConfig, device: torch.device) -> dict[str, bool]:
-    """`fused=True` (one kernel updates every parameter) unless the node picks an
-    implementation itself. Torch's own default is a loop over tensors on CPU and
-    `foreach` on CUDA; `build` passes `fused` only to optimizers that accept it."""
+    """`fused=True` (one kernel updates every parameter) for an optimizer that takes a
+    `fused` argument, unless the node picks an implementation itself. Torch's own default
+    is a loop over tensors on CPU and `foreach` on CUDA."""
     chosen = node.get("fused") is not None or node.get("foreach") is not None
     if chosen or node.get("differentiable") or device.type not in FUSED_DEVICES:
         return {}
-    return {"fused": True}
+    accepted = _accepted_arguments(_resolve_target("optimizer", node._target_)) or []
+    return {"fused": True} if "fused" in accepted else {}
 
 
 def build_schedule(
-    node: DictConfig | None, optimizer: torch.optim.Optimizer, epochs: int, steps_per_epoch: int
+    node: DictConfig | None,
+    optimizer: torch.optim.Optimizer,
+    trainer: TrainerConfig,
+    steps_per_epoch: int,
 ) -> Schedule:
+    """The schedule over the run's length in its intervals: epochs, or optimizer steps (the
+    step budget if it ends the run first), up to an SWA phase if there is one."""
     node = node if node is not None and "_target_" in node else _constant_schedule()
     interval = node.get("interval", "epoch")
+    epochs = trainer.swa.start_epoch if trainer.swa.enabled else trainer.epochs
+    length = epochs * steps_per_epoch if interval == "step" else epochs
+    if trainer.max_steps:
+        per_epoch = steps_per_epoch if interval == "epoch" else 1
+        length = min(length, -(-trainer.max_steps // per_epoch))
     per_interval = steps_per_epoch if interval == "step" else 1
     warmup = int(node.get("warmup_epochs", 0) * per_interval)
     scheduler = build(
         "scheduler",
         node,
         optimizer=optimizer,
-        total_steps=max(epochs * per_interval - warmup, 1),  # what is left after the warm-up
+        total_steps=max(length - warmup, 1),  # what is left after the warm-up
         epochs=epochs,
         steps_per_epoch=per_interval,
     )
     checks.check_schedule(scheduler, interval, node.get("warmup_epochs", 0))
-    return Schedule(with_warmup(optimizer, scheduler, warmup), interval)
+    main = with_warmup(optimizer, scheduler, warmup)
+    return Schedule(main, interval, **swa_phase(optimizer, trainer))
 
 
 def _constant_schedule() -> DictConfig:

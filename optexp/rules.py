@@ -1,7 +1,8 @@
-"""What a value may be: a test and the words that tell the user what is allowed.
+"""What a value may be: a test and the words that tell the user what is allowed, and
+which parameter of which part gets which rule (PARAMETER_RULES).
 
-`optexp.config` attaches these to the trainer's knobs, `optexp.checks` to the parts'
-parameters and to Hydra's settings. Plain Python: no torch, no Hydra.
+`optexp.config` attaches rules to the trainer's knobs, this module's table to the parts'
+parameters; `optexp.checks` applies them. Plain Python: no torch, no Hydra.
 """
 
 from __future__ import annotations
@@ -82,3 +83,141 @@ SEED = Rule(
 )
 PATH = Rule(lambda v: isinstance(v, str) and bool(v.strip()), "a path")
 DEVICE = Rule(device, "auto | cpu | cuda | cuda:N | mps")
+
+
+BETAS = Rule(
+    lambda v: isinstance(v, list) and len(v) == 2 and all(FRACTION.accepts(b) for b in v),
+    "two numbers in [0, 1), e.g. [0.9, 0.999]",
+)
+GAMMA = in_range(0, 1e3, "(]")
+ADAM = {"betas": BETAS, "eps": POSITIVE, "amsgrad": BOOL}
+SGD = {"momentum": FRACTION, "dampening": PROBABILITY, "nesterov": BOOL}
+RMSPROP = {"alpha": FRACTION, "eps": POSITIVE, "momentum": FRACTION, "centered": BOOL}
+DROPOUT_AND_NORM = {"dropout": FRACTION, "batch_norm": BOOL}
+WIDTHS = list_of(COUNT, "a list of integers >= 1, e.g. [32, 64]")
+
+# The parameters of the parts, keyed by what they check: a group's name for the keys
+# every target of the group reads alike (any optimizer's lr, a user's own optimizer
+# included), a target's import path for the keys whose meaning is that target's (SGD's
+# momentum). tests/test_walk_inputs.py tries bad values on every knob of every option
+# file, and fails for a knob that has no rule here. An absent key is not checked, nor
+# null where the rule allows it; non-finite numbers are refused for every key.
+PARAMETER_RULES: dict[str, dict[str, Rule]] = {
+    "optimizer": {
+        "lr": POSITIVE,
+        "weight_decay": NON_NEGATIVE,
+        "full_batch": BOOL,  # optexp's own keys (optexp.parts.OWN_KEYS)
+        "regularize_bias_and_norm": BOOL,
+    },
+    "torch.optim.SGD": SGD,
+    "torch.optim.Adam": ADAM,
+    "torch.optim.AdamW": ADAM,
+    "torch.optim.Adagrad": {
+        "lr_decay": NON_NEGATIVE,
+        "initial_accumulator_value": NON_NEGATIVE,
+        "eps": POSITIVE,
+    },
+    "torch.optim.RMSprop": RMSPROP,
+    "optexp.optim.textbook.Momentum": {"momentum": FRACTION},
+    "optexp.optim.textbook.AdaGrad": {"eps": POSITIVE},
+    "optexp.optim.textbook.RMSprop": RMSPROP,
+    "optexp.optim.textbook.Adam": ADAM,
+    "torch.optim.LBFGS": {
+        "max_iter": COUNT,
+        "max_eval": COUNT.or_null(),
+        "history_size": COUNT,
+        "line_search_fn": one_of("strong_wolfe").or_null("null | strong_wolfe"),
+        "tolerance_grad": NON_NEGATIVE,
+        "tolerance_change": NON_NEGATIVE,
+    },
+    "optexp.optim.sam.SAM": {
+        "base": Rule(
+            lambda v: isinstance(v, str) and bool(v.strip()),
+            "an optimizer class by import path, e.g. torch.optim.SGD",
+        ),
+        "rho": POSITIVE,
+        "adaptive": BOOL,
+        **SGD,  # the base optimizer's, when it is SGD (the default)
+    },
+    "scheduler": {"interval": one_of("epoch", "step"), "warmup_epochs": NON_NEGATIVE},
+    "torch.optim.lr_scheduler.ConstantLR": {"factor": in_range(0, 1, "(]"), "total_iters": COUNT0},
+    "torch.optim.lr_scheduler.StepLR": {"step_size": COUNT, "gamma": GAMMA},
+    "torch.optim.lr_scheduler.ExponentialLR": {"gamma": GAMMA},
+    "torch.optim.lr_scheduler.CosineAnnealingWarmRestarts": {
+        "T_0": COUNT,
+        "T_mult": COUNT,
+        "eta_min": NON_NEGATIVE,
+    },
+    "optexp.optim.schedules.cosine": {"eta_min": NON_NEGATIVE},
+    "optexp.optim.schedules.CyclicSine": {"max_lr": POSITIVE, "step_size": COUNT},
+    "torch.optim.lr_scheduler.CyclicLR": {
+        "base_lr": POSITIVE,
+        "max_lr": POSITIVE,
+        "step_size_up": COUNT,
+        "step_size_down": COUNT.or_null(),
+        "gamma": GAMMA,
+        "cycle_momentum": BOOL,
+    },
+    "torch.optim.lr_scheduler.OneCycleLR": {
+        "max_lr": POSITIVE,
+        "pct_start": OPEN_FRACTION,
+        "anneal_strategy": one_of("cos", "linear"),
+        "div_factor": POSITIVE,
+        "final_div_factor": POSITIVE,
+        "three_phase": BOOL,
+        "cycle_momentum": BOOL,
+    },
+    "torch.optim.lr_scheduler.ReduceLROnPlateau": {
+        "factor": in_range(0, 1, "()"),
+        "patience": COUNT0,
+        "threshold": NON_NEGATIVE,
+        "threshold_mode": one_of("rel", "abs"),
+        "cooldown": COUNT0,
+        "min_lr": NON_NEGATIVE,
+    },
+    "torch.nn.CrossEntropyLoss": {"label_smoothing": PROBABILITY},
+    "torch.nn.MultiMarginLoss": {"margin": POSITIVE, "p": one_of(1, 2)},
+    "optexp.models.mlp": {
+        "hidden": list_of(COUNT, "a list of integers >= 1, e.g. [128, 128]"),
+        **DROPOUT_AND_NORM,
+    },
+    "optexp.models.cnn": {"channels": WIDTHS, **DROPOUT_AND_NORM},
+    "optexp.models.cnn1d": {
+        "channels": WIDTHS,
+        "kernel_sizes": list_of(COUNT, "a list of integers >= 1, e.g. [5, 3, 3]"),
+        "stride": COUNT,
+        **DROPOUT_AND_NORM,
+    },
+    "dataset": {"val_fraction": OPEN_FRACTION, "test_fraction": FRACTION, "seed": SEED},
+    "optexp.data.datasets.torchvision_set": {"download": BOOL},
+    "optexp.data.files.image_folder": {
+        "image_size": COUNT,
+        "workers": COUNT0.or_null("null, or an integer >= 0 (0: in-process)"),
+    },
+    "optexp.data.generated.synthetic": {
+        "noise": NON_NEGATIVE,
+        "n_samples": int_at_least(10),
+        "num_classes": int_at_least(2),
+    },
+    "optexp.data.generated.mnist1d": {"num_samples": int_at_least(20), "generator_seed": SEED},
+    "optexp.data.augment.FlipRotateJitter": {
+        "flip": PROBABILITY,
+        "degrees": in_range(0, 180),
+        "brightness": PROBABILITY,
+        "contrast": PROBABILITY,
+        "saturation": PROBABILITY,
+    },
+    "optexp.data.augment.CropFlip": {"padding": COUNT0, "flip": PROBABILITY},
+    "optexp.data.augment.Mix": {
+        "kind": one_of("mixup", "cutmix", "both"),
+        "alpha": POSITIVE,
+        "p": PROBABILITY,
+    },
+    "regularizer": {"regularize_bias_and_norm": BOOL},
+    "optexp.regularizers.NormPenalty": {"l1": NON_NEGATIVE, "l2": NON_NEGATIVE},
+}
+
+
+def parameter_rules(group: str, target: str | None) -> dict[str, Rule]:
+    """The rules on the parameters of `group`'s part when it builds `target`."""
+    return PARAMETER_RULES.get(group, {}) | PARAMETER_RULES.get(target or "", {})

@@ -50,6 +50,7 @@ class Status(str, enum.Enum):
     COMPLETED = "completed"  # every epoch trained
     EARLY_STOPPED = "early_stopped"  # the monitor stopped improving
     DIVERGED = "diverged"  # a non-finite or too large training loss: a result, not a crash
+    TIME_LIMIT = "time_limit"  # trainer.max_time spent: a result, continued by more time
     INTERRUPTED = "interrupted"  # a signal: last.pt holds the place to continue from
     FAILED = "failed"  # refused or broken before it could train (metrics.json says why)
 
@@ -62,7 +63,7 @@ class Status(str, enum.Enum):
         return self in FINISHED
 
 
-FINISHED = (Status.COMPLETED, Status.EARLY_STOPPED, Status.DIVERGED)
+FINISHED = (Status.COMPLETED, Status.EARLY_STOPPED, Status.DIVERGED, Status.TIME_LIMIT)
 
 
 @dataclass
@@ -74,7 +75,8 @@ class Summary:
     epochs_completed: int
     global_step: int  # optimizer steps taken
     monitor: str  # the early-stopping metric
-    best_epoch: int  # the epoch with the best monitored value (0: none)
+    best_epoch: int  # the epoch of the best evaluation (0: none)
+    best_step: int  # the optimizer steps taken by then
     best: dict[str, float]  # that epoch's metrics
     final: dict[str, float]  # the last epoch's metrics (and timing)
     test: dict[str, float] | None  # with the `test_weights`; None if not tested

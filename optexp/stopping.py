@@ -17,14 +17,17 @@ class EarlyStopping:
     enabled: bool = True
     best: float = field(default=math.nan)
     best_epoch: int = 0
+    best_step: int = 0  # optimizer steps taken at the best evaluation
     best_metrics: dict[str, float] = field(default_factory=dict)
     bad_epochs: int = 0
 
-    def update(self, epoch: int, metrics: dict[str, float]) -> bool:
-        """Record `epoch`'s metrics; return True when the monitored value improved."""
+    def update(self, epoch: int, metrics: dict[str, float], step: int = 0) -> bool:
+        """Record an evaluation's metrics (in `epoch`, after `step` optimizer steps); return
+        True when the monitored value improved. Patience counts evaluations."""
         value = metrics[self.monitor]
         if self.is_improvement(value):
             self.best, self.best_epoch, self.best_metrics = value, epoch, dict(metrics)
+            self.best_step = step
             self.bad_epochs = 0
             return True
         self.bad_epochs += 1

@@ -19,7 +19,7 @@ from optexp.config import TrainerConfig
 if TYPE_CHECKING:
     import torch
 
-    from optexp.metrics import EpochRecord, RunRecord
+    from optexp.metrics import EpochRecord, Position, RunRecord
 
 T = TypeVar("T")
 console = Console()
@@ -42,17 +42,19 @@ class Tracker:
     """Progress display and TensorBoard writer of one run; use as a context manager."""
 
     def __init__(
-        self, run_dir: Path, trainer: TrainerConfig, steps_per_epoch: int, start_epoch: int = 0
+        self, run_dir: Path, trainer: TrainerConfig, batches_per_epoch: int, start: int = 0
     ) -> None:
-        self.epochs, self.steps_per_epoch = trainer.epochs, steps_per_epoch
-        self.step = start_epoch  # the last epoch logged: where the end-of-run records go
+        """`start`: the x of TensorBoard's curves where the run is (the epochs completed, or
+        the steps with trainer.eval_every_steps)."""
+        self.epochs, self.batches_per_epoch = trainer.epochs, batches_per_epoch
+        self.step = start  # the last x logged: where the end-of-run records go
         self.writer = None
         if trainer.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
             # purge_step drops events a killed run wrote past its last checkpoint.
             tb = str(rundir.tb_dir(run_dir))
-            self.writer = SummaryWriter(tb, purge_step=start_epoch + 1)
+            self.writer = SummaryWriter(tb, purge_step=start + 1)
             self.writer.add_custom_scalars(CURVES)
         self.progress = None
         if console.is_terminal:
@@ -64,10 +66,8 @@ class Tracker:
                 TextColumn("{task.fields[info]}"),
                 console=console,
             )
-            self.epoch_task = self.progress.add_task(
-                "epochs", total=self.epochs, completed=start_epoch, info=""
-            )
-            self.batch_task = self.progress.add_task("batches", total=steps_per_epoch, info="")
+            self.epoch_task = self.progress.add_task("epochs", total=self.epochs, info="")
+            self.batch_task = self.progress.add_task("batches", total=batches_per_epoch, info="")
 
     def __enter__(self) -> Tracker:
         if self.progress is not None:
@@ -89,24 +89,24 @@ class Tracker:
         if self.progress is None:
             yield from batches
             return
-        self.progress.reset(self.batch_task, total=self.steps_per_epoch, completed=first)
+        self.progress.reset(self.batch_task, total=self.batches_per_epoch, completed=first)
         for batch in batches:
             yield batch
             self.progress.advance(self.batch_task)
 
     def log_epoch(self, record: EpochRecord) -> None:
-        self.step = record.epoch
+        at = record.position
+        self.step = at.x
         if self.writer is not None:
-            self._scalars(record.scalars, record.epoch)
+            self._scalars(record.scalars, at.x)
             for tag, values in record.histograms.items():
-                self.writer.add_histogram(tag, values, record.epoch)
-        line = epoch_line(record.epoch, self.epochs, record.metrics)
+                self.writer.add_histogram(tag, values, at.x)
+        line = epoch_line(at, self.epochs, record.metrics)
         if self.progress is None:
             print(line, flush=True)  # a log file or a pipe: no styling to render
         else:
-            self.progress.update(
-                self.epoch_task, completed=record.epoch, info=line.split("  ", 1)[1]
-            )
+            done = at.epoch if at.epoch_end else at.epoch - 1
+            self.progress.update(self.epoch_task, completed=done, info=line.split("  ", 1)[1])
 
     def log_text(self, texts: dict[str, str]) -> None:
         """Markdown by tag, in the Text tab at step 0."""
@@ -148,10 +148,11 @@ class Tracker:
         self.writer.file_writer.add_summary(Summary(value=tagged), step)
 
 
-def epoch_line(epoch: int, epochs: int, metrics: dict[str, float]) -> str:
+def epoch_line(at: Position, epochs: int, metrics: dict[str, float]) -> str:
     shown = ("train/loss", "train/acc", "val/loss", "val/acc", "lr")
     parts = [f"{k} {metrics[k]:.4g}" for k in shown if k in metrics]
-    return f"epoch {epoch}/{epochs}  " + "  ".join(parts)
+    where = f"epoch {at.epoch}/{epochs}" + ("" if at.epoch_end else f" step {at.step}")
+    return f"{where}  " + "  ".join(parts)
 
 
 def print_summary(summary: rundir.Summary, run_dir: Path) -> None:

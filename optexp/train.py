@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import random
 import time
 from collections.abc import Iterable, Iterator
@@ -26,6 +27,7 @@ from optexp.parts import Parts, build_parts
 from optexp.provenance import Launch, describe_run
 from optexp.rundir import Status, Summary
 from optexp.signals import StopRequest
+from optexp.steps import Batch, optimizer_step, windows
 from optexp.tracking import Tracker, print_summary
 
 T = TypeVar("T")
@@ -37,10 +39,11 @@ class Progress:
 
     epoch: int = 0  # epochs completed
     step: int = 0  # optimizer steps taken
-    batches_done: int = 0  # batches of the next epoch already taken (after a mid-epoch stop)
-    sums: list[float] = field(default_factory=list)  # ...and their `EpochSums`
-    metrics: dict[str, float] = field(default_factory=dict)  # of the last epoch trained
-    best_model: dict[str, torch.Tensor] | None = None
+    batches_done: int = 0  # batches of the current epoch already taken
+    sums: list[float] = field(default_factory=list)  # `EpochSums` since the last evaluation
+    metrics: dict[str, float] = field(default_factory=dict)  # of the last evaluation
+    best_model: dict[str, torch.Tensor] | None = None  # the weights evaluated at the best
+    seconds: float = 0.0  # spent training so far, resumed runs included (trainer.max_time)
 
 
 def run(
@@ -60,7 +63,7 @@ def run(
     config_json = json.dumps(config)  # for checkpoints: one string to pickle
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    tracker = Tracker(run_dir, parts.trainer, parts.steps_per_epoch, progress.epoch)
+    tracker = Tracker(run_dir, parts.trainer, parts.batches_per_epoch, x_of(parts, progress))
     writer = checkpoint.Writer()
 
     def save(*names: str) -> None:
@@ -72,10 +75,10 @@ def run(
     with tracker, writer, StopRequest() as stop, anomaly_detection:
         if progress.epoch == progress.batches_done == 0:  # a fresh start: once per run
             tracker.log_text(describe_run(config, parts.device, launch))
-        while (status := ending(parts, progress, stop)) is None:
-            if (record := train_epoch(parts, progress, tracker, stop)) is not None:
+        while (status := ending(parts, progress, bool(stop))) is None:
+            if (record := train_interval(parts, progress, tracker, stop)) is not None:
                 tracker.log_epoch(record)
-                save(*end_epoch(parts, progress, record))
+                save(*end_interval(parts, progress, record))
         if status == Status.INTERRUPTED:
             save("last")
         test = None if status == Status.INTERRUPTED else test_metrics(parts, progress)
@@ -88,31 +91,58 @@ def run(
     return dataclasses.asdict(summary)
 
 
-def ending(parts: Parts, progress: Progress, stop: StopRequest) -> Status | None:
-    """The run's status when it ends, decided here alone; None while an epoch is to train."""
-    last_loss = progress.metrics.get("train/loss", 0.0)
-    if diverged(last_loss, parts.trainer.divergence_threshold):
+def ending(parts: Parts, progress: Progress, stopped: bool) -> Status | None:
+    """The run's status when it ends, decided here alone; None while there is more to train."""
+    trainer = parts.trainer
+    if diverged(progress.metrics.get("train/loss", 0.0), trainer.divergence_threshold):
         return Status.DIVERGED
     if parts.early_stopping.should_stop:
         return Status.EARLY_STOPPED
-    if progress.epoch >= parts.trainer.epochs:
+    if progress.epoch >= trainer.epochs or progress.step >= (trainer.max_steps or math.inf):
         return Status.COMPLETED
-    return Status.INTERRUPTED if stop else None
+    if progress.seconds >= (trainer.max_time or math.inf):
+        return Status.TIME_LIMIT
+    return Status.INTERRUPTED if stopped else None
 
 
-def train_epoch(
+def train_interval(
     parts: Parts, progress: Progress, tracker: Tracker, stop: StopRequest
 ) -> EpochRecord | None:
-    """Train the next epoch from where the run is, then measure it (`metrics`); None when
-    a stop signal came first: `progress` keeps the place and the sums so far."""
-    start = metrics.EpochStart.now(parts, progress.batches_done)
-    steps, sums, grad_norms = train_steps(parts, epoch_batches(parts, progress, tracker), stop)
-    progress.step += steps
-    sums += torch.tensor(progress.sums or NO_SUMS, device=parts.device)  # before a stop
-    if start.first + steps < parts.steps_per_epoch:
-        progress.batches_done, progress.sums = start.first + steps, sums.tolist()
+    """Train from where the run is to its next evaluation (the epoch's end, the next
+    multiple of `trainer.eval_every_steps`, or a step or time budget), then measure it
+    (`metrics`); None when a stop signal came first: `progress` keeps the place and the
+    sums so far."""
+    start = metrics.EpochStart.now(parts)
+    trainer = parts.trainer
+    until = min(progress.step + parts.steps_per_epoch, trainer.max_steps or math.inf)
+    if trainer.eval_every_steps:
+        until = min(
+            until, (progress.step // trainer.eval_every_steps + 1) * trainer.eval_every_steps
+        )
+    deadline = start.started + (trainer.max_time or math.inf) - progress.seconds
+    batches = epoch_batches(parts, progress, tracker)
+    sums, grad_norms = train_steps(parts, progress, batches, stop, (until, deadline))
+    progress.seconds += time.perf_counter() - start.started
+    sums += torch.tensor(progress.sums or NO_SUMS, device=parts.device)  # since the last one
+    budget_spent = progress.step >= until or time.perf_counter() >= deadline
+    if progress.batches_done < parts.batches_per_epoch and not budget_spent:
+        progress.sums = sums.tolist()  # a stop signal: the place and the sums are kept
         return None
-    return metrics.epoch_record(parts, progress.epoch + 1, start, sums, grad_norms)
+    return metrics.epoch_record(parts, position(parts, progress), start, sums, grad_norms)
+
+
+def position(parts: Parts, progress: Progress) -> metrics.Position:
+    """The epoch in progress (or just completed), the step, and the x of TensorBoard's
+    curves there: the epoch, or the step with `trainer.eval_every_steps`."""
+    epoch, epoch_end = progress.epoch + 1, progress.batches_done == parts.batches_per_epoch
+    epochs = progress.epoch + progress.batches_done / parts.batches_per_epoch
+    return metrics.Position(epoch, progress.step, x_of(parts, progress, epoch), epoch_end, epochs)
+
+
+def x_of(parts: Parts, progress: Progress, epoch: int | None = None) -> int:
+    if parts.trainer.eval_every_steps:
+        return progress.step
+    return progress.epoch if epoch is None else epoch
 
 
 def epoch_batches(
@@ -139,7 +169,7 @@ def show_first(
         images = {"images/train_batch": x}
         if parts.augment is not None:
             with forked_rng(parts.device):
-                images["images/train_batch_augmented"] = parts.augment(x)
+                images["images/train_batch_augmented"] = parts.augment(x, y)[0]
         mean, std = parts.data.mean, parts.data.std
         tracker.log_images({k: diagnostics.image_grid(v, mean, std) for k, v in images.items()}, 1)
         yield x, y
@@ -155,34 +185,35 @@ def forked_rng(device: torch.device) -> AbstractContextManager[None]:
 
 
 def train_steps(
-    parts: Parts, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], stop: StopRequest
-) -> tuple[int, torch.Tensor, torch.Tensor | None]:
-    """One optimizer step per batch, until the batches run out or `stop` is set. Returns
-    the steps taken, the sums of their `EpochSums` (on the device) and each parameter's
-    gradient norm at the epoch's last batch (None if it stopped before)."""
-    model, optimizer, scaler, trainer = parts.model, parts.optimizer, parts.scaler, parts.trainer
-    classification = parts.data.is_classification
-    model.train()
+    parts: Parts,
+    progress: Progress,
+    batches: Iterable[Batch],
+    stop: StopRequest,
+    until: tuple[float, float],
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Optimizer steps, each on a window of `trainer.accumulate_batches` batches, until the
+    batches run out, `stop` is set, or `until` (a step count, a perf_counter deadline) is
+    reached. Returns the `EpochSums` of the batches taken (on the device) and each
+    parameter's gradient norm at the last step (None if it did not measure one)."""
+    steps, deadline = until
     grad_norms, stats = None, []
-    for (x, y), last in mark_last(batches):
-        if stop:
+    for window, last in mark_last(windows(batches, parts.trainer.accumulate_batches)):
+        if stop or time.perf_counter() >= deadline:
             break
-        if parts.augment is not None:
-            x = parts.augment(x)
-        with parts.autocast():
-            out = model(x)
-            loss = parts.loss_fn(out, y)
-        penalty = parts.penalty() if parts.penalty is not None else None
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss if penalty is None else loss + penalty).backward()
-        if trainer.grad_clip or last:
-            scaler.unscale_(optimizer)  # clip and measure the true gradients
-            grad_norms = clip_gradients(model, trainer.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        parts.schedule.after_step()
-        stats.append(BatchStats.of(out, y, loss, penalty, classification))
-    return len(stats), BatchStats.sums(stats, parts.device), grad_norms
+        measure = last or progress.step + 1 >= steps or deadline < math.inf
+        taken, norms = optimizer_step(parts, window, measure)
+        stats += taken
+        grad_norms = norms if measure else grad_norms
+        progress.step, progress.batches_done = (
+            progress.step + 1,
+            progress.batches_done + len(window),
+        )
+        parts.schedule.after_step(progress.epoch + 1)
+        if parts.average is not None:
+            parts.average.after_step(progress.step)
+        if progress.step >= steps:
+            break
+    return BatchStats.sums(stats, parts.device), grad_norms
 
 
 def mark_last(items: Iterable[T]) -> Iterator[tuple[T, bool]]:
@@ -195,33 +226,46 @@ def mark_last(items: Iterable[T]) -> Iterator[tuple[T, bool]]:
         yield current, True
 
 
-def end_epoch(parts: Parts, progress: Progress, record: EpochRecord) -> list[str]:
-    """Early stopping, the schedule and the best weights take the epoch's metrics (the
-    best ones are kept without the machine's timing); returns the checkpoints now due
-    ("last", "best")."""
-    progress.metrics = record.metrics | record.timing
+def end_interval(parts: Parts, progress: Progress, record: EpochRecord) -> list[str]:
+    """Early stopping and the best weights take the evaluation's metrics (the best ones
+    kept without the machine's timing); at an epoch's end, the schedule and SWA too.
+    Returns the checkpoints now due ("last", "best")."""
+    progress.metrics, progress.sums = record.metrics | record.timing, []
     if diverged(record.metrics["train/loss"], parts.trainer.divergence_threshold):
         return []  # a result, not a crash: the last good checkpoint stays
     stopper, trainer = parts.early_stopping, parts.trainer
-    epoch = record.epoch
-    improved = stopper.update(epoch, record.metrics)
-    parts.schedule.after_epoch(record.metrics[stopper.monitor])
+    improved = stopper.update(record.position.epoch, record.metrics, record.position.step)
     if improved:
-        progress.best_model = {k: v.clone() for k, v in parts.model.state_dict().items()}
-    progress.epoch, progress.batches_done, progress.sums = epoch, 0, []
+        progress.best_model = {k: v.clone() for k, v in evaluated(parts).state_dict().items()}
+    epoch_done = progress.batches_done == parts.batches_per_epoch
+    if epoch_done:
+        progress.epoch, progress.batches_done = progress.epoch + 1, 0
+        parts.schedule.after_epoch(progress.epoch, record.metrics[stopper.monitor])
+        if parts.average is not None:
+            parts.average.after_epoch(progress.epoch)
     due = []  # serialized once, however many files it goes to
-    if epoch % trainer.checkpoint.every == 0 or epoch == trainer.epochs or stopper.should_stop:
+    every = epoch_done and progress.epoch % trainer.checkpoint.every == 0
+    if every or ending(parts, progress, stopped=False) is not None:
         due.append("last")
     if improved and trainer.checkpoint.keep_best:
         due.append("best")
     return due
 
 
+def evaluated(parts: Parts) -> nn.Module:
+    """The weights that validation, early stopping and the test use."""
+    return parts.model if parts.average is None else parts.average.evaluated_model()
+
+
 def test_metrics(parts: Parts, progress: Progress) -> dict[str, float]:
-    """The test split's metrics with the weights `trainer.test_weights` names."""
+    """The test split's metrics with the weights `trainer.test_weights` names (SWA's batch
+    norm statistics recomputed first)."""
+    if parts.average is not None:
+        parts.average.finish(parts.data.train.batches(parts.trainer.eval_batch_size))
+    model = evaluated(parts)
     if parts.trainer.test_weights == "best" and progress.best_model is not None:
-        parts.model.load_state_dict(progress.best_model)
-    return metrics.evaluate(parts, parts.data.test)
+        model.load_state_dict(progress.best_model)
+    return metrics.evaluate(parts, parts.data.test, model)
 
 
 def results(
@@ -235,6 +279,7 @@ def results(
         "global_step": progress.step,
         "monitor": stopper.monitor,
         "best_epoch": stopper.best_epoch,
+        "best_step": stopper.best_step,
         "best": stopper.best_metrics,
         "final": progress.metrics,
         "test": test or None,
@@ -247,16 +292,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
-
-
-def clip_gradients(model: nn.Module, max_norm: float | None) -> torch.Tensor:
-    """Each parameter's gradient norm (before clipping); the gradients scaled down to a
-    global norm of `max_norm` if set."""
-    params = list(model.parameters())
-    grad_norms = diagnostics.norms([p.grad for p in params])
-    if max_norm:
-        nn.utils.clip_grads_with_norm_(params, max_norm, torch.linalg.vector_norm(grad_norms))
-    return grad_norms
 
 
 def resume(parts: Parts, run_dir: Path, config: dict[str, Any]) -> Progress:
@@ -274,6 +309,8 @@ def resume(parts: Parts, run_dir: Path, config: dict[str, Any]) -> Progress:
     parts.schedule.load_state_dict(state["scheduler"])
     parts.scaler.load_state_dict(state["scaler"])
     parts.early_stopping.load_state_dict(state["early_stopping"])
+    if parts.average is not None:
+        parts.average.load_state_dict(state["average"])
     checkpoint.set_rng_state(state["rng"])
     progress = Progress(**state["progress"])
     if progress.best_model is not None:
@@ -285,9 +322,11 @@ def snapshot(parts: Parts, progress: Progress, config_json: str) -> dict[str, An
     """Everything needed to continue exactly where the run is now: plain state only."""
     model = parts.model.state_dict()
     position = vars(progress).copy()  # not asdict: that deep-copies the best weights
-    if parts.early_stopping.best_epoch == progress.epoch:  # the best weights are the current:
+    now_best = parts.early_stopping.best_step == progress.step and evaluated(parts) is parts.model
+    if now_best and progress.best_model is not None:  # the best weights are the current:
         position["best_model"] = model  # torch.save stores tensors it meets twice once
-    return {
+    averaged = {} if parts.average is None else {"average": parts.average.state_dict()}
+    return averaged | {
         "model": model,
         "optimizer": parts.optimizer.state_dict(),
         "scheduler": parts.schedule.state_dict(),

@@ -162,9 +162,9 @@ def test_the_loop_augments_training_batches_only(make_cfg, tmp_path, monkeypatch
         parts = build_parts(cfg)
         augment = parts.augment
 
-        def spy(x):
+        def spy(x, y):
             seen.append(len(x))
-            return augment(x)
+            return augment(x, y)
 
         parts.augment = spy
         return parts

@@ -8,7 +8,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
-from optexp.config import ConfigError
+from optexp.config import ConfigError, TrainerConfig
 from optexp.parts import build_schedule
 from optexp.train import run
 from tests.groups import CONFIG_DIR, options
@@ -20,13 +20,14 @@ LR = 0.1
 def lr_path(cfg, intervals, epochs=100, steps_per_epoch=1, metric=lambda t: 0.0):
     """The lr of each of the first `intervals` intervals, stepping as the loop does."""
     optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=cfg.optimizer.lr)
-    schedule = build_schedule(cfg.scheduler, optimizer, epochs, steps_per_epoch)
+    trainer = TrainerConfig(epochs=epochs)
+    schedule = build_schedule(cfg.scheduler, optimizer, trainer, steps_per_epoch)
     lrs = []
     for t in range(intervals):
         lrs.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
-        schedule.after_step()
-        schedule.after_epoch(metric(t))  # the same call for both intervals, as in train.py
+        schedule.after_step(t + 1)
+        schedule.after_epoch(t + 1, metric(t))  # the same calls for both intervals, as train.py
     return lrs
 
 

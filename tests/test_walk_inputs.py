@@ -31,6 +31,7 @@ from optexp.checks import check_config
 from optexp.cli import CONFIG_DIR
 from optexp.cli.errors import describe
 from optexp.config import UserError
+from optexp.config import knobs as schema_fields
 from optexp.signals import StopRequest
 from tests.datafiles import (
     TORCHVISION_SETS,
@@ -152,7 +153,9 @@ def tries(paths: dict[str, Path]) -> list[tuple[str, str, Any]]:
         for key, d in knobs(g, o)
         for v in bad_values(key, d, paths)
     ]
-    return every + [("", key, v) for key, d in schema_knobs() for v in bad_values(key, d, paths)]
+    every += [("", key, v) for key, d in schema_knobs() for v in bad_values(key, d, paths)]
+    ranged = [(k, f.default) for k, f in schema_fields().items() if k.startswith("lr_range.")]
+    return every + [("lr_range/default", k, v) for k, d in ranged for v in bad_values(k, d, paths)]
 
 
 def outcome(cfg: DictConfig, key: str, value: Any, tmp_path: Path) -> str:
@@ -231,11 +234,11 @@ def test_every_bad_value_of_every_knob_is_refused_in_one_line_or_runs(
 
 
 def test_the_walk_covers_every_knob_with_a_rule_or_a_type():
-    """A knob added to an option file needs a rule for its target in optexp/checks.py (or
+    """A knob added to an option file needs a rule for its target in optexp/rules.py (or
     a typed schema field): the walk's values are only as good as the rules they meet. A
     trainer knob has its rule beside its default in optexp/config.py."""
-    from optexp.checks import parameter_rules
     from optexp.config import knob_rules
+    from optexp.rules import parameter_rules
 
     checked_by_target = {"dataset.name", "dataset.task", "dataset.kind", "dataset.path"}
     checked_by_target |= {"model.activation", "scheduler.mode", "augmentation", "regularizer"}

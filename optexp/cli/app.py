@@ -44,6 +44,8 @@ def train_from_config(cfg: DictConfig) -> float:
         if sweep_job:  # a single run's config and lock: CheckBeforeRun, before Hydra wrote
             check_config(cfg)
             rundir.acquire(run_dir)
+        if cfg.get("lr_range") is not None:
+            return lr_range_test(cfg, run_dir)
         from optexp.provenance import Launch
         from optexp.train import run
 
@@ -59,6 +61,23 @@ def train_from_config(cfg: DictConfig) -> float:
     if summary["status"] == Status.INTERRUPTED:
         exit_interrupted(summary["signal"], hydra_cfg)
     return summary["objective"]
+
+
+def lr_range_test(cfg: DictConfig, run_dir: Path) -> float:
+    """`lr_range=...`: the LR range test instead of training; says what it suggests and
+    how to use it, and returns the suggested learning rate (NaN if none)."""
+    from optexp import lr_range
+
+    test = lr_range.run(cfg, run_dir)
+    print(f"optexp: LR range test ({test.stopped}), curve in {run_dir / 'lr_range.png'}")
+    if test.suggested_lr is None:
+        print("optexp: no learning rate to suggest: the loss did not fall (widen the range)")
+        return math.nan
+    grid = ",".join(f"{lr:g}" for lr in test.grid())
+    print(f"optexp: suggested optimizer.lr={test.suggested_lr:.3g} ({lr_range.RULE})")
+    print(f"optexp: a run:  optexp optimizer.lr={test.suggested_lr:.3g} ...")
+    print(f"optexp: a grid: optexp -m optimizer.lr={grid} seed=0,1,2 ...")
+    return test.suggested_lr
 
 
 def finished(run_dir: Path, cfg: DictConfig, hydra_cfg: DictConfig) -> dict[str, Any] | None:

@@ -11,13 +11,17 @@ factors for colour jitter. Inputs arrive normalized with the dataset's `mean`/`s
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from optexp.checks import check_input_shape
+from optexp.errors import ConfigError
 
 NONE = "none for inputs that are not images"
 
@@ -62,6 +66,63 @@ class CropFlip:
 
     def __call__(self, x: Tensor) -> Tensor:
         return random_crop(x, self.padding, self.flip)
+
+
+class Mix:
+    """Mixup (Zhang et al. 2018: a convex mix of two images and of their labels, the weight
+    drawn from Beta(alpha, alpha)) or cutmix (Yun et al. 2019: a box of one image pasted
+    into the other, the labels mixed by its area): torchvision's `v2.MixUp` / `v2.CutMix`,
+    on the whole batch (each image with its neighbour in the batch), with probability `p`
+    per batch; `kind: both` picks one of the two per batch, as timm does. The labels
+    become class probabilities, which cross-entropy takes; the accuracy is still measured
+    against the original labels."""
+
+    mixes_labels = True  # called as (x, y) -> (x, class probabilities)
+
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        num_classes: int | None,
+        kind: str = "mixup",
+        alpha: float = 0.2,
+        p: float = 1.0,
+    ) -> None:
+        check_input_shape(input_shape, "C, H, W", "augmentation", kind, NONE)
+        if num_classes is None:
+            raise ConfigError(
+                "augmentation", kind, "none for a regression dataset",
+                problem="mixes class labels, but the dataset has real-valued targets",
+            )  # fmt: skip
+        mixers = {
+            "mixup": v2.MixUp(alpha=alpha, num_classes=num_classes),
+            "cutmix": v2.CutMix(alpha=alpha, num_classes=num_classes),
+        }
+        if kind not in (*mixers, "both"):
+            raise ConfigError("augmentation.kind", kind, "mixup | cutmix | both")
+        self.mix = v2.RandomChoice(list(mixers.values())) if kind == "both" else mixers[kind]
+        self.p = p
+
+    def __call__(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        if self.p < 1 and torch.rand(()) >= self.p:
+            return x, y
+        return self.mix(x, y)
+
+
+class PerImage:
+    """A per-image augmentation (x -> x) in the loop's form, (x, y) -> (x, y)."""
+
+    def __init__(self, augment: Callable[[Tensor], Tensor]) -> None:
+        self.augment = augment
+
+    def __call__(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        return self.augment(x), y
+
+
+def for_batches(augment: Any) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None:
+    """An augmentation as the loop calls it: (x, y) -> (inputs, training targets)."""
+    if augment is None or getattr(augment, "mixes_labels", False):
+        return augment
+    return PerImage(augment)
 
 
 def random_flip(x: Tensor, p: float) -> Tensor:

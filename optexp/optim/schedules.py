@@ -22,32 +22,59 @@ from torch.optim.lr_scheduler import (
     ReduceLROnPlateau,
     SequentialLR,
 )
+from torch.optim.swa_utils import SWALR
 
+from optexp.config import TrainerConfig
 from optexp.errors import ConfigError
 
 
 @dataclass
 class Schedule:
-    """A scheduler and when to step it: after every optimizer step or every epoch."""
+    """A scheduler and when to step it: after every optimizer step or every epoch; then,
+    with `trainer.swa` and its lr, SWA's phase (`swa`, after `swa_start` epochs)."""
 
     scheduler: LRScheduler | ReduceLROnPlateau
     interval: str = "epoch"  # epoch | step
+    swa: SWALR | None = None
+    swa_start: int = 0
 
-    def after_step(self) -> None:
-        if self.interval == "step":
+    def after_step(self, epoch: int) -> None:
+        """`epoch`: the one being trained (1 for the first)."""
+        if self.interval == "step" and not self.in_swa(epoch):
             self.scheduler.step()
 
-    def after_epoch(self, monitored: float) -> None:
-        if isinstance(self.scheduler, ReduceLROnPlateau):
+    def after_epoch(self, epoch: int, monitored: float) -> None:
+        """`epoch`: the one just trained; `monitored`: its early-stopping metric."""
+        if self.swa is not None and epoch >= self.swa_start:
+            self.swa.step()  # the lr of the epochs after swa_start
+        elif isinstance(self.scheduler, ReduceLROnPlateau):
             self.scheduler.step(monitored)
         elif self.interval == "epoch":
             self.scheduler.step()
 
+    def in_swa(self, epoch: int) -> bool:
+        return self.swa is not None and epoch > self.swa_start
+
     def state_dict(self) -> dict[str, Any]:
-        return self.scheduler.state_dict()
+        state = self.scheduler.state_dict()
+        return state if self.swa is None else {"main": state, "swa": self.swa.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.scheduler.load_state_dict(state)
+        if self.swa is None:
+            self.scheduler.load_state_dict(state)
+            return
+        self.scheduler.load_state_dict(state["main"])
+        self.swa.load_state_dict(state["swa"])
+
+
+def swa_phase(optimizer: Optimizer, trainer: TrainerConfig) -> dict[str, Any]:
+    """SWA's learning-rate phase (torch's `SWALR`), for `Schedule`: none without
+    `trainer.swa.lr`. Building it leaves the lr as it is until its first step."""
+    swa = trainer.swa
+    if not (swa.enabled and swa.lr):
+        return {}
+    phase = SWALR(optimizer, swa.lr, swa.anneal_epochs, swa.anneal_strategy)
+    return {"swa": phase, "swa_start": swa.start_epoch}
 
 
 def with_warmup(optimizer: Optimizer, main: LRScheduler, warmup: int) -> LRScheduler:
