@@ -87,6 +87,13 @@ def check_trainer(cfg: DictConfig) -> None:
             lr_range.max_lr,
             f"a learning rate above lr_range.min_lr={lr_range.min_lr}",
         )
+    ranks = trainer.devices * trainer.num_nodes
+    if ranks > 1 and trainer.batch_size % ranks and not cfg.optimizer.get("full_batch"):
+        raise ConfigError(
+            "trainer.batch_size",
+            trainer.batch_size,
+            f"a multiple of devices x num_nodes = {ranks} (each rank takes an equal part)",
+        )
     if trainer.accumulate_batches > 1 and cfg.optimizer.get("full_batch"):
         raise ConfigError(
             "trainer.accumulate_batches",
@@ -191,11 +198,19 @@ def check_loss(loss_fn: object, data: Data) -> None:
         )
 
 
-def check_closure(closure: bool, target: str, trainer: TrainerConfig) -> None:
+def check_closure(closure: bool, target: str, trainer: TrainerConfig, ranks: int = 1) -> None:
     """An optimizer that evaluates the loss itself (L-BFGS, SAM) takes one batch per step,
-    and no fp16 gradient scaling: GradScaler's step cannot take a closure."""
+    on one process (each rank would see its own loss), and no fp16 gradient scaling:
+    GradScaler's step cannot take a closure."""
     if not closure:
         return
+    if ranks > 1:
+        raise ConfigError(
+            "trainer.devices",
+            trainer.devices,
+            "1",
+            problem=f"cannot split {target}'s steps, which evaluate the loss themselves",
+        )
     if trainer.precision == "fp16":
         raise ConfigError(
             "trainer.precision",

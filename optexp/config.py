@@ -138,6 +138,19 @@ class TrainerConfig:
     accumulate_batches: int = knob(
         1, COUNT, "batches per optimizer step: K batches of B step as one batch of K x B"
     )
+    devices: int = knob(
+        1, COUNT, "processes on this node, one data-parallel run (1: no torch.distributed)"
+    )
+    num_nodes: int = knob(1, COUNT, "nodes of a data-parallel run (started by SLURM or torchrun)")
+    sync_batchnorm: bool = knob(
+        False, BOOL, "with devices > 1: batch norm statistics over the whole global batch"
+    )
+    distributed_backend: str = knob(
+        "auto", one_of("auto", "gloo", "nccl"), "auto: nccl on CUDA, gloo on CPU"
+    )
+    distributed_timeout: float = knob(
+        300.0, POSITIVE, "seconds a collective waits for every rank before the run fails"
+    )
     ema: EmaConfig = field(default_factory=EmaConfig)
     swa: SwaConfig = field(default_factory=SwaConfig)
     evaluate_averaged: bool = knob(

@@ -166,6 +166,7 @@ def _train_metrics(
         grad_norms = torch.full((count,), math.nan, device=parts.device)
     layers = diagnostics.layer_norms(parts.model, grad_norms, before)
     norms = torch.linalg.vector_norm(layers[:2], dim=1)  # global gradient and weight norms
+    sums = parts.world.sum(sums)  # every rank's batches (the norms are the same on each)
     values = torch.cat([sums, norms, layers.flatten()]).tolist()
     totals, (grad, weight), per_layer = EpochSums(*values[:4]), values[4:6], values[6:]
     loss, correct, penalty = (t / totals.samples for t in totals[:3])
@@ -183,18 +184,21 @@ def evaluate(parts: Parts, split: Split | None, model: nn.Module | None = None) 
     (the model trained unless given)."""
     if split is None:
         return {}
-    model, classification = model or parts.model, parts.data.is_classification
+    model = parts.model if model is None else model
+    classification = parts.data.is_classification
     was_training = model.training
     model.eval()
     sums = torch.zeros(2, device=parts.device)
     for x, y in split.batches(parts.trainer.eval_batch_size):
+        x, y = parts.world.shard(x, y)  # each rank its part, the sums all-reduced below
         with parts.autocast():
             out = model(x)
         loss = parts.loss_fn(out.float(), y)
         correct = (out.argmax(1) == y).sum() if classification else loss.new_zeros(())
-        sums += torch.stack([loss * len(y), correct.float()])
+        if len(y):
+            sums += torch.stack([loss * len(y), correct.float()])
     model.train(was_training)
-    loss_sum, correct_sum = sums.tolist()
+    loss_sum, correct_sum = parts.world.sum(sums).tolist()
     result = {"loss": loss_sum / len(split)}
     if classification:
         result["acc"] = correct_sum / len(split)

@@ -27,6 +27,7 @@ from optexp.averaging import WeightAverage
 from optexp.config import TrainerConfig
 from optexp.data import Data
 from optexp.data.augment import for_batches
+from optexp.distributed import World
 from optexp.errors import ConfigError, UserError
 from optexp.optim import param_groups
 from optexp.optim.schedules import Schedule, swa_phase, with_warmup
@@ -50,6 +51,8 @@ class Parts:
     data: Data
     data_seed: int  # the batch order of every epoch follows it
     model: nn.Module
+    forward: nn.Module  # the model for training steps: DistributedDataParallel across ranks
+    world: World  # this process's rank among the run's processes (one: rank 0 of 1)
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     optimizer: torch.optim.Optimizer
     closure: bool  # the optimizer evaluates the loss itself (L-BFGS, SAM): step(closure)
@@ -66,17 +69,21 @@ class Parts:
     steps_per_epoch: int  # optimizer steps: batches / trainer.accumulate_batches
 
 
-def build_parts(cfg: DictConfig) -> Parts:
-    """Build every part, each checked against those it works with (`optexp.checks`)."""
+def build_parts(cfg: DictConfig, world: World | None = None) -> Parts:
+    """Build every part, each checked against those it works with (`optexp.checks`), for
+    this process's rank of the run (`world`; default: the only one)."""
     # A plain dataclass from here on: a DictConfig lookup costs as much as a small tensor op.
     trainer: TrainerConfig = OmegaConf.to_object(cfg.trainer)
-    device = resolve_device(trainer.device, trainer.precision)
+    world = world or World()
+    device = resolve_device(trainer.device, trainer.precision, world)
     data, model = build_data_and_model(cfg, trainer, device)
+    if trainer.sync_batchnorm and world.size > 1:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     loss_fn = build("loss", cfg.loss)
     checks.check_loss(loss_fn, data)
     optimizer = build_optimizer(cfg.optimizer, model, device)
     closure = needs_closure(optimizer)
-    checks.check_closure(closure, cfg.optimizer._target_, trainer)
+    checks.check_closure(closure, cfg.optimizer._target_, trainer, world.size)
     batch_size = len(data.train) if cfg.optimizer.get("full_batch") else trainer.batch_size
     batches = -(-len(data.train) // batch_size)
     steps_per_epoch = -(-batches // trainer.accumulate_batches)
@@ -97,6 +104,8 @@ def build_parts(cfg: DictConfig) -> Parts:
         data=data,
         data_seed=cfg.data_seed,
         model=model,
+        forward=data_parallel(model, device, world),
+        world=world,
         loss_fn=loss_fn,
         optimizer=optimizer,
         closure=closure,
@@ -297,12 +306,28 @@ def _accepted_arguments(target: Callable[..., Any]) -> list[str] | None:
     return [p.name for p in params if p.kind is not p.VAR_POSITIONAL]
 
 
-def resolve_device(device: str, precision: str) -> torch.device:
+def resolve_device(device: str, precision: str, world: World) -> torch.device:
+    """`trainer.device`, auto being cuda when there is one; with several ranks on a node,
+    each rank's own GPU (its local rank)."""
     cuda = torch.cuda.is_available()
     if device == "auto":
         device = "cuda" if cuda else "cpu"
     checks.check_device(device, precision, cuda)
+    if device == "cuda" and world.size > 1:
+        device = f"cuda:{world.local_rank}"
     return torch.device(device)
+
+
+def data_parallel(model: nn.Module, device: torch.device, world: World) -> nn.Module:
+    """The model itself on one process; across ranks, DistributedDataParallel, whose
+    backward averages the gradients of the ranks (its construction broadcasts rank 0's
+    weights)."""
+    if world.size == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids)
 
 
 def mixed_precision(

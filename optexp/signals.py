@@ -16,6 +16,13 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 REQUEUE = signal.SIGUSR2  # submitit's; handled only where submitit installed a handler
 
 
+def handled() -> tuple[int, ...]:
+    """A worker of an elastic agent (optexp's trainer.devices, torchrun) leaves Ctrl-C to
+    the agent, which sends every worker SIGTERM: the terminal's SIGINT to the whole process
+    group would otherwise be a second signal, which stops at once, before the checkpoint."""
+    return (signal.SIGTERM,) if "TORCHELASTIC_RUN_ID" in os.environ else SIGNALS
+
+
 class StopRequest:
     """Truthy once a stop signal arrived; `signal` holds its number."""
 
@@ -31,7 +38,9 @@ class StopRequest:
         # Handlers can only be installed from the main thread (not in some launchers' workers).
         if threading.current_thread() is threading.main_thread():
             requeue = (REQUEUE,) if callable(signal.getsignal(REQUEUE)) else ()
-            self._previous = {sig: signal.signal(sig, self._handle) for sig in SIGNALS + requeue}
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in handled() + requeue}
+            if signal.SIGINT not in self._previous:  # the agent's worker: it sends SIGTERM
+                self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.SIG_IGN)
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -41,9 +41,12 @@ def optimizer_step(
         return closure_step(parts, window[0], measure)
     optimizer, scaler, trainer = parts.optimizer, parts.scaler, parts.trainer
     optimizer.zero_grad(set_to_none=True)
-    samples = sum(len(y) for _, y in window)
+    samples, world = sum(len(y) for _, y in window), parts.world
+    shards = [world.shard(x, y) for x, y in window]  # this rank's part of each batch
+    # Across ranks, DistributedDataParallel averages the gradients: x world restores the sum.
     stats = [
-        forward_backward(parts, *augmented(parts, x, y), len(y) / samples)[1] for x, y in window
+        forward_backward(parts, *augmented(parts, x, y), len(y) / samples * world.size)[1]
+        for x, y in shards
     ]
     grad_norms = None
     if trainer.grad_clip or measure:
@@ -91,8 +94,10 @@ def forward_backward(
 ) -> tuple[torch.Tensor, BatchStats]:
     """The loss (and penalty) of one batch, its gradient added to `.grad` with `weight`."""
     with parts.autocast():
-        out = parts.model(x)
-        loss = parts.loss_fn(out, target)
+        out = parts.forward(x)
+        # A rank's part of a last, short batch may be empty: it still takes part in the
+        # gradients' all-reduce, with a zero loss.
+        loss = parts.loss_fn(out, target) if len(y) else out.sum() * 0
     penalty = parts.penalty() if parts.penalty is not None else None
     objective = loss if penalty is None else loss + penalty
     parts.scaler.scale(objective if weight == 1 else objective * weight).backward()

@@ -42,10 +42,15 @@ class Tracker:
     """Progress display and TensorBoard writer of one run; use as a context manager."""
 
     def __init__(
-        self, run_dir: Path, trainer: TrainerConfig, batches_per_epoch: int, start: int = 0
+        self,
+        run_dir: Path,
+        trainer: TrainerConfig,
+        batches_per_epoch: int,
+        start: int = 0,
+        shows: bool = True,
     ) -> None:
         """`start`: the x of TensorBoard's curves where the run is (the epochs completed, or
-        the steps with trainer.eval_every_steps)."""
+        the steps with trainer.eval_every_steps); `shows`: a progress display (rank 0's)."""
         self.epochs, self.batches_per_epoch = trainer.epochs, batches_per_epoch
         self.step = start  # the last x logged: where the end-of-run records go
         self.writer = None
@@ -57,7 +62,8 @@ class Tracker:
             self.writer = SummaryWriter(tb, purge_step=start + 1)
             self.writer.add_custom_scalars(CURVES)
         self.progress = None
-        if console.is_terminal:
+        self.shows = shows
+        if console.is_terminal and shows:
             self.progress = Progress(
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),
@@ -102,6 +108,8 @@ class Tracker:
             for tag, values in record.histograms.items():
                 self.writer.add_histogram(tag, values, at.x)
         line = epoch_line(at, self.epochs, record.metrics)
+        if not self.shows:
+            return
         if self.progress is None:
             print(line, flush=True)  # a log file or a pipe: no styling to render
         else:

@@ -11,7 +11,7 @@ import random
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,6 +22,7 @@ from torch import nn
 
 from optexp import checkpoint, diagnostics, metrics, rundir
 from optexp.data import epoch_order
+from optexp.distributed import World
 from optexp.metrics import NO_SUMS, BatchStats, EpochRecord, diverged
 from optexp.parts import Parts, build_parts
 from optexp.provenance import Launch, describe_run
@@ -51,24 +52,34 @@ def run(
     run_dir: Path,
     choices: dict[str, str] | None = None,
     launch: Launch | None = None,
+    world: World | None = None,
 ) -> dict[str, Any]:
     """Train the experiment `cfg` into `run_dir`; return what metrics.json holds. `choices`:
-    the option of each config group; `launch`: how Hydra started it (TensorBoard's Text)."""
-    started = time.perf_counter()
+    the option of each config group; `launch`: how Hydra started it (TensorBoard's Text);
+    `world`: this process's rank of a data-parallel run (`optexp.distributed`), only rank
+    0 writing."""
+    started, world = time.perf_counter(), world or World()
     seed_everything(cfg.seed)
-    parts = build_parts(cfg)  # every part, checked against the others before anything is written
+    parts = build_parts(cfg, world)  # every part, checked against the others, before any write
+    if world.size > 1:  # the same weights everywhere; each rank its own dropout and augmentation
+        seed_everything(cfg.seed * 1_000_003 + world.rank)
     config = OmegaConf.to_container(cfg, resolve=True)
     progress = resume(parts, run_dir, config)
     identity = rundir.identity(cfg, parts.device, choices or {})
     config_json = json.dumps(config)  # for checkpoints: one string to pickle
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    tracker = Tracker(run_dir, parts.trainer, parts.batches_per_epoch, x_of(parts, progress))
+    shows = parts.trainer if world.is_main else replace(parts.trainer, tensorboard=False)
+    tracker = Tracker(run_dir, shows, parts.batches_per_epoch, x_of(parts, progress), world.is_main)
     writer = checkpoint.Writer()
 
     def save(*names: str) -> None:
-        paths = [rundir.checkpoint_file(run_dir, name) for name in names]
-        writer.save(snapshot(parts, progress, config_json), *paths)
+        if not names:
+            return
+        rng = world.gather(checkpoint.rng_state())  # a collective: every rank saves alike
+        if world.is_main:
+            paths = [rundir.checkpoint_file(run_dir, name) for name in names]
+            writer.save(snapshot(parts, progress, config_json, rng), *paths)
 
     # Anomaly detection (debug): autograd names the forward operation behind a NaN gradient.
     anomaly_detection = torch.autograd.set_detect_anomaly(parts.trainer.detect_anomaly)
@@ -84,10 +95,12 @@ def run(
         test = None if status == Status.INTERRUPTED else test_metrics(parts, progress)
         summary = results(status, parts, progress, test) | identity
         summary = Summary(**summary, wall_s=time.perf_counter() - started, signal=stop.signal)
-        rundir.write_summary(run_dir, summary)
+        if world.is_main:
+            rundir.write_summary(run_dir, summary)
         if status != Status.INTERRUPTED and tracker.writes_tensorboard:  # once, when it ends
             tracker.log_results(metrics.run_record(parts, config, choices or {}, test))
-    print_summary(summary, run_dir)
+    if world.is_main:
+        print_summary(summary, run_dir)
     return dataclasses.asdict(summary)
 
 
@@ -121,10 +134,11 @@ def train_interval(
         )
     deadline = start.started + (trainer.max_time or math.inf) - progress.seconds
     batches = epoch_batches(parts, progress, tracker)
-    sums, grad_norms = train_steps(parts, progress, batches, stop, (until, deadline))
-    progress.seconds += time.perf_counter() - start.started
+    sums, grad_norms, time_up = train_steps(parts, progress, batches, stop, (until, deadline))
+    spent = progress.seconds + time.perf_counter() - start.started
+    progress.seconds = parts.world.maximum(spent)  # one clock for every rank's decisions
     sums += torch.tensor(progress.sums or NO_SUMS, device=parts.device)  # since the last one
-    budget_spent = progress.step >= until or time.perf_counter() >= deadline
+    budget_spent = progress.step >= until or time_up
     if progress.batches_done < parts.batches_per_epoch and not budget_spent:
         progress.sums = sums.tolist()  # a stop signal: the place and the sums are kept
         return None
@@ -190,15 +204,21 @@ def train_steps(
     batches: Iterable[Batch],
     stop: StopRequest,
     until: tuple[float, float],
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
     """Optimizer steps, each on a window of `trainer.accumulate_batches` batches, until the
-    batches run out, `stop` is set, or `until` (a step count, a perf_counter deadline) is
-    reached. Returns the `EpochSums` of the batches taken (on the device) and each
-    parameter's gradient norm at the last step (None if it did not measure one)."""
+    batches run out, a stop signal comes, or `until` (a step count, a perf_counter
+    deadline) is reached. Returns the `EpochSums` of the batches taken (on the device),
+    each parameter's gradient norm at the last step (None if not measured), and whether
+    the time budget ended it. A signal or the deadline on any rank stops every rank at
+    the same step (`stop` then holds the signal on each)."""
     steps, deadline = until
-    grad_norms, stats = None, []
+    grad_norms, stats, time_up = None, [], False
     for window, last in mark_last(windows(batches, parts.trainer.accumulate_batches)):
-        if stop or time.perf_counter() >= deadline:
+        signum, time_up = parts.world.agree(
+            stop.signal or 0, time.perf_counter() >= deadline, parts.device
+        )
+        if signum or time_up:
+            stop.signal = stop.signal or signum or None
             break
         measure = last or progress.step + 1 >= steps or deadline < math.inf
         taken, norms = optimizer_step(parts, window, measure)
@@ -213,7 +233,7 @@ def train_steps(
             parts.average.after_step(progress.step)
         if progress.step >= steps:
             break
-    return BatchStats.sums(stats, parts.device), grad_norms
+    return BatchStats.sums(stats, parts.device), grad_norms, time_up
 
 
 def mark_last(items: Iterable[T]) -> Iterator[tuple[T, bool]]:
@@ -311,28 +331,35 @@ def resume(parts: Parts, run_dir: Path, config: dict[str, Any]) -> Progress:
     parts.early_stopping.load_state_dict(state["early_stopping"])
     if parts.average is not None:
         parts.average.load_state_dict(state["average"])
-    checkpoint.set_rng_state(state["rng"])
+    checkpoint.set_rng_state(state.get("rng_ranks", [state["rng"]])[parts.world.rank])
     progress = Progress(**state["progress"])
     if progress.best_model is not None:
         progress.best_model = {k: v.to(parts.device) for k, v in progress.best_model.items()}
     return progress
 
 
-def snapshot(parts: Parts, progress: Progress, config_json: str) -> dict[str, Any]:
-    """Everything needed to continue exactly where the run is now: plain state only."""
+def snapshot(
+    parts: Parts, progress: Progress, config_json: str, rng: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Everything needed to continue exactly where the run is now: plain state only. `rng`:
+    every rank's random state, by rank."""
     model = parts.model.state_dict()
     position = vars(progress).copy()  # not asdict: that deep-copies the best weights
     now_best = parts.early_stopping.best_step == progress.step and evaluated(parts) is parts.model
     if now_best and progress.best_model is not None:  # the best weights are the current:
         position["best_model"] = model  # torch.save stores tensors it meets twice once
     averaged = {} if parts.average is None else {"average": parts.average.state_dict()}
-    return averaged | {
-        "model": model,
-        "optimizer": parts.optimizer.state_dict(),
-        "scheduler": parts.schedule.state_dict(),
-        "scaler": parts.scaler.state_dict(),
-        "early_stopping": parts.early_stopping.state_dict(),
-        "progress": position,
-        "rng": checkpoint.rng_state(),
-        "config": config_json,
-    }
+    return (
+        averaged
+        | {
+            "model": model,
+            "optimizer": parts.optimizer.state_dict(),
+            "scheduler": parts.schedule.state_dict(),
+            "scaler": parts.scaler.state_dict(),
+            "early_stopping": parts.early_stopping.state_dict(),
+            "progress": position,
+            "rng": rng[0],
+            "config": config_json,
+        }
+        | ({"rng_ranks": rng} if len(rng) > 1 else {})
+    )

@@ -146,3 +146,20 @@ def test_bad_config_in_a_job_shows_its_one_line_error(tmp_path):
     assert "Traceback" not in result.stderr
     run = the_run(tmp_path)  # and in the run's own metrics.json, for optexp-report
     assert run["status"] == "failed" and run["error"] in errors[0]
+
+
+def test_a_two_task_job_trains_as_the_local_two_process_run(tmp_path):
+    """submitit's tasks_per_node=2: one run on two SLURM tasks, each taking its rank from
+    SLURM (no process of optexp's own), equal to the same run on two local processes."""
+    run = ("dataset=synthetic", "dataset.n_samples=400", "model.hidden=[16]", *QUICK)
+    run = (*run, "trainer.epochs=2", "trainer.batch_size=32", "trainer.devices=2")
+    local_dir = tmp_path / "local"
+    cmd = [sys.executable, "-m", "optexp", *run, f"hydra.run.dir={local_dir}"]
+    local = subprocess.run(cmd, capture_output=True, text=True, env=environment(), check=False)
+    assert local.returncode == 0, local.stderr[-2000:]
+    tasks = ("hydra.launcher.tasks_per_node=2",)
+    result = sweep(*SLURM, *tasks, *run, "seed=0", sweep=tmp_path / "slurm")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(list((tmp_path / "slurm").glob(".submitit/[0-9]*/*_1_log.out"))) == 1  # 2 tasks
+    on_slurm = the_run(tmp_path / "slurm")
+    same_result(on_slurm, json.loads((local_dir / "metrics.json").read_text()))

@@ -21,6 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 from optexp import rundir
 from optexp.checks import check_config
 from optexp.cli.session import SESSION
+from optexp.distributed import World
 from optexp.errors import UserError
 from optexp.rundir import Status
 
@@ -43,13 +44,11 @@ def train_from_config(cfg: DictConfig) -> float:
     try:
         if sweep_job:  # a single run's config and lock: CheckBeforeRun, before Hydra wrote
             check_config(cfg)
-            rundir.acquire(run_dir)
+            if World.from_environment().is_main:  # rank 0's, for a job on several ranks
+                rundir.acquire(run_dir)
         if cfg.get("lr_range") is not None:
             return lr_range_test(cfg, run_dir)
-        from optexp.provenance import Launch
-        from optexp.train import run
-
-        summary = run(cfg, run_dir, chosen_options(hydra_cfg), Launch.from_hydra(hydra_cfg))
+        summary = train(cfg, run_dir, hydra_cfg)
     except (UserError, OSError, OmegaConfBaseException) as error:
         if isinstance(error, OSError):  # the file system: a full disk, a read-only folder
             error = UserError(f"cannot write in {run_dir}: {error.strerror or error}")
@@ -61,6 +60,20 @@ def train_from_config(cfg: DictConfig) -> float:
     if summary["status"] == Status.INTERRUPTED:
         exit_interrupted(summary["signal"], hydra_cfg)
     return summary["objective"]
+
+
+def train(cfg: DictConfig, run_dir: Path, hydra_cfg: DictConfig) -> dict[str, Any]:
+    """Train `cfg` on this process, or on `trainer.devices` x `trainer.num_nodes` (torch
+    is imported here, where there is something to train)."""
+    from optexp import distributed
+    from optexp.provenance import Launch
+    from optexp.train import run
+
+    choices, launch = chosen_options(hydra_cfg), Launch.from_hydra(hydra_cfg)
+    trainer = cfg.trainer
+    if trainer.devices * trainer.num_nodes > 1 or distributed.World.from_environment().size > 1:
+        return distributed.run(cfg, run_dir, choices, launch)
+    return run(cfg, run_dir, choices, launch)
 
 
 def lr_range_test(cfg: DictConfig, run_dir: Path) -> float:

@@ -19,14 +19,14 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from optexp import rundir
 from optexp.checks import check_config
 from optexp.cli.errors import describe
 from optexp.cli.settings import check_hydra
-from optexp.errors import USER_ERROR, UserError, exit_with_error
+from optexp.errors import USER_ERROR, ConfigError, UserError, exit_with_error
 from optexp.rundir import Status
 
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
@@ -94,6 +94,26 @@ class Session:
 SESSION = Session()
 
 
+def one_of_many_ranks(config: DictConfig) -> bool:
+    """Whether this process is a rank other than 0 of a run that torchrun or SLURM started
+    as one optexp command per rank. Each is its own Hydra job: they share a run directory
+    only when it is named (`hydra.run.dir=PATH`), not made from the clock."""
+    from optexp.distributed import World
+
+    world = World.from_environment()
+    if (
+        world.size > 1
+        and "${now:" in OmegaConf.to_container(config.hydra.run, resolve=False)["dir"]
+    ):
+        raise ConfigError(
+            "hydra.run.dir",
+            OmegaConf.to_container(config.hydra.run, resolve=False)["dir"],
+            "a fixed folder (every rank of the run writes into it)",
+            problem=f"differs per rank: {world.size} ranks started as separate optexp commands",
+        )
+    return world.size > 1 and not world.is_main
+
+
 class CheckBeforeRun(Callback):
     """Checks a single run's config before Hydra creates its directory and log file, and
     notes which folders of that directory are new: a run refused when its parts are built
@@ -106,14 +126,16 @@ class CheckBeforeRun(Callback):
             check_config(config)
             saved = run_dir / config.hydra.output_subdir  # never null: check_hydra refuses it
             found = rundir.AsFound.look(run_dir, [saved / name for name in rundir.HYDRA_FILES])
-            rundir.acquire(run_dir)  # before Hydra writes there: another run's files stay
+            if not one_of_many_ranks(config):  # rank 0 holds the lock (and restores)
+                rundir.acquire(run_dir)  # before Hydra writes there: another run's files stay
         except (UserError, OmegaConfBaseException) as error:  # an interpolation error too
             SESSION.refuse(error)
         except OSError as error:  # a file in the way, a read-only folder
             verb = "write in" if run_dir.is_dir() else "create"
             message = f"cannot {verb} the run directory {run_dir}: {error.strerror or error}"
             SESSION.refuse(UserError(message))
-        SESSION.as_found = found
+        if not one_of_many_ranks(config):
+            SESSION.as_found = found
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         SESSION.sweep_started = time.time()
