@@ -22,10 +22,10 @@ from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from optexp import checks
+from optexp import checks, intent
 from optexp.config import TrainerConfig
 from optexp.data import Data
-from optexp.errors import ConfigError, UserError
+from optexp.errors import ConfigError, Option, UserError
 from optexp.optim import param_groups
 from optexp.optim.schedules import Schedule, with_warmup
 from optexp.stopping import EarlyStopping
@@ -69,7 +69,7 @@ def build_parts(cfg: DictConfig) -> Parts:
     checks.check_data(data, cfg.dataset)
     if trainer.limit_batches:
         data = data.head(trainer.limit_batches * trainer.batch_size)
-    checks.check_monitor(trainer.early_stopping.monitor, data)
+    checks.check_monitor(trainer.early_stopping.monitor, trainer.early_stopping.mode, data)
     model = build("model", cfg.model, input_shape=data.input_shape, num_outputs=data.num_outputs)
     layout = None
     if trainer.channels_last and len(data.input_shape) == 3:  # images: (C, H, W)
@@ -168,6 +168,7 @@ def build(group: str, node: DictConfig, **context: Any) -> Any:
     accepted = _accepted_arguments(target)
     own = OWN_KEYS.get(group, ())
     user_keys = [k for k in node if k != "_target_" and k not in own]
+    named = f"{group}={intent.option(group, node._target_)}"  # loss=hinge (torch.nn....)
     if accepted is not None:
         for key in user_keys:
             if key not in accepted:
@@ -178,7 +179,7 @@ def build(group: str, node: DictConfig, **context: Any) -> Any:
                     f"{group}.{key}",
                     node[key],
                     hint + f"parameters of {node._target_}: {known}",
-                    problem=f"is not a parameter of {node._target_}",
+                    problem=f"is not a parameter of {named}",
                 )
     passed = {
         k: v
@@ -194,11 +195,12 @@ def build(group: str, node: DictConfig, **context: Any) -> Any:
     except OSError as cause:  # the file system: name the path setting behind the file
         raise unusable_path(group, arguments, passed, cause) from None
     except Exception as cause:
+        given = ", ".join(f"{k}={v!r}" for k, v in arguments.items())
         raise ConfigError(
             group,
-            {"_target_": node._target_, **arguments},
+            Option(intent.chosen(group) or node._target_),
             f"arguments {node._target_} accepts",
-            problem=f"was refused by {node._target_}: {cause}",
+            problem=f"was refused by {node._target_} ({given or 'no arguments'}): {cause}",
         ) from None
 
 
@@ -236,11 +238,12 @@ def _resolve_target(group: str, path: str) -> Callable[..., Any]:
     try:
         return get_object(path)
     except Exception:
+        option = intent.chosen(group)  # None where the command line set the _target_
         raise ConfigError(
             f"{group}._target_",
             path,
             "an importable class or function path",
-            problem="cannot be imported",
+            problem=(f"(of {group}={option}) " if option else "") + "cannot be imported",
         ) from None
 
 

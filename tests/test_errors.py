@@ -57,9 +57,8 @@ BAD_INPUTS = [
     (["optimizer=momentum", "optimizer.momentum=1.0"], "optimizer.momentum"),
     (["regularizer=l1", "regularizer.l1=-1"], "regularizer.l1"),
     (["scheduler=plateau", "scheduler.interval=step"], "scheduler.interval"),
-    (["dataset=synthetic", "dataset.task=regression"], "loss="),
-    (["dataset=synthetic", "dataset.task=regression", "loss=hinge"], "loss="),
-    (["dataset=synthetic", "model=resnet18"], "model='resnet18' needs inputs shaped (C, H, W)"),
+    (["dataset=synthetic", "dataset.task=regression"], "loss=cross_entropy (CrossEntropyLoss)"),
+    (["dataset=synthetic", "model=resnet18"], "model=resnet18 needs inputs shaped (C, H, W)"),
     (["dataset=arrays"], "dataset.path"),
     (["dataset=image_folder", "dataset.workers=-1"], "dataset.workers=-1"),
     (["dataset=arrays", "dataset.path=/nonexistent.npz"], "dataset.path"),
@@ -82,7 +81,10 @@ BAD_INPUTS = [
     (["-m", "seed=range(0)"], "the sweep has no jobs"),
     (["-m", "seed=0,1", "hydra.sweep.subdir="], "hydra.sweep.subdir=''"),
     (["hydra.job.chdir=true"], "hydra.job.chdir=True"),
-    (["trainer.early_stopping.monitor=val/acc"], "mode='min' does not fit monitor=val/acc"),
+    (
+        ["trainer.early_stopping.monitor=val/acc"],
+        "monitor='val/acc' needs trainer.early_stopping.mode=max",
+    ),
     (["trainer.early_stopping.mode=max"], "mode='max' does not fit monitor=val/loss"),
     (["hparams_search=lr_optuna"], "defines a sweep (set by hparams_search=lr_optuna)"),
     (["experiment=optimizers"], "Allowed: optexp -m experiment=optimizers"),
@@ -99,6 +101,23 @@ BAD_INPUTS = [
     (["trainer.resume=."], "trainer.resume='.' holds no checkpoints/last.pt"),
     (["hydra.output_subdir=null"], "hydra.output_subdir=None is not allowed"),
     (["-m", "hydra/launcher=joblib", "hydra.launcher.backend=nope"], "launcher.backend='nope'"),
+    # Issue 26: the message names what the user typed: the option, the key they set.
+    (
+        ["dataset=synthetic", "dataset.task=regression", "loss=hinge"],
+        "loss=hinge (MultiMarginLoss) needs class labels, but the dataset has real-valued targets",
+    ),
+    (
+        ["dataset=synthetic", "dataset.task=regression", "trainer.early_stopping.monitor=val/acc"],
+        "monitor='val/acc' is not measured by a regression run (the dataset has real-valued",
+    ),
+    (
+        ["+loss.foo=1"],
+        "loss.foo=1 is not a parameter of loss=cross_entropy (torch.nn.CrossEntropyLoss)",
+    ),
+    (
+        ["optimizer=nesterov", "optimizer.momentum=0"],
+        "optimizer=nesterov was refused by torch.optim.SGD",
+    ),
 ]
 
 
@@ -295,6 +314,37 @@ def test_messages_are_one_line_without_hydras_preamble_or_its_append_hint(optexp
         assert "To append" not in result.stderr
         assert len(result.stderr.splitlines()) == 2, result.stderr  # the error, the debug hint
     assert "Did you mean optimizer.betas?" in optexp_cli("optimizer.beta=0.9").stderr
+
+
+@pytest.mark.parametrize(
+    ("files", "args", "named"),
+    [
+        (
+            {"model/wide_cnn.yaml": "_target_: optexp.models.cnn\nchannels: [8]\n"},
+            ["dataset=synthetic", "model=wide_cnn"],
+            "model=wide_cnn needs inputs shaped (C, H, W)",
+        ),
+        (
+            {"loss/my_hinge.yaml": "_target_: torch.nn.MultiMarginLoss\n"},
+            ["dataset=synthetic", "dataset.task=regression", "loss=my_hinge"],
+            "loss=my_hinge (MultiMarginLoss) needs class labels",
+        ),
+        (  # two values break a rule: the one typed on the command line is named, not the preset's
+            {"experiment/short.yaml": "# @package _global_\ntrainer:\n  epochs: 0\n"},
+            ["experiment=short", "optimizer.lr=0"],
+            "optexp: error: optimizer.lr=0 is not allowed",
+        ),
+    ],
+)
+def test_a_message_names_the_users_own_option_and_the_key_they_typed(
+    optexp_cli, tmp_path, files, args, named
+):
+    for name, text in files.items():
+        (tmp_path / "mine" / name).parent.mkdir(parents=True)
+        (tmp_path / "mine" / name).write_text(text)
+    result = optexp_cli("--config-dir", str(tmp_path / "mine"), *args)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert named in result.stderr.splitlines()[0], result.stderr
 
 
 def test_a_run_directory_that_is_a_file_is_one_clear_error(optexp_cli, tmp_path):
