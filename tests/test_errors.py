@@ -409,13 +409,31 @@ def test_an_image_folder_of_one_class_is_refused(optexp_cli, tmp_path):
     assert result.returncode == 2 and "has a single class" in result.stderr
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_a_corrupt_image_is_one_line_naming_the_file(optexp_cli, tmp_path, workers):
-    folder = write_image_folder(tmp_path / "images", classes=2, per_class=6)
-    bad = sorted(folder.rglob("*.png"))[3]
-    bad.write_bytes(b"not an image")
+@pytest.mark.parametrize(
+    ("split", "workers", "damage", "problem"),
+    [
+        ("train", 2, "truncated", "Truncated File Read"),  # read for the normalization stats
+        ("val", 0, "truncated", "Truncated File Read"),  # read while validating
+        ("train", 0, "garbage", "not an image file PIL can identify"),
+    ],
+)
+def test_a_corrupt_jpg_among_good_images_is_one_line_naming_the_file(
+    optexp_cli, tmp_path, split, workers, damage, problem
+):
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    for name in ("train", "val"):
+        write_image_folder(folder / name, classes=2, per_class=6)
+    jpeg = folder / split / "class1" / "broken.jpg"
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(jpeg)
+    half = jpeg.read_bytes()[: jpeg.stat().st_size // 2]  # its header still reads
+    jpeg.write_bytes(half if damage == "truncated" else b"not an image")
     args = ("dataset=image_folder", f"dataset.path={folder}", f"dataset.workers={workers}")
     result = optexp_cli(*args, "trainer.epochs=1")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert len(result.stderr.splitlines()) == 2, result.stderr
-    assert str(bad) in result.stderr
+    line = result.stderr.splitlines()[0]
+    assert line.startswith(f"optexp: error: dataset.path='{folder}' has an unreadable image"), line
+    assert f" {split}/class1/broken.jpg ({problem})" in line, line
+    assert "only the first one found is named" in line, line
