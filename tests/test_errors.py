@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import REPO, unprivileged
+from tests.conftest import REPO
 from tests.datafiles import array_set, save_arrays, write_image_folder
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
@@ -181,35 +181,66 @@ def files(folder: Path) -> dict[Path, bytes]:
     }
 
 
-def test_read_only_run_and_sweep_directories_are_one_clear_error(optexp_cli, tmp_path):
-    prefix = unprivileged()
-    assert optexp_cli("trainer.epochs=1").returncode == 0
-    run_dir, sweep_dir, fresh = tmp_path / "run", tmp_path / "sweep", tmp_path / "ro" / "run"
+def read_only(paths: list[Path]) -> list[Path]:
+    for path in paths:
+        path.chmod(path.stat().st_mode & ~0o222)
+    return paths
+
+
+def writable(paths: list[Path]) -> None:
+    for path in paths:
+        path.chmod(path.stat().st_mode | 0o200)
+
+
+def test_read_only_run_and_sweep_directories_are_one_clear_error(optexp_as_user, user_dir):
+    # As an unprivileged user (tests/as_user.py): root would write there regardless.
+    assert optexp_as_user("trainer.epochs=1").returncode == 0  # the user's own run
+    run_dir, sweep_dir, fresh = user_dir / "run", user_dir / "sweep", user_dir / "ro" / "run"
     sweep_dir.mkdir()
     fresh.parent.mkdir()
     before = files(run_dir)
-    read_only = [run_dir, *run_dir.rglob("*"), sweep_dir, fresh.parent]
-    for path in read_only:
-        path.chmod(path.stat().st_mode & ~0o222)
+    locked = read_only([run_dir, *run_dir.rglob("*"), sweep_dir, fresh.parent])
     try:
         refused = {
-            f"cannot write in the run directory {run_dir}": optexp_cli(
-                "trainer.epochs=2", prefix=prefix
-            ),
-            f"cannot create the run directory {fresh}": optexp_cli(run_dir=fresh, prefix=prefix),
-            f"cannot write {sweep_dir / 'multirun.yaml'}": optexp_cli(
-                "-m", "seed=0,1", "trainer.epochs=1", prefix=prefix
+            f"cannot write in the run directory {run_dir}": optexp_as_user("trainer.epochs=2"),
+            f"cannot create the run directory {fresh}": optexp_as_user(run_dir=fresh),
+            f"cannot write {sweep_dir / 'multirun.yaml'}": optexp_as_user(
+                "-m", "seed=0,1", "trainer.epochs=1"
             ),
         }
     finally:
-        for path in read_only:
-            path.chmod(path.stat().st_mode | 0o200)
+        writable(locked)
     for message, result in refused.items():
         assert result.returncode == 2 and "Traceback" not in result.stderr
         assert result.stderr.startswith(f"optexp: error: {message}: Permission denied")
         assert len(result.stderr.splitlines()) == 2, result.stderr
     assert files(run_dir) == before
     assert not fresh.exists() and list(sweep_dir.iterdir()) == []
+
+
+def test_a_read_only_data_folder_is_read_and_a_data_dir_to_write_is_one_line(
+    optexp_as_user, user_dir
+):
+    images = write_image_folder(user_dir / "images", classes=2, per_class=4)
+    (data_dir := user_dir / "data").mkdir()  # mnist1d writes its generated set there
+    before = files(images)
+    locked = read_only([images, *images.rglob("*"), data_dir])
+    try:
+        read = optexp_as_user(
+            "dataset=image_folder", f"dataset.path={images}", "dataset.image_size=8",
+            "dataset.workers=0", "trainer.epochs=1",
+        )  # fmt: skip
+        args = ("dataset=mnist1d", "dataset.num_samples=200", "trainer.epochs=1")
+        refused = optexp_as_user(f"data_dir={data_dir}", *args, run_dir=user_dir / "run2")
+    finally:
+        writable(locked)
+    assert read.returncode == 0, read.stderr  # reading needs no write
+    assert files(images) == before
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    line = refused.stderr.splitlines()[0]
+    assert line.startswith(f"optexp: error: data_dir='{data_dir}' cannot be used: Permission")
+    assert len(refused.stderr.splitlines()) == 2, refused.stderr
+    assert list(data_dir.iterdir()) == [] and not (user_dir / "run2").exists()
 
 
 def test_debug_variable_shows_the_traceback_for_developers(tmp_path):
@@ -375,12 +406,11 @@ def unreadable_paths(tmp_path: Path) -> dict[str, tuple[list[str], Path, str]]:
 
 
 @pytest.mark.parametrize("setting", ["arrays", "images", "resume", "data_dir"])
-def test_an_unreadable_path_is_one_line_naming_its_setting(optexp_cli, tmp_path, setting):
-    prefix = unprivileged()
-    args, path, start = unreadable_paths(tmp_path)[setting]
+def test_an_unreadable_path_is_one_line_naming_its_setting(optexp_as_user, user_dir, setting):
+    args, path, start = unreadable_paths(user_dir)[setting]
     path.chmod(0)
     try:
-        result = optexp_cli(*args, "trainer.epochs=1", prefix=prefix)
+        result = optexp_as_user(*args, "trainer.epochs=1")
     finally:
         path.chmod(0o755)
     assert result.returncode == 2 and "Traceback" not in result.stderr
