@@ -58,6 +58,16 @@ def metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
+def epochs_trained(stdout: str) -> list[int]:
+    """The epochs a run printed (`epoch 3/5  train/loss ...`): a resumed run starts after
+    its checkpoint's, where a restarted one would start at 1 and end the same."""
+    return [
+        int(line.split()[1].split("/")[0])
+        for line in stdout.splitlines()
+        if line.startswith("epoch ")
+    ]
+
+
 def logged_steps(run_dir: Path, tag: str) -> list[int]:
     events = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0})
     events.Reload()
@@ -79,9 +89,11 @@ def test_run_killed_with_sigkill_resumes_to_the_uninterrupted_result(optexp_cli,
     process.send_signal(signal.SIGKILL)
     process.communicate()
     assert not (killed / "metrics.json").exists()
+    done = checkpoint.load(last)["progress"]["epoch"]
 
     resumed = optexp_cli(*args, run_dir=killed)  # a plain re-run into the same directory
     assert resumed.returncode == 0, resumed.stderr
+    assert epochs_trained(resumed.stdout)[0] == done + 1
     whole, again = metrics(tmp_path / "whole"), metrics(killed)
     assert {k: again[k] for k in COMPARED} == {k: whole[k] for k in COMPARED}
     epochs = whole["epochs_completed"]
@@ -448,6 +460,7 @@ def test_sigkill_inside_a_checkpoint_write_keeps_the_previous_one_and_resumes_bi
     # The test-only hook pauses the WRITE-th checkpoint write after its temporary file is
     # whole, before the rename: the kill lands there, not near it.
     args = ("trainer.epochs=5", "trainer.batch_size=32", "trainer.early_stopping.enabled=false")
+    args += ("model.dropout=0.2",)  # draws from the generator every step: resumed or not
     assert optexp_cli(*args, run_dir=tmp_path / "whole").returncode == 0
     killed, marker = tmp_path / "killed", tmp_path / "paused"
     process = start(tmp_path, killed, *args, env={PAUSE: f"{write}:{marker}"})
@@ -472,6 +485,7 @@ def test_sigkill_inside_a_checkpoint_write_keeps_the_previous_one_and_resumes_bi
     ]
     resumed = optexp_cli(*args, run_dir=killed)  # the same command, without the hook
     assert resumed.returncode == 0, resumed.stderr
+    assert epochs_trained(resumed.stdout) == list(range(write, 6))  # from last.pt on
     whole, again = metrics(tmp_path / "whole"), metrics(killed)
     assert {k: again[k] for k in COMPARED} == {k: whole[k] for k in COMPARED}
     final = [

@@ -58,7 +58,7 @@ HYDRA_RULES: dict[str, Rule] = {
 # A sweep job's folder is named by its overrides (configs/hydra/default.yaml): a value's
 # "/" would nest folders, its quotes are command-line syntax, not part of the value.
 FOLDER_SAFE = str.maketrans({"/": "_", "\0": "_", "\n": "_", "\r": "_", '"': None, "'": None})
-NAME_BYTES = 200  # under the usual limit of 255, with the job number in front
+NAME_BYTES = 240  # under the usual limit of 255, with the job number in front
 
 
 def job_folder(override_dirname: str) -> str:
