@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -235,6 +236,8 @@ def _has_target(value: Any) -> bool:
 
 
 def _resolve_target(group: str, path: str) -> Callable[..., Any]:
+    hydra_log = logging.getLogger("hydra.utils")  # logs the failure: the error below says it
+    was_disabled, hydra_log.disabled = hydra_log.disabled, True
     try:
         return get_object(path)
     except Exception:
@@ -245,6 +248,8 @@ def _resolve_target(group: str, path: str) -> Callable[..., Any]:
             "an importable class or function path",
             problem=(f"(of {group}={option}) " if option else "") + "cannot be imported",
         ) from None
+    finally:
+        hydra_log.disabled = was_disabled
 
 
 def _accepted_arguments(target: Callable[..., Any]) -> list[str] | None:

@@ -338,12 +338,19 @@ def test_a_yaml_syntax_error_in_a_users_file_names_file_line_and_column(
 
 
 def test_messages_are_one_line_without_hydras_preamble_or_its_append_hint(optexp_cli):
-    for args in (["optimizer.beta=0.9"], ["+optimizer.momentun=0.9"], ["dataset=arrays"]):
+    bad_target = ["optimizer._target_=torch.optim.Adamm"]  # Hydra's get_object logs too
+    for args in (
+        ["optimizer.beta=0.9"],
+        ["+optimizer.momentun=0.9"],
+        ["dataset=arrays"],
+        bad_target,
+    ):
         result = optexp_cli(*args)
         assert result.returncode == 2
         assert "Error executing job" not in result.stderr
         assert "To append" not in result.stderr
         assert len(result.stderr.splitlines()) == 2, result.stderr  # the error, the debug hint
+        assert result.stdout == "", result.stdout  # nor a log line of Hydra's
     assert "Did you mean optimizer.betas?" in optexp_cli("optimizer.beta=0.9").stderr
 
 
