@@ -169,7 +169,6 @@ def build(group: str, node: DictConfig, **context: Any) -> Any:
     accepted = _accepted_arguments(target)
     own = OWN_KEYS.get(group, ())
     user_keys = [k for k in node if k != "_target_" and k not in own]
-    named = f"{group}={intent.option(group, node._target_)}"  # loss=hinge (torch.nn....)
     if accepted is not None:
         for key in user_keys:
             if key not in accepted:
@@ -180,7 +179,7 @@ def build(group: str, node: DictConfig, **context: Any) -> Any:
                     f"{group}.{key}",
                     node[key],
                     hint + f"parameters of {node._target_}: {known}",
-                    problem=f"is not a parameter of {named}",
+                    problem=f"is not a parameter of {group}={intent.option(group, node._target_)}",
                 )
     passed = {
         k: v
