@@ -122,8 +122,8 @@ class UnreadableImage(OSError):
 
 
 def image_error(error: OSError) -> str:
-    """The one line for an image that could not be read: `UnreadableImage`'s own, else
-    the error's, after what dataset.path is."""
+    """The one line for an image that could not be read: `UnreadableImage`'s own (it
+    names the file), else the error's last line after "cannot read an image of ..."."""
     detail = worker_error(error)
     if isinstance(error, UnreadableImage):  # a worker's has its type's name in front
         return detail.removeprefix(f"{UnreadableImage.__module__}.UnreadableImage: ")
