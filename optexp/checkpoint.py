@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 import os
 import pickle
 import random
+import time
 import zipfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -48,6 +50,11 @@ STATE_KEYS = (
 )
 
 
+# Test-only (tests/test_faults.py): N:FILE pauses this process's N-th `write` inside it.
+PAUSE_VARIABLE = "OPTEXP_TEST_PAUSE_CHECKPOINT_WRITE"
+_WRITES = itertools.count(1)
+
+
 class CheckpointError(UserError):
     """A checkpoint cannot be written or read; the message names the file."""
 
@@ -65,13 +72,20 @@ def write(data: memoryview, *paths: Path) -> None:
     intact. Written once; further paths are hard links to the first.
 
     Plain `os` calls, as few as possible: on the checkpoint thread, each call releases the
-    GIL and must take it back from the training loop, which then waits (see `Writer`)."""
-    first = None
+    GIL and must take it back from the training loop, which then waits (see `Writer`).
+
+    For tests only: with OPTEXP_TEST_PAUSE_CHECKPOINT_WRITE=N:FILE in the environment, the
+    process's N-th write stops once its first temporary file is written and fsynced, before
+    the rename, writes that file's path to FILE and sleeps, so that a test's kill lands
+    inside the write (tests/test_faults.py). Never set it otherwise."""
+    first, pause = None, _pause_requested()
     for path in paths:
         tmp = path.with_name(f".{path.name}.tmp")
         try:
             if first is None or not _linked(first, tmp):
                 _write_synced(tmp, data)
+            if pause is not None and first is None:
+                _pause(pause, tmp)
             os.replace(tmp, path)
             first = first or path
         except OSError as error:
@@ -80,6 +94,22 @@ def write(data: memoryview, *paths: Path) -> None:
             raise CheckpointError(
                 f"cannot write checkpoint {path}: {error.strerror or error}"
             ) from None
+
+
+def _pause_requested() -> Path | None:
+    """FILE of OPTEXP_TEST_PAUSE_CHECKPOINT_WRITE=N:FILE when this is the N-th write."""
+    setting = os.environ.get(PAUSE_VARIABLE)
+    if not setting:
+        return None
+    count, _, file = setting.partition(":")
+    return Path(file) if next(_WRITES) == int(count) else None
+
+
+def _pause(marker: Path, tmp: Path) -> None:
+    """Say where the write stopped (`marker` appears whole), then wait for the kill."""
+    marker.with_name(f"{marker.name}.partial").write_text(str(tmp))
+    marker.with_name(f"{marker.name}.partial").replace(marker)
+    time.sleep(600)
 
 
 def _write_synced(path: Path, data: memoryview) -> None:

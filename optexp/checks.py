@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from optexp import intent
 from optexp.config import OptexpConfig, knob_rules
-from optexp.errors import ConfigError
+from optexp.errors import ConfigError, Option
 from optexp.rules import FLOAT32_MAX, Rule, parameter_rules
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from optexp.data import Data
 
 BETTER = {"val/loss": "min", "val/acc": "max"}  # the early-stopping mode each monitor needs
+CLASSIFICATION_ONLY = ("val/acc",)  # monitors a regression run does not measure
 ABSENT = object()  # a key the config does not have
 
 GROUPS_WITH_TARGET = ("dataset", "model", "loss", "optimizer")
@@ -38,8 +40,9 @@ OPTIONAL_GROUPS = ("augmentation", "scheduler", "regularizer")
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Raise ConfigError for a missing part, a non-finite number, or the first value
-    outside its allowed range."""
+    """Raise ConfigError for a missing part, or for a value outside its allowed range (a
+    non-finite number, a key nothing reads): of several, the one the user typed
+    (`optexp.intent.closest`), not the first checked."""
     for group in GROUPS_WITH_TARGET:
         node = cfg.get(group)
         if not isinstance(node, DictConfig) or "_target_" not in node:
@@ -49,26 +52,27 @@ def check_config(cfg: DictConfig) -> None:
             raise ConfigError(group, cfg.get(group), f"an option, {group}=<option>, or null")
     tree = OmegaConf.to_container(cfg, resolve=False)  # interpolations stay as text
     tree.pop("hydra", None)  # the callback sees Hydra's own node too
-    check_known_keys(tree)
-    for key, value in _numbers(tree):
-        if not abs(value) <= FLOAT32_MAX:  # NaN and inf too; torch computes in float32
-            raise ConfigError(key, value, f"a finite number, |x| <= {FLOAT32_MAX:.3g}")
-    check_rules(cfg, knob_rules())
-    check_parameters(cfg)
+    errors = list(known_key_errors(tree))
+    errors += [
+        ConfigError(key, value, f"a finite number, |x| <= {FLOAT32_MAX:.3g}")
+        for key, value in _numbers(tree)
+        if not abs(value) <= FLOAT32_MAX  # NaN and inf too; torch computes in float32
+    ]
+    errors += rule_errors(cfg, knob_rules())
+    for group in (*GROUPS_WITH_TARGET, *OPTIONAL_GROUPS):  # each part's parameters
+        node = cfg.get(group)
+        if isinstance(node, DictConfig) and node:
+            rules = parameter_rules(group, node.get("_target_"))
+            errors += rule_errors(cfg, {f"{group}.{key}": rule for key, rule in rules.items()})
+    if errors:
+        raise intent.closest(errors, cfg)
     check_trainer(cfg)
 
 
 def check_trainer(cfg: DictConfig) -> None:
-    """The trainer's knobs that cannot work together."""
+    """The trainer's knobs that cannot work together (the monitor and its mode are
+    `check_monitor`'s, once the task is known)."""
     trainer = cfg.trainer
-    monitor, mode = trainer.early_stopping.monitor, trainer.early_stopping.mode
-    if BETTER.get(monitor, mode) != mode:
-        raise ConfigError(
-            "trainer.early_stopping.mode",
-            mode,
-            f"{BETTER[monitor]} for monitor={monitor}",
-            problem=f"does not fit monitor={monitor}: the best epoch would be the worst",
-        )
     if trainer.ema.enabled and trainer.swa.enabled:
         raise ConfigError(
             "trainer.swa.enabled", True, "false with trainer.ema.enabled=true (one average)"
@@ -103,6 +107,14 @@ def check_trainer(cfg: DictConfig) -> None:
 
 
 def check_rules(cfg: DictConfig, rules: dict[str, Rule], strict: bool = True) -> None:
+    """Raise the first of `rule_errors`."""
+    for error in rule_errors(cfg, rules, strict):
+        raise error
+
+
+def rule_errors(
+    cfg: DictConfig, rules: dict[str, Rule], strict: bool = True
+) -> Iterator[ConfigError]:
     """An absent key is not checked, nor null where the rule allows it. `strict=False`
     (Hydra's settings): neither is null, nor a value that cannot be resolved yet (Hydra's
     job number before the job)."""
@@ -113,35 +125,25 @@ def check_rules(cfg: DictConfig, rules: dict[str, Rule], strict: bool = True) ->
         if isinstance(value, ListConfig):
             value = OmegaConf.to_container(value)
         if not rule.accepts(value):
-            raise ConfigError(key, value, rule.allowed)
+            yield ConfigError(key, value, rule.allowed)
 
 
-def check_parameters(cfg: DictConfig) -> None:
-    """Each part's parameters against the rules of its group and of its target."""
-    for group in (*GROUPS_WITH_TARGET, *OPTIONAL_GROUPS):
-        node = cfg.get(group)
-        if isinstance(node, DictConfig) and node:
-            target = node.get("_target_")
-            rules = parameter_rules(group, target)
-            check_rules(cfg, {f"{group}.{key}": rule for key, rule in rules.items()})
-
-
-def check_known_keys(tree: dict[str, Any]) -> None:
-    """Refuse a key nothing reads (added with `+`): one outside the schema, or one inside
-    an optional part left empty (`+regularizer.l2=0.1` with regularizer=none). Keys of
-    parts with a `_target_` are checked against its signature when built (`optexp.parts`)."""
+def known_key_errors(tree: dict[str, Any]) -> Iterator[ConfigError]:
+    """A key nothing reads (added with `+`): one outside the schema, or one inside an
+    optional part left empty (`+regularizer.l2=0.1` with regularizer=none). Keys of parts
+    with a `_target_` are checked against its signature when built (`optexp.parts`)."""
     for key, value, known in _unknown_keys(tree, OptexpConfig):
         parent, _, name = key.rpartition(".")
         close = difflib.get_close_matches(name, known, n=1)
         hint = f"did you mean {parent + '.' if parent else ''}{close[0]}? " if close else ""
-        raise ConfigError(
+        yield ConfigError(
             key, value, hint + f"the keys read here: {', '.join(known)}", "is not read by optexp"
         )
     for group in OPTIONAL_GROUPS:
         node = tree.get(group)
         if isinstance(node, dict) and node and "_target_" not in node:
             key = next(iter(node))
-            raise ConfigError(
+            yield ConfigError(
                 f"{group}.{key}",
                 node[key],
                 f"an option of {group} that has it, {group}=<option> (optexp --help lists them)",
@@ -174,11 +176,12 @@ def _numbers(tree: Any, key: str = "") -> Iterator[tuple[str, float]]:
 def check_input_shape(
     input_shape: Sequence[int], dims: str, group: str, option: str, instead: str
 ) -> None:
-    """A part that takes samples shaped `dims` (e.g. "C, H, W") refuses other inputs."""
+    """A part that takes samples shaped `dims` (e.g. "C, H, W") refuses other inputs.
+    `option`: the built-in option's name, where the user's own option is not known."""
     if len(input_shape) != len(dims.split(",")):
         raise ConfigError(
             group,
-            option,
+            Option(intent.chosen(group) or option),
             instead,
             f"needs inputs shaped ({dims}), but the dataset's inputs are {tuple(input_shape)}",
         )
@@ -192,8 +195,8 @@ def check_loss(loss_fn: object, data: Data) -> None:
     if isinstance(loss_fn, classification_only) and not data.is_classification:
         raise ConfigError(
             "loss",
-            type(loss_fn).__name__,
-            "mse for a regression dataset",
+            intent.option("loss", type(loss_fn).__name__),
+            "loss=mse for a regression dataset",
             problem="needs class labels, but the dataset has real-valued targets",
         )
 
@@ -257,13 +260,39 @@ def check_data(data: Data, node: DictConfig) -> None:
         )
     if data.num_classes is not None and data.num_classes < 2:
         key = "dataset.path" if node.get("path") else "dataset"
-        value = node.get("path") or node.get("_target_")
+        value = node.get("path") or intent.option("dataset", node.get("_target_"))
         raise ConfigError(key, value, "a set of 2 classes or more", problem="has a single class")
 
 
-def check_monitor(monitor: str, data: Data) -> None:
-    if monitor == "val/acc" and not data.is_classification:
-        raise ConfigError("trainer.early_stopping.monitor", monitor, "val/loss for regression")
+def check_monitor(monitor: str, mode: str, data: Data) -> None:
+    """The early-stopping monitor must be measured by the run, and its mode must fit it;
+    a mismatch is named by the key the user typed (`optexp.intent`)."""
+    key = "trainer.early_stopping"
+    if monitor in CLASSIFICATION_ONLY and not data.is_classification:
+        measured = [name for name in BETTER if name not in CLASSIFICATION_ONLY]
+        raise ConfigError(
+            f"{key}.monitor",
+            monitor,
+            " | ".join(measured),
+            problem="is not measured by a regression run (the dataset has real-valued targets)",
+        )
+    better = BETTER.get(monitor, mode)
+    if better == mode:
+        return
+    typed = intent.typed_keys()
+    if f"{key}.monitor" in typed and f"{key}.mode" not in typed:  # the mode is the default
+        raise ConfigError(
+            f"{key}.monitor",
+            monitor,
+            f"{monitor} with {key}.mode={better}",
+            problem=f"needs {key}.mode={better}, but the mode is {mode}",
+        )
+    raise ConfigError(
+        f"{key}.mode",
+        mode,
+        f"{better} for monitor={monitor}",
+        problem=f"does not fit monitor={monitor}: the best epoch would be the worst",
+    )
 
 
 def check_schedule(scheduler: object, interval: str, warmup_epochs: float) -> None:

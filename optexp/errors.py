@@ -33,7 +33,14 @@ class ConfigError(UserError, ValueError):
         return type(self), (self.key, self.value, self.allowed, self.problem)
 
 
+class Option(str):
+    """A config group's option as a message names it, without quotes: `loss=hinge`, or
+    `loss=hinge (MultiMarginLoss)` with what it built as a detail (`optexp.intent`)."""
+
+
 def _show(value: Any) -> str:
+    if isinstance(value, Option):
+        return str(value)
     if isinstance(value, DictConfig | ListConfig):
         value = OmegaConf.to_container(value)
     return repr(value) if isinstance(value, str) else str(value)

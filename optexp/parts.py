@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -22,16 +23,16 @@ from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from optexp import checks
+from optexp import checks, intent
 from optexp.averaging import WeightAverage
 from optexp.config import TrainerConfig
 from optexp.data import Data
 from optexp.data.augment import for_batches
-from optexp.distributed import World
-from optexp.errors import ConfigError, UserError
+from optexp.errors import ConfigError, Option, UserError
 from optexp.optim import param_groups
 from optexp.optim.schedules import Schedule, swa_phase, with_warmup
 from optexp.stopping import EarlyStopping
+from optexp.world import World
 
 # optexp's own keys inside a group node: read here, not passed to the target.
 OWN_KEYS = {
@@ -76,9 +77,7 @@ def build_parts(cfg: DictConfig, world: World | None = None) -> Parts:
     trainer: TrainerConfig = OmegaConf.to_object(cfg.trainer)
     world = world or World()
     device = resolve_device(trainer.device, trainer.precision, world)
-    data, model = build_data_and_model(cfg, trainer, device)
-    if trainer.sync_batchnorm and world.size > 1:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    data, model = build_data_and_model(cfg, trainer, device, world)
     loss_fn = build("loss", cfg.loss)
     checks.check_loss(loss_fn, data)
     optimizer = build_optimizer(cfg.optimizer, model, device)
@@ -87,16 +86,7 @@ def build_parts(cfg: DictConfig, world: World | None = None) -> Parts:
     batch_size = len(data.train) if cfg.optimizer.get("full_batch") else trainer.batch_size
     batches = -(-len(data.train) // batch_size)
     steps_per_epoch = -(-batches // trainer.accumulate_batches)
-    augment = build_optional(
-        "augmentation",
-        cfg.augmentation,
-        input_shape=data.input_shape,
-        num_classes=data.num_classes,
-        mean=data.mean,
-        std=data.std,
-    )
-    checks.check_mixing(augment, loss_fn)
-    augment = for_batches(augment)
+    augment = build_augmentation(cfg.augmentation, data, loss_fn)
     autocast, scaler = mixed_precision(trainer.precision, device)
     return Parts(
         trainer=trainer,
@@ -123,23 +113,40 @@ def build_parts(cfg: DictConfig, world: World | None = None) -> Parts:
 
 
 def build_data_and_model(
-    cfg: DictConfig, trainer: TrainerConfig, device: torch.device
+    cfg: DictConfig, trainer: TrainerConfig, device: torch.device, world: World
 ) -> tuple[Data, nn.Module]:
     """The dataset (checked, cut to `limit_batches`) and the model shaped for it, both on
-    `device`."""
+    `device` (with SyncBatchNorm across ranks if asked)."""
     data = build("dataset", cfg.dataset, data_dir=cfg.data_dir)
     checks.check_data(data, cfg.dataset)
     if trainer.limit_batches:
         data = data.head(trainer.limit_batches * trainer.batch_size)
-    checks.check_monitor(trainer.early_stopping.monitor, data)
+    checks.check_monitor(trainer.early_stopping.monitor, trainer.early_stopping.mode, data)
     model = build("model", cfg.model, input_shape=data.input_shape, num_outputs=data.num_outputs)
     layout = None
     if trainer.channels_last and len(data.input_shape) == 3:  # images: (C, H, W)
         layout = torch.channels_last  # 4-D weights and image batches; the rest is unchanged
     data, model = data.to(device, layout), model.to(device, memory_format=layout)
+    if trainer.sync_batchnorm and world.size > 1:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if trainer.compile:
         model.compile()  # in place: state_dict keys, hence checkpoints, stay the same
     return data, model
+
+
+def build_augmentation(node: DictConfig | None, data: Data, loss_fn: object) -> Any:
+    """The augmentation as the loop calls it, (x, y) -> (x, training targets): per image,
+    or mixing images and labels (mixup, cutmix: checked against the loss)."""
+    augment = build_optional(
+        "augmentation",
+        node,
+        input_shape=data.input_shape,
+        num_classes=data.num_classes,
+        mean=data.mean,
+        std=data.std,
+    )
+    checks.check_mixing(augment, loss_fn)
+    return for_batches(augment)
 
 
 def needs_closure(optimizer: torch.optim.Optimizer) -> bool:
@@ -229,7 +236,7 @@ def build(group: str, node: DictConfig, **context: Any) -> Any:
                     f"{group}.{key}",
                     node[key],
                     hint + f"parameters of {node._target_}: {known}",
-                    problem=f"is not a parameter of {node._target_}",
+                    problem=f"is not a parameter of {group}={intent.option(group, node._target_)}",
                 )
     passed = {
         k: v
@@ -245,11 +252,12 @@ def build(group: str, node: DictConfig, **context: Any) -> Any:
     except OSError as cause:  # the file system: name the path setting behind the file
         raise unusable_path(group, arguments, passed, cause) from None
     except Exception as cause:
+        given = ", ".join(f"{k}={v!r}" for k, v in arguments.items())
         raise ConfigError(
             group,
-            {"_target_": node._target_, **arguments},
+            Option(intent.chosen(group) or node._target_),
             f"arguments {node._target_} accepts",
-            problem=f"was refused by {node._target_}: {cause}",
+            problem=f"was refused by {node._target_} ({given or 'no arguments'}): {cause}",
         ) from None
 
 
@@ -284,15 +292,20 @@ def _has_target(value: Any) -> bool:
 
 
 def _resolve_target(group: str, path: str) -> Callable[..., Any]:
+    hydra_log = logging.getLogger("hydra.utils")  # logs the failure: the error below says it
+    was_disabled, hydra_log.disabled = hydra_log.disabled, True
     try:
         return get_object(path)
     except Exception:
+        option = intent.chosen(group)  # None where the command line set the _target_
         raise ConfigError(
             f"{group}._target_",
             path,
             "an importable class or function path",
-            problem="cannot be imported",
+            problem=(f"(of {group}={option}) " if option else "") + "cannot be imported",
         ) from None
+    finally:
+        hydra_log.disabled = was_disabled
 
 
 def _accepted_arguments(target: Callable[..., Any]) -> list[str] | None:

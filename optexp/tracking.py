@@ -50,19 +50,19 @@ class Tracker:
         shows: bool = True,
     ) -> None:
         """`start`: the x of TensorBoard's curves where the run is (the epochs completed, or
-        the steps with trainer.eval_every_steps); `shows`: a progress display (rank 0's)."""
+        the steps with trainer.eval_every_steps). `shows` false: another rank than 0's,
+        which neither shows nor writes anything."""
         self.epochs, self.batches_per_epoch = trainer.epochs, batches_per_epoch
         self.step = start  # the last x logged: where the end-of-run records go
         self.writer = None
-        if trainer.tensorboard:
+        if trainer.tensorboard and shows:
             from torch.utils.tensorboard import SummaryWriter
 
             # purge_step drops events a killed run wrote past its last checkpoint.
             tb = str(rundir.tb_dir(run_dir))
             self.writer = SummaryWriter(tb, purge_step=start + 1)
             self.writer.add_custom_scalars(CURVES)
-        self.progress = None
-        self.shows = shows
+        self.progress, self.shows = None, shows
         if console.is_terminal and shows:
             self.progress = Progress(
                 TextColumn("[bold]{task.description}"),
@@ -146,6 +146,10 @@ class Tracker:
         self._scalars(metrics, self.step)
         for tag, image in record.images.items():
             self.writer.add_image(tag, image, self.step, dataformats="HWC")
+
+    def print_summary(self, summary: rundir.Summary, run_dir: Path) -> None:
+        if self.shows:
+            print_summary(summary, run_dir)
 
     def _scalars(self, values: dict[str, float], step: int) -> None:
         """One event holding every scalar: what add_scalar writes per tag, at a tenth of the

@@ -11,7 +11,7 @@ import random
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,14 +22,14 @@ from torch import nn
 
 from optexp import checkpoint, diagnostics, metrics, rundir
 from optexp.data import epoch_order
-from optexp.distributed import World
 from optexp.metrics import NO_SUMS, BatchStats, EpochRecord, diverged
 from optexp.parts import Parts, build_parts
 from optexp.provenance import Launch, describe_run
 from optexp.rundir import Status, Summary
 from optexp.signals import StopRequest
 from optexp.steps import Batch, optimizer_step, windows
-from optexp.tracking import Tracker, print_summary
+from optexp.tracking import Tracker
+from optexp.world import World
 
 T = TypeVar("T")
 
@@ -61,25 +61,20 @@ def run(
     started, world = time.perf_counter(), world or World()
     seed_everything(cfg.seed)
     parts = build_parts(cfg, world)  # every part, checked against the others, before any write
-    if world.size > 1:  # the same weights everywhere; each rank its own dropout and augmentation
-        seed_everything(cfg.seed * 1_000_003 + world.rank)
+    seed_everything(cfg.seed * 1_000_003 + world.rank if world.size > 1 else None)
     config = OmegaConf.to_container(cfg, resolve=True)
     progress = resume(parts, run_dir, config)
     identity = rundir.identity(cfg, parts.device, choices or {})
-    config_json = json.dumps(config)  # for checkpoints: one string to pickle
-
     run_dir.mkdir(parents=True, exist_ok=True)
-    shows = parts.trainer if world.is_main else replace(parts.trainer, tensorboard=False)
-    tracker = Tracker(run_dir, shows, parts.batches_per_epoch, x_of(parts, progress), world.is_main)
+    start = x_of(parts, progress)
+    tracker = Tracker(run_dir, parts.trainer, parts.batches_per_epoch, start, world.is_main)
     writer = checkpoint.Writer()
 
     def save(*names: str) -> None:
-        if not names:
-            return
         rng = world.gather(checkpoint.rng_state())  # a collective: every rank saves alike
         if world.is_main:
             paths = [rundir.checkpoint_file(run_dir, name) for name in names]
-            writer.save(snapshot(parts, progress, config_json, rng), *paths)
+            writer.save(snapshot(parts, progress, json.dumps(config), rng), *paths)
 
     # Anomaly detection (debug): autograd names the forward operation behind a NaN gradient.
     anomaly_detection = torch.autograd.set_detect_anomaly(parts.trainer.detect_anomaly)
@@ -89,7 +84,8 @@ def run(
         while (status := ending(parts, progress, bool(stop))) is None:
             if (record := train_interval(parts, progress, tracker, stop)) is not None:
                 tracker.log_epoch(record)
-                save(*end_interval(parts, progress, record))
+                if due := end_interval(parts, progress, record):
+                    save(*due)
         if status == Status.INTERRUPTED:
             save("last")
         test = None if status == Status.INTERRUPTED else test_metrics(parts, progress)
@@ -99,8 +95,7 @@ def run(
             rundir.write_summary(run_dir, summary)
         if status != Status.INTERRUPTED and tracker.writes_tensorboard:  # once, when it ends
             tracker.log_results(metrics.run_record(parts, config, choices or {}, test))
-    if world.is_main:
-        print_summary(summary, run_dir)
+    tracker.print_summary(summary, run_dir)
     return dataclasses.asdict(summary)
 
 
@@ -215,7 +210,7 @@ def train_steps(
     grad_norms, stats, time_up = None, [], False
     for window, last in mark_last(windows(batches, parts.trainer.accumulate_batches)):
         signum, time_up = parts.world.agree(
-            stop.signal or 0, time.perf_counter() >= deadline, parts.device
+            stop.signal if stop else 0, time.perf_counter() >= deadline, parts.device
         )
         if signum or time_up:
             stop.signal = stop.signal or signum or None
@@ -308,7 +303,10 @@ def results(
     }
 
 
-def seed_everything(seed: int) -> None:
+def seed_everything(seed: int | None) -> None:
+    """Python's, numpy's and torch's generators from `seed` (None: left as they are)."""
+    if seed is None:
+        return
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import subprocess
 import sys
+import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from omegaconf import DictConfig
 
 import optexp.config  # noqa: F401  (registers the schema)
 from optexp.cli import CONFIG_DIR
+from tests.as_user import USER, user_prefix
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -49,14 +52,12 @@ def optexp_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]
         run_dir: Path | None = None,
         timeout: float = 120,
         env: dict[str, str] | None = None,
-        prefix: Sequence[str] = (),
     ) -> subprocess.CompletedProcess[str]:
         own = ("OPTEXP_DEBUG", "HYDRA_FULL_ERROR", "OPTEXP_CONFIG_DIR")  # only what a test sets
         environ = {k: v for k, v in os.environ.items() if k not in own} | (env or {})
         environ["PYTHONPATH"] = str(REPO)
         target = run_dir or tmp_path / "run"
         cmd = [
-            *prefix,
             sys.executable,
             "-m",
             "optexp",
@@ -77,15 +78,53 @@ def optexp_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]
     return run
 
 
-def unprivileged() -> list[str]:
-    """A command prefix under which file permissions hold as for a user. For root: a user
-    namespace without a mapping, where root keeps the owner's bits but loses its override
-    of them (a read-only folder it owns is read-only)."""
-    if os.geteuid() != 0:
-        return []
-    if shutil.which("unshare") and subprocess.run(["unshare", "-U", "true"]).returncode == 0:
-        return ["unshare", "-U"]
-    pytest.skip("root without user namespaces: file permissions do not apply to it")
+@pytest.fixture
+def user_dir() -> Iterator[Path]:
+    """A fresh folder of the unprivileged user's own (`tests/as_user.py`), outside pytest's
+    tmp_path (root's is 0700: that user could not enter it); removed afterwards."""
+    prefix = user_prefix()
+    if isinstance(prefix, str):
+        pytest.skip(f"file permissions cannot be tested: {prefix}")
+    base = Path(tempfile.mkdtemp(prefix="optexp-user-")).resolve()
+    for folder in (base, base / "home", base / "work"):
+        folder.mkdir(exist_ok=True)
+        folder.chmod(0o755)
+        if prefix:  # root: the user owns them
+            os.chown(folder, pwd.getpwnam(USER).pw_uid, pwd.getpwnam(USER).pw_gid)
+    yield base / "work"
+    for path in base.rglob("*"):  # what a test left read-only or unreadable
+        path.chmod(path.stat().st_mode | 0o700)
+    shutil.rmtree(base)
+
+
+@pytest.fixture
+def optexp_as_user(user_dir: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run `python -m optexp ARGS...` as the unprivileged user, in `user_dir`: the run
+    dir `user_dir/run` (or `run_dir`), the sweep dir `user_dir/sweep`, HOME its own."""
+    prefix = user_prefix()
+    assert isinstance(prefix, tuple)
+
+    def run(
+        *args: str, run_dir: Path | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        own = ("OPTEXP_DEBUG", "HYDRA_FULL_ERROR", "OPTEXP_CONFIG_DIR")
+        environ = {k: v for k, v in os.environ.items() if k not in own}
+        environ |= {"PYTHONPATH": str(REPO), "HOME": str(user_dir.parent / "home")}
+        cmd = [
+            *prefix,
+            sys.executable,
+            "-m",
+            "optexp",
+            *args,
+            f"hydra.run.dir={run_dir or user_dir / 'run'}",
+            f"hydra.sweep.dir={user_dir / 'sweep'}",
+        ]
+        return subprocess.run(
+            cmd, capture_output=True, text=True, cwd=user_dir, env=environ, timeout=timeout,
+            check=False,
+        )  # fmt: skip
+
+    return run
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import REPO, unprivileged
+from tests.conftest import REPO
 from tests.datafiles import array_set, save_arrays, write_image_folder
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
@@ -57,9 +57,8 @@ BAD_INPUTS = [
     (["optimizer=momentum", "optimizer.momentum=1.0"], "optimizer.momentum"),
     (["regularizer=l1", "regularizer.l1=-1"], "regularizer.l1"),
     (["scheduler=plateau", "scheduler.interval=step"], "scheduler.interval"),
-    (["dataset=synthetic", "dataset.task=regression"], "loss="),
-    (["dataset=synthetic", "dataset.task=regression", "loss=hinge"], "loss="),
-    (["dataset=synthetic", "model=resnet18"], "model='resnet18' needs inputs shaped (C, H, W)"),
+    (["dataset=synthetic", "dataset.task=regression"], "loss=cross_entropy (CrossEntropyLoss)"),
+    (["dataset=synthetic", "model=resnet18"], "model=resnet18 needs inputs shaped (C, H, W)"),
     (["dataset=arrays"], "dataset.path"),
     (["dataset=image_folder", "dataset.workers=-1"], "dataset.workers=-1"),
     (["dataset=arrays", "dataset.path=/nonexistent.npz"], "dataset.path"),
@@ -82,7 +81,10 @@ BAD_INPUTS = [
     (["-m", "seed=range(0)"], "the sweep has no jobs"),
     (["-m", "seed=0,1", "hydra.sweep.subdir="], "hydra.sweep.subdir=''"),
     (["hydra.job.chdir=true"], "hydra.job.chdir=True"),
-    (["trainer.early_stopping.monitor=val/acc"], "mode='min' does not fit monitor=val/acc"),
+    (
+        ["trainer.early_stopping.monitor=val/acc"],
+        "monitor='val/acc' needs trainer.early_stopping.mode=max",
+    ),
     (["trainer.early_stopping.mode=max"], "mode='max' does not fit monitor=val/loss"),
     (["hparams_search=lr_optuna"], "defines a sweep (set by hparams_search=lr_optuna)"),
     (["experiment=optimizers"], "Allowed: optexp -m experiment=optimizers"),
@@ -99,6 +101,23 @@ BAD_INPUTS = [
     (["trainer.resume=."], "trainer.resume='.' holds no checkpoints/last.pt"),
     (["hydra.output_subdir=null"], "hydra.output_subdir=None is not allowed"),
     (["-m", "hydra/launcher=joblib", "hydra.launcher.backend=nope"], "launcher.backend='nope'"),
+    # Issue 26: the message names what the user typed: the option, the key they set.
+    (
+        ["dataset=synthetic", "dataset.task=regression", "loss=hinge"],
+        "loss=hinge (MultiMarginLoss) needs class labels, but the dataset has real-valued targets",
+    ),
+    (
+        ["dataset=synthetic", "dataset.task=regression", "trainer.early_stopping.monitor=val/acc"],
+        "monitor='val/acc' is not measured by a regression run (the dataset has real-valued",
+    ),
+    (
+        ["+loss.foo=1"],
+        "loss.foo=1 is not a parameter of loss=cross_entropy (torch.nn.CrossEntropyLoss)",
+    ),
+    (
+        ["optimizer=nesterov", "optimizer.momentum=0"],
+        "optimizer=nesterov was refused by torch.optim.SGD",
+    ),
 ]
 
 
@@ -162,35 +181,66 @@ def files(folder: Path) -> dict[Path, bytes]:
     }
 
 
-def test_read_only_run_and_sweep_directories_are_one_clear_error(optexp_cli, tmp_path):
-    prefix = unprivileged()
-    assert optexp_cli("trainer.epochs=1").returncode == 0
-    run_dir, sweep_dir, fresh = tmp_path / "run", tmp_path / "sweep", tmp_path / "ro" / "run"
+def read_only(paths: list[Path]) -> list[Path]:
+    for path in paths:
+        path.chmod(path.stat().st_mode & ~0o222)
+    return paths
+
+
+def writable(paths: list[Path]) -> None:
+    for path in paths:
+        path.chmod(path.stat().st_mode | 0o200)
+
+
+def test_read_only_run_and_sweep_directories_are_one_clear_error(optexp_as_user, user_dir):
+    # As an unprivileged user (tests/as_user.py): root would write there regardless.
+    assert optexp_as_user("trainer.epochs=1").returncode == 0  # the user's own run
+    run_dir, sweep_dir, fresh = user_dir / "run", user_dir / "sweep", user_dir / "ro" / "run"
     sweep_dir.mkdir()
     fresh.parent.mkdir()
     before = files(run_dir)
-    read_only = [run_dir, *run_dir.rglob("*"), sweep_dir, fresh.parent]
-    for path in read_only:
-        path.chmod(path.stat().st_mode & ~0o222)
+    locked = read_only([run_dir, *run_dir.rglob("*"), sweep_dir, fresh.parent])
     try:
         refused = {
-            f"cannot write in the run directory {run_dir}": optexp_cli(
-                "trainer.epochs=2", prefix=prefix
-            ),
-            f"cannot create the run directory {fresh}": optexp_cli(run_dir=fresh, prefix=prefix),
-            f"cannot write {sweep_dir / 'multirun.yaml'}": optexp_cli(
-                "-m", "seed=0,1", "trainer.epochs=1", prefix=prefix
+            f"cannot write in the run directory {run_dir}": optexp_as_user("trainer.epochs=2"),
+            f"cannot create the run directory {fresh}": optexp_as_user(run_dir=fresh),
+            f"cannot write {sweep_dir / 'multirun.yaml'}": optexp_as_user(
+                "-m", "seed=0,1", "trainer.epochs=1"
             ),
         }
     finally:
-        for path in read_only:
-            path.chmod(path.stat().st_mode | 0o200)
+        writable(locked)
     for message, result in refused.items():
         assert result.returncode == 2 and "Traceback" not in result.stderr
         assert result.stderr.startswith(f"optexp: error: {message}: Permission denied")
         assert len(result.stderr.splitlines()) == 2, result.stderr
     assert files(run_dir) == before
     assert not fresh.exists() and list(sweep_dir.iterdir()) == []
+
+
+def test_a_read_only_data_folder_is_read_and_a_data_dir_to_write_is_one_line(
+    optexp_as_user, user_dir
+):
+    images = write_image_folder(user_dir / "images", classes=2, per_class=4)
+    (data_dir := user_dir / "data").mkdir()  # mnist1d writes its generated set there
+    before = files(images)
+    locked = read_only([images, *images.rglob("*"), data_dir])
+    try:
+        read = optexp_as_user(
+            "dataset=image_folder", f"dataset.path={images}", "dataset.image_size=8",
+            "dataset.workers=0", "trainer.epochs=1",
+        )  # fmt: skip
+        args = ("dataset=mnist1d", "dataset.num_samples=200", "trainer.epochs=1")
+        refused = optexp_as_user(f"data_dir={data_dir}", *args, run_dir=user_dir / "run2")
+    finally:
+        writable(locked)
+    assert read.returncode == 0, read.stderr  # reading needs no write
+    assert files(images) == before
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    line = refused.stderr.splitlines()[0]
+    assert line.startswith(f"optexp: error: data_dir='{data_dir}' cannot be used: Permission")
+    assert len(refused.stderr.splitlines()) == 2, refused.stderr
+    assert list(data_dir.iterdir()) == [] and not (user_dir / "run2").exists()
 
 
 def test_debug_variable_shows_the_traceback_for_developers(tmp_path):
@@ -288,13 +338,51 @@ def test_a_yaml_syntax_error_in_a_users_file_names_file_line_and_column(
 
 
 def test_messages_are_one_line_without_hydras_preamble_or_its_append_hint(optexp_cli):
-    for args in (["optimizer.beta=0.9"], ["+optimizer.momentun=0.9"], ["dataset=arrays"]):
+    bad_target = ["optimizer._target_=torch.optim.Adamm"]  # Hydra's get_object logs too
+    for args in (
+        ["optimizer.beta=0.9"],
+        ["+optimizer.momentun=0.9"],
+        ["dataset=arrays"],
+        bad_target,
+    ):
         result = optexp_cli(*args)
         assert result.returncode == 2
         assert "Error executing job" not in result.stderr
         assert "To append" not in result.stderr
         assert len(result.stderr.splitlines()) == 2, result.stderr  # the error, the debug hint
+        assert result.stdout == "", result.stdout  # nor a log line of Hydra's
     assert "Did you mean optimizer.betas?" in optexp_cli("optimizer.beta=0.9").stderr
+
+
+@pytest.mark.parametrize(
+    ("files", "args", "named"),
+    [
+        (
+            {"model/wide_cnn.yaml": "_target_: optexp.models.cnn\nchannels: [8]\n"},
+            ["dataset=synthetic", "model=wide_cnn"],
+            "model=wide_cnn needs inputs shaped (C, H, W)",
+        ),
+        (
+            {"loss/my_hinge.yaml": "_target_: torch.nn.MultiMarginLoss\n"},
+            ["dataset=synthetic", "dataset.task=regression", "loss=my_hinge"],
+            "loss=my_hinge (MultiMarginLoss) needs class labels",
+        ),
+        (  # two values break a rule: the one typed on the command line is named, not the preset's
+            {"experiment/short.yaml": "# @package _global_\ntrainer:\n  epochs: 0\n"},
+            ["experiment=short", "optimizer.lr=0"],
+            "optexp: error: optimizer.lr=0 is not allowed",
+        ),
+    ],
+)
+def test_a_message_names_the_users_own_option_and_the_key_they_typed(
+    optexp_cli, tmp_path, files, args, named
+):
+    for name, text in files.items():
+        (tmp_path / "mine" / name).parent.mkdir(parents=True)
+        (tmp_path / "mine" / name).write_text(text)
+    result = optexp_cli("--config-dir", str(tmp_path / "mine"), *args)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert named in result.stderr.splitlines()[0], result.stderr
 
 
 def test_a_run_directory_that_is_a_file_is_one_clear_error(optexp_cli, tmp_path):
@@ -325,12 +413,11 @@ def unreadable_paths(tmp_path: Path) -> dict[str, tuple[list[str], Path, str]]:
 
 
 @pytest.mark.parametrize("setting", ["arrays", "images", "resume", "data_dir"])
-def test_an_unreadable_path_is_one_line_naming_its_setting(optexp_cli, tmp_path, setting):
-    prefix = unprivileged()
-    args, path, start = unreadable_paths(tmp_path)[setting]
+def test_an_unreadable_path_is_one_line_naming_its_setting(optexp_as_user, user_dir, setting):
+    args, path, start = unreadable_paths(user_dir)[setting]
     path.chmod(0)
     try:
-        result = optexp_cli(*args, "trainer.epochs=1", prefix=prefix)
+        result = optexp_as_user(*args, "trainer.epochs=1")
     finally:
         path.chmod(0o755)
     assert result.returncode == 2 and "Traceback" not in result.stderr
@@ -359,13 +446,31 @@ def test_an_image_folder_of_one_class_is_refused(optexp_cli, tmp_path):
     assert result.returncode == 2 and "has a single class" in result.stderr
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_a_corrupt_image_is_one_line_naming_the_file(optexp_cli, tmp_path, workers):
-    folder = write_image_folder(tmp_path / "images", classes=2, per_class=6)
-    bad = sorted(folder.rglob("*.png"))[3]
-    bad.write_bytes(b"not an image")
+@pytest.mark.parametrize(
+    ("split", "workers", "damage", "problem"),
+    [
+        ("train", 2, "truncated", "Truncated File Read"),  # read for the normalization stats
+        ("val", 0, "truncated", "Truncated File Read"),  # read while validating
+        ("train", 0, "garbage", "not an image file PIL can identify"),
+    ],
+)
+def test_a_corrupt_jpg_among_good_images_is_one_line_naming_the_file(
+    optexp_cli, tmp_path, split, workers, damage, problem
+):
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    for name in ("train", "val"):
+        write_image_folder(folder / name, classes=2, per_class=6)
+    jpeg = folder / split / "class1" / "broken.jpg"
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(jpeg)
+    half = jpeg.read_bytes()[: jpeg.stat().st_size // 2]  # its header still reads
+    jpeg.write_bytes(half if damage == "truncated" else b"not an image")
     args = ("dataset=image_folder", f"dataset.path={folder}", f"dataset.workers={workers}")
     result = optexp_cli(*args, "trainer.epochs=1")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert len(result.stderr.splitlines()) == 2, result.stderr
-    assert str(bad) in result.stderr
+    line = result.stderr.splitlines()[0]
+    assert line.startswith(f"optexp: error: dataset.path='{folder}' has an unreadable image"), line
+    assert f" {split}/class1/broken.jpg ({problem})" in line, line
+    assert "only the first one found is named" in line, line

@@ -17,26 +17,28 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from optexp import checkpoint, train
 from optexp.checkpoint import CheckpointError
 from optexp.config import ConfigError
+from optexp.report import main as report_main
 from optexp.signals import StopRequest
 from optexp.train import run
 from tests.conftest import REPO
 from tests.datafiles import write_image_folder
 
 COMPARED = ("test", "best", "best_epoch", "epochs_completed", "status", "global_step")
+PAUSE = "OPTEXP_TEST_PAUSE_CHECKPOINT_WRITE"  # optexp.checkpoint's test-only hook
 
 
 def start(
     tmp_path: Path,
     run_dir: Path,
     *args: str,
-    command: list[str] | None = None,
+    env: dict[str, str] | None = None,
     **popen: object,
 ) -> subprocess.Popen[str]:
-    """Start `optexp ARGS` (or `command` ARGS) into `run_dir`, its output piped."""
-    env = {k: v for k, v in os.environ.items() if k not in ("OPTEXP_DEBUG", "HYDRA_FULL_ERROR")}
+    """Start `optexp ARGS` into `run_dir`, its output piped, `env` added to the environment."""
+    own = ("OPTEXP_DEBUG", "HYDRA_FULL_ERROR", PAUSE)  # what a test sets
+    env = {k: v for k, v in os.environ.items() if k not in own} | (env or {})
     env |= {"PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
-    command = command or [sys.executable, "-m", "optexp"]
-    cmd = [*command, *args, f"hydra.run.dir={run_dir}"]
+    cmd = [sys.executable, "-m", "optexp", *args, f"hydra.run.dir={run_dir}"]
     return subprocess.Popen(
         cmd,
         cwd=tmp_path,
@@ -54,6 +56,16 @@ def disk_full(*args: object) -> None:
 
 def metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
+
+
+def epochs_trained(stdout: str) -> list[int]:
+    """The epochs a run printed (`epoch 3/5  train/loss ...`): a resumed run starts after
+    its checkpoint's, where a restarted one would start at 1 and end the same."""
+    return [
+        int(line.split()[1].split("/")[0])
+        for line in stdout.splitlines()
+        if line.startswith("epoch ")
+    ]
 
 
 def logged_steps(run_dir: Path, tag: str) -> list[int]:
@@ -77,9 +89,11 @@ def test_run_killed_with_sigkill_resumes_to_the_uninterrupted_result(optexp_cli,
     process.send_signal(signal.SIGKILL)
     process.communicate()
     assert not (killed / "metrics.json").exists()
+    done = checkpoint.load(last)["progress"]["epoch"]
 
     resumed = optexp_cli(*args, run_dir=killed)  # a plain re-run into the same directory
     assert resumed.returncode == 0, resumed.stderr
+    assert epochs_trained(resumed.stdout)[0] == done + 1
     whole, again = metrics(tmp_path / "whole"), metrics(killed)
     assert {k: again[k] for k in COMPARED} == {k: whole[k] for k in COMPARED}
     epochs = whole["epochs_completed"]
@@ -399,7 +413,8 @@ def test_two_processes_racing_for_a_run_directory_one_trains_and_a_kill_loses_no
 
 
 def test_sigkill_at_any_moment_leaves_a_loadable_last_pt_and_an_exact_resume(optexp_cli, tmp_path):
-    # Seeded delays: some land mid-epoch, some during a checkpoint write (one per epoch).
+    # Seeded delays, mostly mid-epoch; a kill certain to land inside a checkpoint write is
+    # the next test's.
     args = ("trainer.epochs=8", "trainer.batch_size=32", "trainer.early_stopping.enabled=false")
     assert optexp_cli(*args, run_dir=tmp_path / "whole").returncode == 0
     killed, last = tmp_path / "killed", tmp_path / "killed" / "checkpoints" / "last.pt"
@@ -422,62 +437,62 @@ def test_sigkill_at_any_moment_leaves_a_loadable_last_pt_and_an_exact_resume(opt
     assert again["final"]["train/loss"] == whole["final"]["train/loss"]
 
 
-# optexp whose STALL-th checkpoint write stops half-way through the file, says so in
-# MARKER, and hangs there: a kill lands during that write, not near it.
-STALLED_WRITE = """
-import os, sys, time
-from pathlib import Path
-from optexp import checkpoint
-from optexp.cli import main
-
-marker, stall = Path(sys.argv.pop(1)), int(sys.argv.pop(1))
-writes, write_synced = [], checkpoint._write_synced
-
-def stalled(path, data):
-    writes.append(path)
-    if len(writes) < stall:
-        return write_synced(path, data)
-    fd = checkpoint._create(path)
-    os.write(fd, data[: len(data) // 2])
-    marker.with_suffix(".tmp").write_text(str(path))
-    marker.with_suffix(".tmp").replace(marker)  # whole when the test sees it
-    time.sleep(600)
-
-checkpoint._write_synced = stalled
-main()
-"""
+def tensors(state: object, key: str = "") -> dict[str, torch.Tensor]:
+    """Every tensor of a checkpoint's state, by its path in it."""
+    if isinstance(state, torch.Tensor):
+        return {key: state}
+    if not isinstance(state, dict | list | tuple):
+        return {}
+    items = state.items() if isinstance(state, dict) else enumerate(state)
+    return {k: v for name, sub in items for k, v in tensors(sub, f"{key}/{name}").items()}
 
 
-@pytest.mark.parametrize("stall", [1, 3])
-def test_sigkill_during_a_checkpoint_write_keeps_the_previous_one_and_resumes_exactly(
-    optexp_cli, tmp_path, stall
+def same_tensors(a: dict, b: dict) -> bool:
+    """Two checkpoints hold the same tensors, bit for bit."""
+    a, b = tensors(a), tensors(b)
+    return a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
+
+
+@pytest.mark.parametrize("write", [1, 3])
+def test_sigkill_inside_a_checkpoint_write_keeps_the_previous_one_and_resumes_bit_equal(
+    optexp_cli, tmp_path, capsys, write
 ):
+    # The test-only hook pauses the WRITE-th checkpoint write after its temporary file is
+    # whole, before the rename: the kill lands there, not near it.
     args = ("trainer.epochs=5", "trainer.batch_size=32", "trainer.early_stopping.enabled=false")
+    args += ("model.dropout=0.2",)  # draws from the generator every step: resumed or not
     assert optexp_cli(*args, run_dir=tmp_path / "whole").returncode == 0
-    killed, marker = tmp_path / "killed", tmp_path / "stalled"
-    code = [sys.executable, "-c", STALLED_WRITE, str(marker), str(stall)]
-    process = start(tmp_path, killed, *args, command=code)
+    killed, marker = tmp_path / "killed", tmp_path / "paused"
+    process = start(tmp_path, killed, *args, env={PAUSE: f"{write}:{marker}"})
     deadline = time.monotonic() + 60
     while not marker.is_file():
-        assert process.poll() is None, process.communicate()
+        assert process.poll() is None, "the run ended before its checkpoint write paused"
         assert time.monotonic() < deadline
         time.sleep(0.01)
-    partial = Path(marker.read_text())
+    paused = Path(marker.read_text())
     process.send_signal(signal.SIGKILL)
     process.communicate()
 
     last = killed / "checkpoints" / "last.pt"
-    assert partial == last.with_name(".last.pt.tmp") and partial.stat().st_size > 0
-    if stall == 1:
+    if write == 1:
         assert not last.exists()  # nothing to resume from: the re-run starts afresh
     else:
-        assert checkpoint.load(last, checkpoint.STATE_KEYS)["progress"]["epoch"] == stall - 1
-    resumed = optexp_cli(*args, run_dir=killed)
+        assert checkpoint.load(last, checkpoint.STATE_KEYS)["progress"]["epoch"] == write - 1
+    assert paused == last.with_name(".last.pt.tmp") and paused.stat().st_size > 0
+    report_main([str(tmp_path / "killed"), "--format", "json"])  # the stray file is no run
+    assert [row["status"] for row in json.loads(capsys.readouterr().out)["rows"]] == [
+        "1 running/incomplete"
+    ]
+    resumed = optexp_cli(*args, run_dir=killed)  # the same command, without the hook
     assert resumed.returncode == 0, resumed.stderr
+    assert epochs_trained(resumed.stdout) == list(range(write, 6))  # from last.pt on
     whole, again = metrics(tmp_path / "whole"), metrics(killed)
     assert {k: again[k] for k in COMPARED} == {k: whole[k] for k in COMPARED}
-    assert again["final"]["train/loss"] == whole["final"]["train/loss"]
-    assert not partial.exists()
+    final = [
+        checkpoint.load(run / "checkpoints" / "last.pt") for run in (tmp_path / "whole", killed)
+    ]
+    assert same_tensors(*final)  # the model, the optimizer, every generator
+    assert not list(killed.rglob("*.tmp"))
 
 
 def test_an_interrupted_sweep_prints_the_command_that_continues_it(optexp_cli, tmp_path):

@@ -10,7 +10,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from optexp.cli import CONFIG_DIR
+from optexp.cli.settings import NAME_BYTES, job_folder
 from optexp.report import main as report_main
+from tests.datafiles import array_set, save_arrays
 
 QUICK = ("trainer.epochs=1", "trainer.tensorboard=false", "trainer.checkpoint.keep_best=false")
 
@@ -104,3 +106,43 @@ def test_a_rerun_sweep_resumes_a_finished_job_whose_option_file_changed(optexp_c
     assert edited.returncode == 2 and "skipped" not in edited.stderr
     assert "optimizer.lr" in edited.stderr  # the resume names what changed
     assert job.read_bytes() == before
+
+
+def test_a_sweep_over_paths_and_lists_keeps_each_job_one_folder_deep(optexp_cli, tmp_path, capsys):
+    # Hydra names a job's folder by its overrides: a path's "/" made nested folders.
+    data = tmp_path / "my data"  # with a space: the value needs quotes
+    data.mkdir()
+    paths = [str(save_arrays(data / f"{name}.npz", array_set())) for name in ("a", "b")]
+    values = ",".join(f'"{path}"' for path in paths)
+    args = ("-m", "dataset=arrays", f"dataset.path={values}", "model.hidden=[8],[4,4]", *QUICK)
+    result = optexp_cli(*args, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    sweep = tmp_path / "sweep"
+    jobs = sorted(path for path in sweep.iterdir() if path.is_dir())
+    assert [job.name.split("_")[0] for job in jobs] == ["0", "1", "2", "3"]
+    for job in jobs:  # one level, named readably by every override
+        assert (job / "metrics.json").is_file() and (job / ".hydra").is_dir(), job
+        assert (
+            "dataset.path=" in job.name and "my data" in job.name and "model.hidden=[" in job.name
+        )
+
+    report_main([str(sweep), "--format", "json"])  # labelled by the overrides, as typed
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    labels = sorted(
+        (row["settings"]["dataset.path"], row["settings"]["model.hidden"]) for row in rows
+    )
+    assert labels == sorted((f'"{path}"', hidden) for path in paths for hidden in ("[8]", "[4,4]"))
+
+    again = optexp_cli(*args, timeout=300)  # continuing the sweep finds each job's folder
+    assert again.returncode == 0 and again.stderr.count("completed already, skipped") == 4
+    assert sorted(path for path in sweep.iterdir() if path.is_dir()) == jobs
+
+
+def test_a_job_folder_name_is_one_level_and_short_whatever_the_values():
+    assert job_folder("dataset.path=/d/a.npz,seed=1") == "dataset.path=_d_a.npz,seed=1"
+    assert job_folder("dataset.path='my data/a.npz'") == "dataset.path=my data_a.npz"
+    widths = ",".join(["512"] * 100)  # a name over the file system's 255 bytes
+    names = [job_folder(f"model.hidden=[{widths}],seed={seed}") for seed in (0, 1)]
+    assert all(len(name.encode()) <= NAME_BYTES and "/" not in name for name in names)
+    assert names[0] != names[1]  # the digest of the whole tells them apart
+    assert names[0] == job_folder(f"model.hidden=[{widths}],seed=0")  # a re-run finds it

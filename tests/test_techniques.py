@@ -276,7 +276,7 @@ def test_mixing_refuses_losses_and_tasks_without_class_probabilities(optexp_cli)
     assert hinge.returncode == 2 and "cannot take the mixed (soft) labels" in hinge.stderr
     regression = ("augmentation=cutmix", "dataset=synthetic", "dataset.task=regression")
     result = optexp_cli(*regression, "loss=mse")
-    assert result.returncode == 2 and "augmentation='cutmix'" in result.stderr
+    assert result.returncode == 2 and "augmentation=cutmix" in result.stderr
 
 
 # ---------------------------------------------------------------- the LR range test

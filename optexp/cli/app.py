@@ -21,9 +21,9 @@ from omegaconf.errors import OmegaConfBaseException
 from optexp import rundir
 from optexp.checks import check_config
 from optexp.cli.session import SESSION
-from optexp.distributed import World
 from optexp.errors import UserError
 from optexp.rundir import Status
+from optexp.world import World
 
 CONFIG_MODULE = "optexp.configs"  # found by package: works from any folder, in any install
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -71,7 +71,7 @@ def train(cfg: DictConfig, run_dir: Path, hydra_cfg: DictConfig) -> dict[str, An
 
     choices, launch = chosen_options(hydra_cfg), Launch.from_hydra(hydra_cfg)
     trainer = cfg.trainer
-    if trainer.devices * trainer.num_nodes > 1 or distributed.World.from_environment().size > 1:
+    if trainer.devices * trainer.num_nodes > 1 or World.from_environment().size > 1:
         return distributed.run(cfg, run_dir, choices, launch)
     return run(cfg, run_dir, choices, launch)
 

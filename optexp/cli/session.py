@@ -98,7 +98,7 @@ def one_of_many_ranks(config: DictConfig) -> bool:
     """Whether this process is a rank other than 0 of a run that torchrun or SLURM started
     as one optexp command per rank. Each is its own Hydra job: they share a run directory
     only when it is named (`hydra.run.dir=PATH`), not made from the clock."""
-    from optexp.distributed import World
+    from optexp.world import World
 
     world = World.from_environment()
     if (

@@ -1,10 +1,12 @@
 """Hydra's own settings that optexp's presets use (its sweepers, launchers and run
 folders), checked before Hydra or a plugin acts on them: a bad value fails inside Hydra
 or a plugin, often with a traceback, after files are written. A single run (no -m) must
-not ask for a sweep: without -m, Hydra would run the defaults once, silently."""
+not ask for a sweep: without -m, Hydra would run the defaults once, silently. Also the
+resolver that names a sweep job's folder (`job_folder`)."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -51,6 +53,27 @@ HYDRA_RULES: dict[str, Rule] = {
     "hydra.launcher.nodes": COUNT,
     "hydra.launcher.array_parallelism": COUNT,
 }
+
+
+# A sweep job's folder is named by its overrides (configs/hydra/default.yaml): a value's
+# "/" would nest folders, its quotes are command-line syntax, not part of the value.
+FOLDER_SAFE = str.maketrans({"/": "_", "\0": "_", "\n": "_", "\r": "_", '"': None, "'": None})
+NAME_BYTES = 240  # under the usual limit of 255, with the job number in front
+
+
+def job_folder(override_dirname: str) -> str:
+    """A sweep job's folder name from Hydra's `hydra.job.override_dirname` (the job's
+    overrides, sorted, joined by commas), one level deep for any value (a path, a list,
+    quotes): `dataset.path=/d/a.npz` -> `dataset.path=_d_a.npz`. A longer name is cut, and
+    ends with a digest of the whole, so that a re-run sweep finds each job's folder again."""
+    name = override_dirname.translate(FOLDER_SAFE)
+    if len(name.encode()) <= NAME_BYTES:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+    return name.encode()[: NAME_BYTES - 15].decode(errors="ignore") + "..." + digest
+
+
+OmegaConf.register_new_resolver("optexp.job_folder", job_folder, replace=True)
 
 
 def _as_list(v: Any) -> list[Any]:

@@ -114,9 +114,20 @@ class FileSplit:
                 x = x.to(torch.float32, memory_format=self.memory_format or torch.preserve_format)
                 yield x.div_(255).sub_(mean).div_(std), y.to(self.device, non_blocking=True)
         except OSError as error:  # a file that went missing or does not decode
-            raise UserError(
-                f"cannot read an image of dataset.path: {worker_error(error)}"
-            ) from None
+            raise UserError(image_error(error)) from None
+
+
+class UnreadableImage(OSError):
+    """An image file that does not read; the message names it and says what to do."""
+
+
+def image_error(error: OSError) -> str:
+    """The one line for an image that could not be read: `UnreadableImage`'s own (it
+    names the file), else the error's last line after "cannot read an image of ..."."""
+    detail = worker_error(error)
+    if isinstance(error, UnreadableImage):  # a worker's has its type's name in front
+        return detail.removeprefix(f"{UnreadableImage.__module__}.UnreadableImage: ")
+    return f"cannot read an image of dataset.path: {detail}"
 
 
 def worker_error(error: BaseException) -> str:

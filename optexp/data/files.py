@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
-from optexp.data import Data, FileSplit, Split, split, worker_error
+from optexp.data import Data, FileSplit, Split, UnreadableImage, image_error, split
 from optexp.errors import ConfigError, UserError
 
 IMAGE_FOLDER_LAYOUT = "a folder of <class>/<image> files, or of train/ [val/] [test/] such folders"
@@ -36,11 +37,11 @@ def image_folder(
         raise ConfigError("dataset.image_size", image_size, "an integer >= 1")
     workers = _workers(workers)
     root = _existing_path(path, IMAGE_FOLDER_LAYOUT)
-    pre_split = (root / "train").is_dir()
-    folder = _image_folder(root / "train" if pre_split else root, image_size)
+    pre_split, loader = (root / "train").is_dir(), ImageLoader(root, path)
+    folder = _image_folder(root / "train" if pre_split else root, image_size, loader)
     labels = torch.tensor(folder.targets)
     given = {
-        name: _image_folder(root / name, image_size, folder.classes)
+        name: _image_folder(root / name, image_size, loader, folder.classes)
         for name in ("val", "test")
         if pre_split and (root / name).is_dir()
     }
@@ -79,15 +80,44 @@ def _workers(workers: int | None) -> int:
     return workers
 
 
-def _image_folder(folder: Path, image_size: int, classes: list[str] | None = None) -> Dataset:
-    """torchvision's ImageFolder giving uint8 RGB images (its loader converts every image
-    to RGB) resized to `image_size` squared."""
+class ImageLoader:
+    """torchvision's image loader (RGB), whose error names the file that does not read,
+    relative to dataset.path. Decoding every image to count the others would cost as
+    much as an epoch: the message says that only the first one found is named."""
+
+    def __init__(self, root: Path, path: str | None) -> None:
+        self.root, self.path = root, path  # plain attributes: spawned workers unpickle it
+
+    def __call__(self, file: str) -> Any:
+        from PIL import UnidentifiedImageError
+        from torchvision.datasets.folder import default_loader
+
+        try:
+            return default_loader(file)
+        except OSError as error:  # PIL's errors are OSErrors: truncated, unidentified
+            if isinstance(error, UnidentifiedImageError):
+                detail = "not an image file PIL can identify"
+            else:
+                detail = error.strerror or str(error) or type(error).__name__
+            problem = (
+                f"has an unreadable image, {os.path.relpath(file, self.root)} ({detail}); "
+                "only the first one found is named"
+            )
+            allowed = "image files PIL can read: replace or remove that one"
+            error = ConfigError("dataset.path", self.path, allowed, problem)
+            raise UnreadableImage(str(error)) from None
+
+
+def _image_folder(
+    folder: Path, image_size: int, loader: ImageLoader, classes: list[str] | None = None
+) -> Dataset:
+    """torchvision's ImageFolder giving uint8 RGB images resized to `image_size` squared."""
     from torchvision.datasets import ImageFolder
     from torchvision.transforms import v2
 
     resize = v2.Compose([v2.PILToTensor(), v2.Resize((image_size, image_size), antialias=True)])
     try:
-        dataset = ImageFolder(str(folder), transform=resize)
+        dataset = ImageFolder(str(folder), transform=resize, loader=loader)
     except (OSError, RuntimeError, ValueError) as error:
         raise ConfigError(
             "dataset.path", str(folder), IMAGE_FOLDER_LAYOUT, f"cannot be loaded: {error}"
@@ -115,7 +145,7 @@ def _channel_stats(images: Dataset, workers: int) -> tuple[tuple[float, ...], tu
             squares = squares + x.square().sum(dim=(0, 2, 3))
             count += x.numel() // x.shape[1]
     except OSError as error:
-        raise UserError(f"cannot read an image of dataset.path: {worker_error(error)}") from None
+        raise UserError(image_error(error)) from None
     mean = total / count
     variance = (squares - count * mean.square()) / max(count - 1, 1)
     std = variance.clamp_min(0).sqrt()
