@@ -111,11 +111,16 @@ class Reach:
 def ratios(costs: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
     """costs[problem][method] (lower is better; inf: failed) -> ratio[method][problem],
     the cost over the problem's best cost. A method without a cost on a problem, or
-    failing on it, gets inf; a problem every method failed gives inf to all."""
+    failing on it, gets inf; a problem every method failed gives inf to all.
+
+    A cost of 0 (no test error) has no ratio to it: the reference is then the smallest
+    cost above 0, and a cost of 0 counts as 1, so a method one mistake behind a perfect
+    one is not infinitely worse."""
     methods = sorted({m for per_problem in costs.values() for m in per_problem})
     out: dict[str, dict[str, float]] = {m: {} for m in methods}
     for problem, per_method in costs.items():
-        best = min((c for c in per_method.values() if math.isfinite(c)), default=INF)
+        finite = [c for c in per_method.values() if math.isfinite(c)]
+        best = min((c for c in finite if c > 0), default=INF if not finite else 0.0)
         for m in methods:
             cost = per_method.get(m, INF)
             out[m][problem] = _ratio(cost, best)
@@ -125,8 +130,8 @@ def ratios(costs: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, floa
 def _ratio(cost: float, best: float) -> float:
     if not math.isfinite(cost) or not math.isfinite(best):
         return INF
-    if best == 0:  # a perfect method: it is the reference, any other is infinitely worse
-        return 1.0 if cost == 0 else INF
+    if best == 0 or cost <= best:  # every finite cost is 0, or this one is
+        return 1.0
     return cost / best
 
 

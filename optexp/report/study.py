@@ -184,14 +184,33 @@ def ttt_costs(s: Study, unit: str) -> dict[str, dict[str, float]]:
 
 
 def final_costs(s: Study, metric: str) -> dict[str, dict[str, float]]:
-    """costs[problem][method]: the mean final `metric` as a cost (error for accuracy)."""
+    """costs[problem][method]: the mean final `metric` as a cost (error for accuracy). A
+    problem on which no run has the metric (test/acc of a regression) is left out; a
+    method without it where others have it (every seed diverged) costs inf."""
     costs: dict[str, dict[str, float]] = {}
     for e in s.entries:
         stat = e.choice.group.stat(metric)
         finite = stat.mean is not None and math.isfinite(stat.mean)
         value = final_cost(stat.mean, METRICS[metric].higher_is_better) if finite else None
         costs.setdefault(e.problem, {})[e.method] = math.inf if value is None else value
-    return costs
+    lacking = set(problems_without(s, metric))
+    return {p: per for p, per in costs.items() if p not in lacking}
+
+
+def problems_without(s: Study, metric: str) -> list[str]:
+    """The problems none of whose finished runs has `metric`, at any value of the swept key
+    (a diverged run's values are dropped: it cannot tell)."""
+    return [
+        p
+        for p in s.problems()
+        if not any(
+            metric in r.values
+            for e in s.entries
+            if e.problem == p
+            for g in e.choice.candidates.values()
+            for r in g.runs
+        )
+    ]
 
 
 def profiles(
