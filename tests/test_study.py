@@ -251,7 +251,8 @@ def test_study_folder_holds_what_its_figures_are_drawn_from(capsys, two_problems
         ("4.0", "1.0", "1.0"),
     ]
     with (out / "time_to_target.csv").open() as f:
-        assert len(list(csv.DictReader(f))) == 8  # 2 problems x 2 methods x 2 seeds
+        every = list(csv.DictReader(f))  # every run: 2 problems x 2 methods x 2 lrs x 2 seeds
+    assert len(every) == 16 and sum(r["tuned"] == "True" for r in every) == 8
 
 
 def test_sensitivity_plot_series(two_problems):
