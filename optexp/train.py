@@ -64,6 +64,8 @@ def run(
     writer = checkpoint.Writer()
 
     def save(*names: str) -> None:
+        if not names:  # none due this epoch: no snapshot to serialize
+            return
         paths = [rundir.checkpoint_file(run_dir, name) for name in names]
         writer.save(snapshot(parts, progress, config_json), *paths)
 
