@@ -39,7 +39,7 @@ def colours_by_method(figure: Any) -> dict[str, set[str]]:
     found: dict[str, set[str]] = {}
     for ax in figure.axes:
         for line in ax.get_lines():
-            if not line.get_label().startswith("_"):
+            if not line.get_label().startswith(("_", "target")):  # the target: black
                 found.setdefault(method_of(line.get_label()), set()).add(to_hex(line.get_color()))
     return found
 
@@ -60,18 +60,29 @@ def test_every_figure_of_a_study_gives_a_method_the_same_colour(
     assert set(colours) == {"adam", "sgd"}
     assert all(len(c) == 1 for c in colours.values()), colours
     assert colours["adam"] != colours["sgd"]
+    for name in ("sensitivity_p1.png", "budget_p2.png", "curves_p2.png"):  # and one shape each
+        shapes = {
+            method_of(x.get_label()): x.get_marker()
+            for x in drawn[name].axes[-1].get_lines()
+            if not x.get_label().startswith(("_", "target"))
+        }
+        assert shapes == {"adam": "o", "sgd": "s"}, name
     profile = drawn["profile_epochs_to_target.png"]
     assert profile.axes[0].get_xscale() == "linear"  # the axis the linear score integrates
+    (target,) = [x for x in drawn["curves_p1.png"].axes[0].get_lines() if "target" in x.get_label()]
+    assert list(target.get_ydata()) == [0.4, 0.4]  # the target the time is measured to
 
 
 def test_divergence_marks_of_two_methods_at_one_lr_do_not_overlap():
     diverged = [Point(0.1, 0.5, 0.4, 0.6, 3, 0), Point(1.0, None, None, None, 0, 3)]
     series = {"adam": diverged, "sgd": diverged}
     figure = figures.sensitivity_figure(series, "t", "optimizer.lr", "val/loss")
-    marks = [line for line in figure.axes[0].get_lines() if line.get_marker() == "x"]
+    strip, plot = figure.axes  # the marks in a strip above the plot, one row per method
+    marks = [line for line in strip.get_lines() if line.get_marker() == "x"]
     heights = {line.get_ydata()[0] for line in marks}
-    assert len(marks) == 2 and len(heights) == 2  # one row per method
-    assert {figures.mark_height(0), figures.mark_height(1)} == heights
+    assert len(marks) == 2 and heights == {0.0, 1.0}
+    assert [t.get_text() for t in strip.get_yticklabels()] == ["adam", "sgd"]
+    assert not [line for line in plot.get_lines() if line.get_marker() == "x"]
 
 
 def test_an_lr_where_some_seeds_diverged_is_not_drawn_as_the_survivors_mean():
@@ -83,7 +94,7 @@ def test_an_lr_where_some_seeds_diverged_is_not_drawn_as_the_survivors_mean():
     whole, partial = figures.split_points(points)
     assert [p.x for p in whole] == [0.01, 1.0] and [p.x for p in partial] == [0.1]
     figure = figures.sensitivity_figure({"adam": points}, "t", "optimizer.lr", "val/loss")
-    lines = figure.axes[0].get_lines()
+    lines = figure.axes[1].get_lines()
     (mean,) = [line for line in lines if line.get_label() == "adam"]
     ys = list(mean.get_ydata())
     assert ys[0] == 0.5 and math.isnan(ys[1]) and ys[2] == 0.9  # the line breaks there

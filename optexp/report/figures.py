@@ -35,9 +35,18 @@ PALETTE = (
 )
 
 
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+
+
 def method_colours(methods: Sequence[str]) -> dict[str, str]:
     """One colour per method, by its place in name order (the palette repeats past 10)."""
     return {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(sorted(set(methods)))}
+
+
+def marker_of(method: str, colours: dict[str, str]) -> str:
+    """One marker shape per method, in the colours' order: two methods whose lines
+    coincide (both at chance) still show both shapes."""
+    return MARKERS[sorted(colours).index(method) % len(MARKERS)]
 
 
 @dataclass
@@ -47,15 +56,19 @@ class Line:
     settings: dict[str, str]
     curves: list[dict[int, float]]
     colour: str | None = None  # None: the next of matplotlib's cycle
+    marker: str = "o"
 
 
-def plot_curves(lines: Sequence[Line], tag: str, band: str, path: Path) -> None:
+def plot_curves(
+    lines: Sequence[Line], tag: str, band: str, path: Path, target: float | None = None
+) -> None:
     """Mean `tag` per epoch for each line, with a min-max or ±std band over its runs;
-    non-finite values are left out, and a run without any value is not drawn."""
-    save(curves_figure(lines, tag, band), path, dpi=120)
+    non-finite values are left out, and a run without any value is not drawn. A
+    `target` value is drawn as a dashed line."""
+    save(curves_figure(lines, tag, band, target), path, dpi=120)
 
 
-def curves_figure(lines: Sequence[Line], tag: str, band: str) -> Any:
+def curves_figure(lines: Sequence[Line], tag: str, band: str, target: float | None = None) -> Any:
     import_matplotlib()  # before the first matplotlib import: a junk MPLBACKEND raises
     from matplotlib.ticker import MaxNLocator
 
@@ -69,12 +82,14 @@ def curves_figure(lines: Sequence[Line], tag: str, band: str) -> Any:
         if not curves:
             continue
         label = ", ".join(f"{k}={line.settings.get(k, '-')}" for k in keys) or "all runs"
-        _draw_mean_and_band(ax, curves, band, f"{label} (n={len(curves)})", line.colour)
+        _draw_mean_and_band(ax, curves, band, f"{label} (n={len(curves)})", line)
         drawn += 1
     if not drawn:
         raise ReportError(
             f"no run below has TensorBoard scalars tagged {tag!r} (in its {TB_DIR}/ dir)"
         )
+    if target is not None:
+        ax.axhline(target, color="black", linestyle="--", linewidth=1, label=f"target {target:g}")
     spread_name = "min-max" if band == "minmax" else "±1 std"
     subtitle = " ".join(f"{k}={v}" for k, v in common.items())
     ax.set_title(
@@ -89,7 +104,7 @@ def curves_figure(lines: Sequence[Line], tag: str, band: str) -> Any:
 
 
 def _draw_mean_and_band(
-    ax: Any, curves: list[dict[int, float]], band: str, label: str, colour: str | None
+    ax: Any, curves: list[dict[int, float]], band: str, label: str, line: Line
 ) -> None:
     import numpy as np
 
@@ -103,7 +118,7 @@ def _draw_mean_and_band(
         low, high = mean - spread, mean + spread
     else:
         low, high = np.nanmin(table, axis=0), np.nanmax(table, axis=0)
-    (drawn,) = ax.plot(steps, mean, marker="o", markersize=3, label=label, color=colour)
+    (drawn,) = ax.plot(steps, mean, marker=line.marker, ms=3, label=label, color=line.colour)
     ax.fill_between(steps, low, high, color=drawn.get_color(), alpha=0.2)
 
 
@@ -207,17 +222,18 @@ def sensitivity_figure(
 ) -> Any:
     """`metric` against `over` (log x), one line and band per method over the values where
     every seed finished; where some seeds diverged, the survivors' range as a hollow
-    dotted bar, apart from the line; an x along the top, one row per method, where a seed
-    diverged."""
+    dotted bar, apart from the line. Above it, a strip with one row per method: an x
+    where a seed diverged, so marks at the same value never hide each other."""
     colours = colours or method_colours(list(series))
-    fig = new_figure(figsize=(7, 4.5))
-    ax = fig.subplots()
-    top = ax.get_xaxis_transform()  # x in data, y in axes: markers along the top edge
-    for row, (method, points) in enumerate(sorted(series.items())):
-        colour = colours[method]
+    methods = sorted(series)
+    fig = new_figure(figsize=(7, 5.2))
+    strip, ax = fig.subplots(2, 1, sharex=True, height_ratios=(1, 5))
+    for row, method in enumerate(methods):
+        points, colour = series[method], colours[method]
         whole, partial = split_points(points)
         ys = [p.mean if p in whole else math.nan for p in points]  # nan breaks the line
-        ax.plot([p.x for p in points], ys, marker="o", color=colour, label=method)
+        marker = marker_of(method, colours)
+        ax.plot([p.x for p in points], ys, marker=marker, color=colour, label=method)
         ax.fill_between(
             [p.x for p in points],
             [p.low if p in whole else math.nan for p in points],
@@ -226,19 +242,27 @@ def sensitivity_figure(
             alpha=0.2,
         )
         for p in partial:
-            ax.plot([p.x, p.x], [p.low, p.high], ":", marker="o", mfc="none", color=colour)
+            ax.plot([p.x, p.x], [p.low, p.high], ":", marker=marker, mfc="none", color=colour)
         failed = [p.x for p in points if p.diverged]
         if failed:
-            ax.plot(failed, [mark_height(row)] * len(failed), "x", color=colour, transform=top)
+            strip.plot(failed, [mark_height(row)] * len(failed), "x", color=colour, ms=7)
+    _divergence_strip(strip, methods)
     ax.set_xscale("log")
-    ax.set_xlabel(f"{over} (x at the top: a seed diverged; hollow: the seeds that did not)")
+    ax.set_xlabel(f"{over} (hollow, dotted: the seeds that did not diverge there)")
     ax.set_ylabel(f"{metric}: mean over seeds, band min-max")
     if not METRICS[metric].higher_is_better:
         ax.set_yscale("log")
-    ax.set_title(title)
+    strip.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     return fig
+
+
+def _divergence_strip(strip: Any, methods: Sequence[str]) -> None:
+    strip.set_ylim(-0.7, len(methods) - 0.3)
+    strip.set_yticks([mark_height(r) for r in range(len(methods))], methods, fontsize=6)
+    strip.set_ylabel("diverged", fontsize="small")
+    strip.grid(alpha=0.3, axis="x")
 
 
 def split_points(points: Sequence[Point]) -> tuple[list[Point], list[Point]]:
@@ -249,9 +273,8 @@ def split_points(points: Sequence[Point]) -> tuple[list[Point], list[Point]]:
 
 
 def mark_height(row: int) -> float:
-    """The height (axes fraction) of the divergence marks of the row-th method: one row
-    each, so marks at the same x never hide each other."""
-    return 0.97 - 0.04 * row
+    """The height, in the divergence strip, of the row-th method's marks: one row each."""
+    return float(row)
 
 
 def draw_budget(
@@ -268,8 +291,8 @@ def budget_figure(curves: Sequence[Any], title: str, metric: str, colours: dict[
     fig = new_figure(figsize=(7, 4.5))
     ax = fig.subplots()
     for c in sorted(curves, key=lambda c: c.method):
-        ks = c.ks
-        ax.plot(ks, c.mean(), marker="o", color=colours[c.method], label=c.method)
+        ks, marker = c.ks, marker_of(c.method, colours)
+        ax.plot(ks, c.mean(), marker=marker, color=colours[c.method], label=c.method)
         ax.fill_between(ks, c.low(), c.high(), color=colours[c.method], alpha=0.15)
     ax.set_xlabel("k: values of the grid tried, drawn at random with replacement")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))

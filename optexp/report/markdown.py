@@ -5,8 +5,8 @@ profiles with their scores' intervals and rank probabilities, and the tuning bud
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from optexp.report.bootstrap import Interval
@@ -40,39 +40,39 @@ def percent(p: float) -> str:
 # ---------------------------------------------------------------- the verdict
 
 
-def tiers(scores: dict[str, Interval]) -> list[list[str]]:
-    """Methods best first, in groups: a method starts a new group when its interval lies
-    wholly below the previous method's (the two are told apart); within a group they
-    are not."""
+def chain(scores: dict[str, Interval]) -> str:
+    """The methods in score order, each pair of neighbours joined by `>` when the second's
+    interval lies wholly below the first's (told apart) and by `~` when they overlap."""
     order = sorted(scores, key=lambda m: (-scores[m].estimate, m))
-    groups: list[list[str]] = []
-    for m in order:
-        if groups and scores[m].high >= scores[groups[-1][-1]].low:
-            groups[-1].append(m)
-        else:
-            groups.append([m])
-    return groups
+    out = order[0]
+    for before, after in itertools.pairwise(order):
+        out += (" > " if scores[after].high < scores[before].low else " ~ ") + after
+    return out
 
 
 def verdict(profile: Profile, scores: dict[str, Interval], ranks: dict[str, list[float]]) -> str:
-    """One or two sentences on a profile that follow from its intervals."""
-    groups = tiers(scores)
-    leader = groups[0][0]
-    first = f"{leader} ranks first in {percent(ranks[leader][0])} of the resamples"
-    show = ", ".join(f"{m} {scores[m].show('.2f')}" for g in groups for m in g)
-    if len(groups) == 1:
-        told = "no two methods' intervals are disjoint: the ranking is not resolved"
-    else:
-        told = " > ".join(" ~ ".join(g) for g in groups)
-        told = f"separated groups (> : intervals disjoint; ~ : overlapping): {told}"
-    return f"**By {profile.name}**: {first}; {told}. Scores: {show}."
+    """A sentence or two on a profile that follow from its intervals: who leads and how
+    often, and which neighbours in the ranking the intervals tell apart."""
+    leader = sorted(scores, key=lambda m: (-scores[m].estimate, m))[0]
+    above = [m for m in sorted(scores) if m != leader and scores[m].high < scores[leader].low]
+    clear = (
+        f"its interval lies above those of {', '.join(above)}"
+        if above
+        else ("its interval overlaps every other method's")
+    )
+    return (
+        f"**By {profile.name}**: {leader} leads ({scores[leader].show('.2f')}, first in "
+        f"{percent(ranks[leader][0])} of the resamples); {clear}. In score order: "
+        f"{chain(scores)} (>: the next interval lies wholly below; ~: they overlap)."
+    )
 
 
 def verdict_section(f: Findings) -> list[str]:
     u = f.uncertainty
     lines = ["## Verdict", ""]
     for profile, scores, ranks in zip(f.profiles, u.scores, u.ranks, strict=True):
-        lines += [verdict(profile, scores, ranks), ""]
+        if scores:  # a profile of no problem (none has its metric) has nothing to say
+            lines += [verdict(profile, scores, ranks), ""]
     lines += [separation_sentence(f), ""]
     return lines
 
@@ -112,7 +112,9 @@ def variance_section(s: Study) -> list[str]:
             if len(seeds) > 1:
                 varied += len(data) > 1
                 fixed += len(data) == 1
-    if fixed == 0 and varied:
+    if fixed == varied == 0:
+        data = "each setting ran one seed, so there is no spread to measure"
+    elif fixed == 0:
         data = (
             "`data_seed` varied with `seed` in every setting, so it also includes the data "
             "split and the batch order (and, for sets generated from `data_seed`, the "
@@ -125,12 +127,20 @@ def variance_section(s: Study) -> list[str]:
         )
     else:
         data = f"`data_seed` varied with `seed` in {varied} of {varied + fixed} settings"
+    seeds = min((len(e.seeds) or len(e.choice.group.runs) for e in s.entries), default=0)
+    few = (
+        f" With {seeds} seeds the percentile intervals are coarse and cover less than their "
+        "level (for a normal mean and 3 seeds, a 95 % interval covers about 75 %): read "
+        "them as the spread a rerun could show."
+        if seeds < 10
+        else ""
+    )
     return [
         "## What the spread includes",
         "",
         f"The spread over seeds includes model initialization, dropout and augmentation "
         f"(`seed`); {data}. Seeds are resampled independently per problem and method, "
-        "which ignores that methods share a seed's split (conservative for differences).",
+        f"which ignores that methods share a seed's split (conservative for differences).{few}",
         "",
     ]
 
@@ -154,7 +164,8 @@ def targets_section(f: Findings) -> list[str]:
         target = next((e.target for e in s.entries if e.problem == problem and e.target), None)
         d = s.derived.get(problem)
         if d is not None:
-            row = [problem, str(d.target), d.method, f"{d.median:.4g}", percent(d.tolerance)]
+            loosened = percent(d.tolerance) if d.target.value != d.median else "- (no error)"
+            row = [problem, str(d.target), d.method, f"{d.median:.4g}", loosened]
         else:
             row = [problem, str(target) if target else "-", "given", "-", "-"]
         lines.append(md_row(row))
@@ -237,7 +248,10 @@ def profiles_section(f: Findings) -> list[str]:
         "",
     ]
     for p, scores, ranks in zip(f.profiles, u.scores, u.ranks, strict=True):
-        lines += [f"### {p.name}", "", *score_table(scores, ranks), ""]
+        covered = {q for per in p.ratios.values() for q in per}
+        left = [q for q in f.study.problems() if q not in covered]
+        out = f"Left out (no target, or no run has the metric): {', '.join(left)}." if left else ""
+        lines += [f"### {p.name}", "", *([out, ""] if out else []), *score_table(scores, ranks), ""]
         lines += [f"![performance profile: {p.name}](profile_{slug(p.name)}.png)", ""]
     return lines
 
@@ -261,8 +275,11 @@ def budget_section(f: Findings) -> list[str]:
         "",
         f"The expected best {by} after k values of the grid drawn at random with replacement"
         " (Dodge et al. 2019, exact), per seed, then the mean over seeds; a diverged trial "
-        "counts as the worst finished value on its problem. Profile scores of that mean at "
-        "a few budgets (the figures per problem are above, `budget_PROBLEM.png`):",
+        "counts as the worst finished value on its problem. It is an expectation of the "
+        "loss itself, so at small k a few blown-up values of the grid weigh heavily; k = "
+        "grid size draws with replacement, so values repeat and it is not the whole grid. "
+        "Profile scores of that mean at a few budgets (the figures per problem are above, "
+        "`budget_PROBLEM.png`):",
         "",
     ]
     methods = sorted({m for p in f.budgets.values() for m in p.scores})
@@ -303,7 +320,3 @@ def markdown_page(f: Findings, figures: dict[str, list[str]], command: str) -> s
 
 def problem_figures(problem: str) -> list[str]:
     return [f"{kind}_{problem}.png" for kind in ("curves", "sensitivity", "budget")]
-
-
-def rank_columns(ranks: dict[str, list[float]]) -> Sequence[str]:
-    return [f"P(rank {r + 1})" for r in range(len(ranks))]

@@ -21,6 +21,7 @@ from optexp.report.figures import (
     draw_budget,
     draw_profile,
     draw_sensitivity,
+    marker_of,
     method_colours,
     plot_curves,
 )
@@ -90,9 +91,10 @@ def write_problem_figures(
     """The curves at the tuned values, the sensitivity and the tuning budget of a problem."""
     s = f.study
     entries = sorted((e for e in s.entries if e.problem == problem), key=lambda e: e.method)
-    tag = entries[0].target.metric if entries[0].target else curve_tag
-    lines = [_line(e, tag, colours[e.method]) for e in entries]
-    plot_curves(lines, tag, band, folder / f"curves_{problem}.png")
+    target = entries[0].target
+    tag = target.metric if target else curve_tag
+    lines = [_line(e, tag, colours) for e in entries]
+    plot_curves(lines, tag, band, folder / f"curves_{problem}.png", target and target.value)
     series = sensitivity_series(s, problem, s.by, band)
     title = f"{problem}: {s.by} against {s.over}"
     draw_sensitivity(series, title, s.over, s.by, folder / f"sensitivity_{problem}.png", colours)
@@ -102,10 +104,11 @@ def write_problem_figures(
     draw_budget(curves, title, s.by, folder / f"budget_{problem}.png", colours)
 
 
-def _line(e: Entry, tag: str, colour: str) -> Line:
+def _line(e: Entry, tag: str, colours: dict[str, str]) -> Line:
     """The chosen group's curves of `tag`, labelled by the method (the problem shared)."""
     curves = [c.get(tag, {}) for c in e.curves]
-    return Line({"problem": e.problem, "method": e.method}, curves, colour)
+    style = {"colour": colours[e.method], "marker": marker_of(e.method, colours)}
+    return Line({"problem": e.problem, "method": e.method}, curves, **style)
 
 
 def _interval_columns(name: str, i: Interval | None) -> dict[str, Any]:
