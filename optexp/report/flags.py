@@ -64,7 +64,9 @@ examples:
   optexp-report outputs/multirun --plot curves.png --curve val/acc --band std
   optexp-report outputs/multirun --target val/acc=0.9
   optexp-report SWEEP --select-best-by val/loss --over optimizer.lr \\
-      --target val/loss=0.3 --target sine_mlp:val/loss=0.02 --study study/"""
+      --target val/loss=0.3 --target sine_mlp:val/loss=0.02 --study study/
+  optexp-report SWEEP --select-best-by val/loss --over optimizer.lr \\
+      --target auto --study study/ --bootstrap 2000 --ci 0.9"""
 MEASURES = """\
 study measures (see docs/report.md, 'Comparing optimizers fairly'):
   time-to-target: the first epoch whose METRIC reaches VALUE (acc: >=, else <=)
@@ -202,7 +204,8 @@ def add_study_outputs(g: argparse._ArgumentGroup) -> None:
         metavar="[PROBLEM:]METRIC=VALUE",
         help="per-epoch TensorBoard metric and the (finite) value to reach, e.g. val/acc=0.9, "
         "or sine_mlp:val/loss=0.02 for one problem only, with --study or --profile "
-        "(repeatable); adds time-to-target columns",
+        "(repeatable); adds time-to-target columns. VALUE auto (or --target auto, "
+        "PROBLEM:auto), with --study or --profile: derived from the runs (see below)",
     )
     g.add_argument(
         "--problem",
