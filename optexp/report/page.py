@@ -24,6 +24,7 @@ from optexp.report.figures import (
     marker_of,
     method_colours,
     plot_curves,
+    width_of,
 )
 from optexp.report.grouping import as_number
 from optexp.report.markdown import Findings, markdown_page, problem_figures, slug
@@ -108,6 +109,7 @@ def _line(e: Entry, tag: str, colours: dict[str, str]) -> Line:
     """The chosen group's curves of `tag`, labelled by the method (the problem shared)."""
     curves = [c.get(tag, {}) for c in e.curves]
     style = {"colour": colours[e.method], "marker": marker_of(e.method, colours)}
+    style["width"] = width_of(e.method, colours)
     return Line({"problem": e.problem, "method": e.method}, curves, **style)
 
 
