@@ -182,6 +182,14 @@ PARAMETER_RULES: dict[str, dict[str, Rule]] = {
         **DROPOUT_AND_NORM,
     },
     "optexp.models.cnn": {"channels": WIDTHS, **DROPOUT_AND_NORM},
+    "optexp.models.gru": {"hidden": COUNT, "layers": COUNT, "bidirectional": BOOL},
+    "optexp.models.quadratic": {"hessian_seed": SEED},
+    "optexp.models.transformer": {
+        "width": COUNT,
+        "heads": COUNT,
+        "depth": COUNT,
+        "vocab_size": COUNT.or_null(),
+    },
     "optexp.models.cnn1d": {
         "channels": WIDTHS,
         "kernel_sizes": list_of(COUNT, "a list of integers >= 1, e.g. [5, 3, 3]"),
@@ -200,6 +208,20 @@ PARAMETER_RULES: dict[str, dict[str, Rule]] = {
         "num_classes": int_at_least(2),
     },
     "optexp.data.generated.mnist1d": {"num_samples": int_at_least(20), "generator_seed": SEED},
+    "optexp.data.generated.mnist1d_autoencoder": {
+        "num_samples": int_at_least(20),
+        "generator_seed": SEED,
+    },
+    "optexp.data.generated.noisy_quadratic": {
+        "dim": int_at_least(2),
+        "n_samples": int_at_least(10),
+        "noise": NON_NEGATIVE,
+    },
+    "optexp.data.generated.token_lookup": {
+        "length": int_at_least(2),
+        "vocab": int_at_least(2),
+        "n_samples": int_at_least(10),
+    },
     "optexp.data.augment.FlipRotateJitter": {
         "flip": PROBABILITY,
         "degrees": in_range(0, 180),

@@ -152,14 +152,14 @@ def test_flat_inputs_are_refused_naming_the_augmentation_before_training(option,
     with pytest.raises(ConfigError) as raised:
         build_parts(make_cfg(f"augmentation={option}", "dataset=synthetic"))
     assert raised.value.key == "augmentation" and "(C, H, W)" in str(raised.value)
-    assert f"augmentation={option!r}" in str(raised.value)
+    assert f"augmentation={option} " in str(raised.value)
 
 
 def test_the_loop_augments_training_batches_only(make_cfg, tmp_path, monkeypatch):
     seen = []
 
-    def build_spying(cfg):
-        parts = build_parts(cfg)
+    def build_spying(cfg, world=None):
+        parts = build_parts(cfg, world)
         augment = parts.augment
 
         def spy(x, y):

@@ -108,9 +108,50 @@ def test_profile_and_score_on_a_case_worked_out_on_paper():
 def test_final_metric_costs_make_lower_better():
     assert measures.final_cost(0.98, higher_is_better=True) == pytest.approx(0.02)
     assert measures.final_cost(0.3, higher_is_better=False) == 0.3
-    r = measures.ratios({"p": {"A": 0.02, "B": 0.04, "C": 0.0}})
-    assert r == {"A": {"p": INF}, "B": {"p": INF}, "C": {"p": 1.0}}  # a perfect method
     assert measures.ratios({"p": {"A": INF, "B": INF}}) == {"A": {"p": INF}, "B": {"p": INF}}
+
+
+def test_a_best_cost_of_zero_leaves_the_others_finite():
+    # Bug (before): C's test error 0 made A and B infinitely worse, a score of 0 on p for
+    # one mistake. The reference is now the smallest cost above 0; 0 counts as 1.
+    r = measures.ratios({"p": {"A": 0.02, "B": 0.04, "C": 0.0}, "q": {"A": 1.0, "B": 2.0}})
+    assert r == {"A": {"p": 1.0, "q": 1.0}, "B": {"p": 2.0, "q": 2.0}, "C": {"p": 1.0, "q": INF}}
+    assert measures.ratios({"p": {"A": 0.0, "B": 0.0}}) == {"A": {"p": 1.0}, "B": {"p": 1.0}}
+    assert measures.score(r["B"], 4) == pytest.approx((2 / 3) / 1)
+
+
+# ---------------------------------------------------------------- a problem without the metric
+
+
+def regression_run(root: Path, overrides: list[str], loss: float) -> None:
+    """A finished run of a regression problem: a test loss and no test accuracy."""
+    run = events_run(root, overrides, {"val/loss": [loss]}, val_loss=loss, test_loss=loss)
+    summary = json.loads((run / "metrics.json").read_text())
+    summary["test"].pop("acc")
+    (run / "metrics.json").write_text(json.dumps(summary))
+
+
+def test_a_problem_without_the_profile_metric_is_left_out(tmp_path):
+    # Bug (before): test/acc of a regression problem counted as a failure of every method,
+    # capping every score at 1/2 here. Now the problem is left out of that profile.
+    for seed in (0, 1):
+        for optimizer, loss in (("adam", 0.2), ("sgd", 0.4)):
+            for lr in ("0.1", "0.01"):
+                common = [f"optimizer={optimizer}", f"optimizer.lr={lr}", f"seed={seed}"]
+                regression_run(tmp_path, ["+problem=sine", *common], loss)
+                events_run(
+                    tmp_path,
+                    ["+problem=digits", *common],
+                    {"val/loss": [loss]},
+                    val_loss=loss,
+                    test_loss=loss,
+                )
+    s = built(tmp_path)
+    (acc,) = study.profiles(s, "epochs", "test/acc", 4.0, "linear")
+    assert acc.ratios == {"adam": {"digits": 1.0}, "sgd": {"digits": pytest.approx(2.0)}}
+    assert acc.scores["adam"] == 1.0  # best on every problem that has test/acc
+    (loss,) = study.profiles(s, "epochs", "test/loss", 4.0, "linear")
+    assert set(loss.ratios["sgd"]) == {"digits", "sine"}  # a loss every problem has
 
 
 # ---------------------------------------------------------------- tuning and sensitivity
@@ -210,7 +251,8 @@ def test_study_folder_holds_what_its_figures_are_drawn_from(capsys, two_problems
         ("4.0", "1.0", "1.0"),
     ]
     with (out / "time_to_target.csv").open() as f:
-        assert len(list(csv.DictReader(f))) == 8  # 2 problems x 2 methods x 2 seeds
+        every = list(csv.DictReader(f))  # every run: 2 problems x 2 methods x 2 lrs x 2 seeds
+    assert len(every) == 16 and sum(r["tuned"] == "True" for r in every) == 8
 
 
 def test_sensitivity_plot_series(two_problems):

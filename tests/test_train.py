@@ -135,8 +135,8 @@ def test_gradient_clipping_bounds_the_update(make_cfg, tmp_path):
 def test_debug_preset_trains_two_batches_with_anomaly_detection(make_cfg, tmp_path, monkeypatch):
     seen = []
 
-    def build_spying(cfg):
-        parts = build_parts(cfg)
+    def build_spying(cfg, world=None):
+        parts = build_parts(cfg, world)
         loss_fn = parts.loss_fn
 
         def spy(out, y):

@@ -113,6 +113,11 @@ def bases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
         **{f"dataset/{o}": [*data, "dataset.download=false"] for o in TORCHVISION_SETS},
         "loss/mse": [*data, "dataset=synthetic", "dataset.task=regression"],
         "model/cnn1d": [*data, "dataset=mnist1d", "dataset.num_samples=200"],
+        "model/gru": [*data, "dataset=mnist1d", "dataset.num_samples=200"],
+        "model/quadratic": [*data, "dataset=noisy_quadratic", "loss=mse"],
+        "model/transformer": [*data, "dataset=token_lookup"],
+        "dataset/noisy_quadratic": [*data, "loss=mse"],
+        "dataset/mnist1d_autoencoder": [*data, "loss=mse"],
         "augmentation/crop_flip": [*data, "augmentation.padding=1"],
     }
 

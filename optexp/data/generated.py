@@ -147,3 +147,71 @@ def _generate_mnist1d(args: dict[str, Any]) -> dict[str, np.ndarray]:
         "x_test": made["x_test"].astype(np.float32),
         "y_test": made["y_test"].astype(np.int64),
     }
+
+
+# --- problems for the optimizer study: a noisy quadratic, a lookup task, autoencoding -------
+
+
+def noisy_quadratic(
+    dim: int = 100,
+    n_samples: int = 2000,
+    noise: float = 0.6,
+    val_fraction: float = 0.25,
+    test_fraction: float = 0.25,
+    seed: int = 0,
+) -> Data:
+    """The data of DeepOBS's quadratic_deep (with model=quadratic, loss=mse): samples x of
+    N(0, noise^2 I) in `dim` dimensions and zero targets, so that the loss of a sample is
+    0.5 (theta - x)^T H (theta - x). DeepOBS draws 1000 training and 1000 test samples
+    from fixed seeds; here they follow `seed` (data_seed), 1000 / 500 / 500 by default."""
+    if dim < 2:
+        raise ConfigError("dataset.dim", dim, "an integer >= 2")
+    if n_samples < 10:
+        raise ConfigError("dataset.n_samples", n_samples, "an integer >= 10")
+    generator = torch.Generator().manual_seed(seed)
+    x = noise * torch.randn(n_samples, dim, generator=generator)
+    train, val, test = split(x, torch.zeros(n_samples, dim), val_fraction, test_fraction, seed)
+    return Data(train, val, test, num_classes=None)
+
+
+def token_lookup(
+    length: int = 8,
+    vocab: int = 16,
+    n_samples: int = 2000,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+) -> Data:
+    """An algorithmic task for sequence models (copying one token): `length` random tokens
+    of `vocab`, then a position j < `length` as one more token; the label is the token at
+    position j. Generated from `seed` (data_seed); `vocab` classes. A model must look up
+    by position (attention does it in one layer), not memorize: the sequences are random.
+    Samples are (length + 1,) integer-valued floats."""
+    if n_samples < 10:
+        raise ConfigError("dataset.n_samples", n_samples, "an integer >= 10")
+    if not 2 <= length <= vocab:
+        raise ConfigError("dataset.length", length, f"an integer in [2, dataset.vocab={vocab}]")
+    generator = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(0, vocab, (n_samples, length), generator=generator)
+    where = torch.randint(0, length, (n_samples,), generator=generator)
+    # the position is a token too (j < vocab); floats, so that any model takes them (the
+    # transformer embeds them as integers)
+    x = torch.cat([tokens, where[:, None]], dim=1).float()
+    y = tokens[torch.arange(n_samples), where]
+    train, val, test = split(x, y, val_fraction, test_fraction, seed)
+    return Data(train, val, test, num_classes=vocab)
+
+
+def mnist1d_autoencoder(
+    data_dir: str,
+    num_samples: int = 5000,
+    generator_seed: int = 42,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+) -> Data:
+    """MNIST-1D's signals as their own targets (with loss=mse and an mlp with a narrow
+    middle layer): reconstruct the 40 values through the bottleneck. The same arrays and
+    splits as dataset=mnist1d; the labels are not used."""
+    data = mnist1d(data_dir, num_samples, generator_seed, val_fraction, seed)
+    flat = [Split(s.x.flatten(1), s.x.flatten(1)) for s in (data.train, data.val, data.test)]
+    return Data(*flat, num_classes=None)

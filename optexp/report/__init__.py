@@ -5,12 +5,15 @@ when it starts). Runs are grouped by their command-line overrides minus `seed`, 
 group's runs are the seeds of one configuration; each metric is shown as mean ± sample
 std (n) over them. `--select-best-by val/loss --over optimizer.lr` tunes KEY on
 validation for each setting of the other keys and reports test metrics of that choice;
-`--study DIR` compares methods across problems (time-to-target, performance profiles).
-tensorboard and matplotlib are imported only when a figure or a target needs them.
+`--study DIR` compares methods across problems (time-to-target, performance profiles,
+bootstrap intervals and rank probabilities, tuning-budget curves). tensorboard and
+matplotlib are imported only when a figure or a target needs them.
 
 The modules, each importing only those after it:
-flags (the command line) -> command (what it does) -> page (the study's folder) ->
-study (across problems) -> figures, render -> grouping -> runs (reading), measures (pure).
+flags, flag_values (the command line) -> command (what it does) -> page (the study's
+folder) -> markdown (its README) -> uncertainty (the bootstrap of a study), budget (the
+tuning budget) -> study (across problems) -> figures, render -> grouping -> runs
+(reading), measures, bootstrap (pure).
 """
 
 from __future__ import annotations

@@ -10,7 +10,14 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from optexp.report import page
-from optexp.report.figures import Line, draw_profile, draw_sensitivity, plot_curves
+from optexp.report.budget import budget_curves, budget_profiles
+from optexp.report.figures import (
+    Line,
+    draw_profile,
+    draw_sensitivity,
+    method_colours,
+    plot_curves,
+)
 from optexp.report.grouping import (
     Group,
     group_runs,
@@ -18,10 +25,12 @@ from optexp.report.grouping import (
     sort_groups,
     without_diverged_values,
 )
+from optexp.report.markdown import Findings
 from optexp.report.measures import Target
 from optexp.report.render import Table, choice_table, group_table, render, with_time_to_target
 from optexp.report.runs import ReportError, Run, Scalars, find_runs, logged_tags, read_scalars
 from optexp.report.study import build, check_numeric, check_varies, profiles, sensitivity_of_groups
+from optexp.report.uncertainty import Settings, bootstrap_study
 
 
 def report(args: argparse.Namespace) -> str:
@@ -39,9 +48,11 @@ def report(args: argparse.Namespace) -> str:
     written += study_outputs(args, runs, scalars)
     table = table_of(groups, args, len(runs))
     if args.target:
-        check_targets_logged(args.target, table, scalars)
-        # A problem's own target is the study's (check_flags asks for --study or --profile)
-        general = [t for t in args.target if t.problem is None]
+        # A problem's own target and an auto one are the study's (check_flags asks for
+        # --study or --profile)
+        given = [t for t in args.target if not t.auto]
+        check_targets_logged(given, table, scalars)
+        general = [t for t in given if t.problem is None]
         if general:
             table = with_time_to_target(table, general, scalars)
     out = render(table, args.format)
@@ -105,16 +116,50 @@ def study_outputs(
         written.append(f"wrote {args.sensitivity}")
     if not (args.study or args.profile):
         return written
-    s = build(runs, args.over, args.select_best_by, args.target, args.problem, args.ignore, scalars)
-    shown = profiles(s, args.time_unit, args.profile_metric, args.tau_max, args.score_scale)
+    f = findings(args, runs, scalars)
     if args.profile:
-        draw_profile(shown[0], args.tau_max, args.profile)
+        colours = method_colours(f.study.methods())
+        shown, intervals = f.profiles[0], f.uncertainty.scores[0]
+        draw_profile(shown, args.tau_max, args.profile, args.score_scale, colours, intervals)
         written.append(f"wrote {args.profile}")
     if args.study:
         with page.staged(args.study) as folder:  # marked as the study's (STUDY_MARKER)
-            page.write_study(s, folder, shown, args.tau_max, args.curve, args.band, command_line())
+            page.write_study(f, folder, args.curve, args.band, command_line())
         written.append(f"wrote {args.study / 'README.md'} and its figures, csv and json")
     return written
+
+
+def findings(
+    args: argparse.Namespace, runs: list[Run], scalars: Callable[[Path], Scalars]
+) -> Findings:
+    """The study of the runs, its profiles, their bootstrap and the tuning budget."""
+    s = build(
+        runs,
+        args.over,
+        args.select_best_by,
+        args.target,
+        args.problem,
+        args.ignore,
+        scalars,
+        args.target_tolerance,
+    )
+    settings = Settings(
+        resamples=args.bootstrap,
+        level=args.ci,
+        seed=args.bootstrap_seed,
+        unit=args.time_unit,
+        mode=args.time_to_target,
+        profile_metric=args.profile_metric,
+        tau_max=args.tau_max,
+        scale=args.score_scale,
+    )
+    shown = profiles(
+        s, args.time_unit, args.profile_metric, args.tau_max, args.score_scale, settings.mode
+    )
+    curves = budget_curves(s)
+    budgets = budget_profiles(curves, s.by, args.tau_max, args.score_scale)
+    uncertainty = bootstrap_study(s, shown, settings)
+    return Findings(s, shown, uncertainty, curves, budgets, args.target_tolerance)
 
 
 def command_line() -> str:

@@ -1,25 +1,30 @@
-"""optexp-report's command line: its arguments one group at a time, the `type=` helpers
-that check a value alone, and `check_flags`, the rules between flags."""
+"""optexp-report's command line: its arguments one group at a time and `check_flags`, the
+rules between flags; the `type=` helpers that check a value alone are `flag_values`."""
 
 from __future__ import annotations
 
 import argparse
-import math
 import re
 import textwrap
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import NoReturn
 
 from optexp.errors import USER_ERROR
-from optexp.report.measures import Target, parse_target
+from optexp.report.flag_values import (
+    figure_path,
+    folder_path,
+    integer_in,
+    number_in,
+    target_arg,
+)
 from optexp.report.page import STUDY_MARKER
 from optexp.report.render import FORMATS
 from optexp.report.runs import INCOMPLETE, METRICS
 from optexp.rundir import Status
 
 TAU_MAX_LIMIT = 1000.0
-FIGURE_TYPES = (".png", ".pdf", ".svg")
+RESAMPLES_LIMIT = 100_000
 
 # Options that only shape an output, and the flags that make that output; their defaults
 # are filled in by check_flags (None means "not given").
@@ -29,6 +34,11 @@ NEEDS = {
     "score_scale": ("--score-scale", ("profile", "study"), "linear"),
     "profile_metric": ("--profile-metric", ("profile", "study"), "test/loss"),
     "problem": ("--problem", ("profile", "study"), None),
+    "time_to_target": ("--time-to-target", ("profile", "study"), "fastest"),
+    "target_tolerance": ("--target-tolerance", ("profile", "study"), 0.05),
+    "bootstrap": ("--bootstrap", ("profile", "study"), 1000),
+    "ci": ("--ci", ("profile", "study"), 0.95),
+    "bootstrap_seed": ("--bootstrap-seed", ("profile", "study"), 0),
     "curve": ("--curve", ("plot", "study"), "val/loss"),
     "band": ("--band", ("plot", "sensitivity", "study"), "minmax"),
 }
@@ -54,25 +64,37 @@ examples:
   optexp-report outputs/multirun --plot curves.png --curve val/acc --band std
   optexp-report outputs/multirun --target val/acc=0.9
   optexp-report SWEEP --select-best-by val/loss --over optimizer.lr \\
-      --target val/loss=0.3 --target sine_mlp:val/loss=0.02 --study study/"""
+      --target val/loss=0.3 --target sine_mlp:val/loss=0.02 --study study/
+  optexp-report SWEEP --select-best-by val/loss --over optimizer.lr \\
+      --target auto --study study/ --bootstrap 2000 --ci 0.9"""
 MEASURES = """\
 study measures (see docs/report.md, 'Comparing optimizers fairly'):
   time-to-target: the first epoch whose METRIC reaches VALUE (acc: >=, else <=)
-    and the summed time/epoch_s up to it; mean ± std over the runs that reached
-    it, with 'k of n reached'. A run that never reaches it is not averaged in.
+    and the summed time/epoch_s up to it. In the table without --study: mean ±
+    std over the runs that reached it, with 'k of n reached'. In a study: per
+    seed the fastest --over value to reach it (AlgoPerf; --time-to-target tuned:
+    the tuned value), then the median over seeds, a miss counting as infinite.
+  --target auto: per problem, the best method's median final validation metric
+    (val/acc where logged, else val/loss; or METRIC=auto), loosened by
+    --target-tolerance (relative: a loss x (1 + t), an error rate likewise).
   problems: the values of --problem (default: problem, else dataset); methods:
     the settings of the other keys, each at its --over value tuned per problem.
   performance profile: r = cost / best cost on the problem (inf: not reached);
-    rho(tau) = fraction of problems with r <= tau. Cost: the median epochs to
-    target over seeds (--time-unit), and the final --profile-metric (acc as
-    error 1 - acc). score = area under rho over [1, tau_max] / (tau_max - 1),
-    exact for the step function; --score-scale log integrates over log tau."""
+    rho(tau) = fraction of problems with r <= tau. Cost: the time to target
+    (--time-unit), and the final --profile-metric (acc as error 1 - acc; a
+    problem without it is left out). score = area under rho over [1, tau_max]
+    / (tau_max - 1), exact for the step function; --score-scale log integrates
+    over log tau.
+  intervals: a bootstrap over seeds (--bootstrap resamples, --ci level,
+    --bootstrap-seed), the --over value re-tuned inside every resample."""
 RULES = f"""\
 rules (each refused in one line, exit 2, before anything is written):
   --curve needs --plot or --study; --band needs --plot, --sensitivity or --study;
-  --tau-max (> 1, <= {TAU_MAX_LIMIT:g}), --time-unit, --score-scale, --profile-metric and
-  --problem need --profile or --study; PROBLEM:METRIC=VALUE targets need --study
-  or --profile; target values are finite; figures end in .png, .pdf or .svg;
+  --tau-max (> 1, <= {TAU_MAX_LIMIT:g}), --time-unit, --score-scale, --profile-metric,
+  --problem, --time-to-target, --target-tolerance (>= 0, <= 1), --bootstrap (1 to
+  {RESAMPLES_LIMIT}), --ci (> 0, < 1) and --bootstrap-seed (>= 0) need --profile or
+  --study; PROBLEM:METRIC=VALUE and auto targets need --study or --profile; target
+  values are finite or auto; figures end in .png, .pdf or .svg;
   --sensitivity and --study need a numeric --over key; --study DIR is new, empty
   or an earlier study's ({STUDY_MARKER} in it). OPTEXP_DEBUG=1: tracebacks."""
 
@@ -102,6 +124,7 @@ def parser() -> argparse.ArgumentParser:
     study = p.add_argument_group("study: time-to-target, tuneability, performance profiles")
     add_study_outputs(study)
     add_profile_options(study)
+    add_bootstrap_options(study)
     return p
 
 
@@ -181,7 +204,8 @@ def add_study_outputs(g: argparse._ArgumentGroup) -> None:
         metavar="[PROBLEM:]METRIC=VALUE",
         help="per-epoch TensorBoard metric and the (finite) value to reach, e.g. val/acc=0.9, "
         "or sine_mlp:val/loss=0.02 for one problem only, with --study or --profile "
-        "(repeatable); adds time-to-target columns",
+        "(repeatable); adds time-to-target columns. VALUE auto (or --target auto, "
+        "PROBLEM:auto), with --study or --profile: derived from the runs (see below)",
     )
     g.add_argument(
         "--problem",
@@ -239,72 +263,47 @@ def add_profile_options(g: argparse._ArgumentGroup) -> None:
         "--score-scale",
         choices=("linear", "log"),
         help="with --profile or --study: integrate rho over tau (default, AlgoPerf's "
-        "formula) or over log tau",
+        "formula) or over log tau; the profile's tau axis follows",
+    )
+    g.add_argument(
+        "--time-to-target",
+        choices=("fastest", "tuned"),
+        help="with --profile or --study: per seed the fastest --over value to reach the "
+        "target, then the median over seeds (default, AlgoPerf's), or the median at the "
+        "value tuned by --select-best-by",
+    )
+    g.add_argument(
+        "--target-tolerance",
+        type=number_in("--target-tolerance", 0.0, 1.0, closed="[]"),
+        metavar="T",
+        help="with --profile or --study: how much --target auto loosens the best method's "
+        "median, relative, a number in [0, 1] (default: 0.05)",
     )
 
 
-# ---------------------------------------------------------------- one value: type= helpers
-
-
-def number_in(flag: str, low: float, high: float) -> Callable[[str], float]:
-    """argparse `type=`: a finite number with low < x <= high, else one line naming the
-    flag, the value and the range. Every numeric flag goes through it."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not (math.isfinite(value) and low < value <= high):
-            raise argparse.ArgumentTypeError(
-                f"{flag} {text!r} is not allowed. Allowed: a number > {low:g} and <= {high:g}"
-            )
-        return value
-
-    return parse
-
-
-def target_arg(text: str) -> Target:
-    """argparse `type=` of --target: [PROBLEM:]METRIC=VALUE with a finite VALUE."""
-    try:
-        target = parse_target(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-    if not target.metric:
-        raise argparse.ArgumentTypeError(
-            f"--target {text!r} is not METRIC=VALUE (e.g. val/acc=0.9)"
-        )
-    if not math.isfinite(target.value):
-        raise argparse.ArgumentTypeError(
-            f"--target {text!r}: {target.value:g} is not allowed. Allowed: a finite number"
-        )
-    return target
-
-
-def figure_path(flag: str) -> Callable[[str], Path]:
-    """argparse `type=` of --plot, --sensitivity, --profile: a file name with an image
-    suffix (matplotlib would silently add .png, or write FOLDER.png for a folder)."""
-
-    def parse(text: str) -> Path:
-        path = Path(text)
-        allowed = f"Allowed: a file name ending in {', '.join(FIGURE_TYPES)}"
-        if text.strip() and path.is_dir():
-            raise argparse.ArgumentTypeError(f"{flag} {text!r} is a folder. {allowed}")
-        if not text.strip() or path.suffix.lower() not in FIGURE_TYPES:
-            raise argparse.ArgumentTypeError(f"{flag} {text!r} is not allowed. {allowed}")
-        return path
-
-    return parse
-
-
-def folder_path(text: str) -> Path:
-    """argparse `type=` of --study: not empty (Path('') is the current folder)."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError(
-            f"--study {text!r} is not allowed. Allowed: a folder path (a new folder, an "
-            "empty one, or an earlier study's)"
-        )
-    return Path(text)
+def add_bootstrap_options(g: argparse._ArgumentGroup) -> None:
+    """The bootstrap over seeds behind every interval of a study."""
+    g.add_argument(
+        "--bootstrap",
+        type=integer_in("--bootstrap", 1, RESAMPLES_LIMIT),
+        metavar="N",
+        help="with --profile or --study: resamples of the seeds, each re-tuning --over "
+        f"(default: 1000; 1 to {RESAMPLES_LIMIT})",
+    )
+    g.add_argument(
+        "--ci",
+        type=number_in("--ci", 0.0, 1.0, closed="()"),
+        metavar="LEVEL",
+        help="with --profile or --study: the level of the percentile intervals, a number "
+        "in (0, 1) (default: 0.95)",
+    )
+    g.add_argument(
+        "--bootstrap-seed",
+        type=integer_in("--bootstrap-seed", 0, 2**32 - 1),
+        metavar="SEED",
+        help="with --profile or --study: seeds the resampling, so a page is reproduced "
+        "exactly (default: 0)",
+    )
 
 
 # ---------------------------------------------------------------- the rules between flags
@@ -324,6 +323,11 @@ def check_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         elif not any(getattr(args, partner) is not None for partner in partners):
             p.error(f"{flag} needs {_flags(partners)} (it only shapes what they write)")
     for target in args.target:
+        if target.auto and args.study is None and args.profile is None:
+            p.error(
+                f"--target {target} derives the target from the methods of each problem, "
+                "which needs --study or --profile"
+            )
         if target.problem is not None and args.study is None and args.profile is None:
             p.error(
                 f"--target {target} names problem {target.problem!r}, which needs --study or "

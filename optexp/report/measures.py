@@ -6,6 +6,9 @@
 - Performance profiles (Dolan & Moré 2002) across problems: per problem, each method's
   cost over the best method's; rho(tau) is the fraction of problems within a factor tau
   of the best, and the score is the normalized area under rho over [1, tau_max].
+- Tuning budget (Dodge et al. 2019): the expected best validation value after k trials
+  drawn at random, with replacement, from the swept grid.
+- Targets derived from the runs: the best method's median, loosened by a tolerance.
 
 `optexp.report.runs` reads the runs and `optexp.report.figures` draws; everything here
 takes and returns plain data, so the tests can check each number by hand.
@@ -28,9 +31,13 @@ INF = math.inf
 
 @dataclass(frozen=True)
 class Target:
-    metric: str  # a per-epoch TensorBoard tag, e.g. val/acc
-    value: float
+    metric: str  # a per-epoch TensorBoard tag, e.g. val/acc; "" with auto: chosen per problem
+    value: float  # nan: auto, derived from the runs (see derive_target)
     problem: str | None = None  # None: every problem
+
+    @property
+    def auto(self) -> bool:
+        return math.isnan(self.value)
 
     @property
     def higher_is_better(self) -> bool:
@@ -41,18 +48,31 @@ class Target:
 
     def __str__(self) -> str:
         where = f"{self.problem}:" if self.problem else ""
+        if self.auto:
+            return f"{where}{self.metric}=auto" if self.metric else f"{where}auto"
         return f"{where}{self.metric}={self.value:g}"
 
 
 def parse_target(text: str) -> Target:
-    """`METRIC=VALUE` or `PROBLEM:METRIC=VALUE` (raises ValueError with the reason)."""
+    """`METRIC=VALUE` or `PROBLEM:METRIC=VALUE`, VALUE a number or `auto`; `auto` or
+    `PROBLEM:auto` alone leave the metric to the problem (raises ValueError with the reason)."""
+    if text.rpartition(":")[2] == "auto":
+        problem = text.rpartition(":")[0]
+        return Target("", math.nan, problem or None)
     head, sep, number = text.rpartition("=")
     if not sep or not head:
         raise ValueError(f"--target {text!r} is not METRIC=VALUE (e.g. val/acc=0.9)")
-    try:
-        value = float(number)
-    except ValueError:
-        raise ValueError(f"--target {text!r}: {number!r} is not a number") from None
+    if number == "auto":
+        value = math.nan
+    else:
+        try:
+            value = float(number)
+        except ValueError:
+            raise ValueError(f"--target {text!r}: {number!r} is not a number or auto") from None
+        if math.isnan(value):  # nan stands for auto inside: refused as target_arg words it
+            raise ValueError(
+                f"--target {text!r}: nan is not allowed. Allowed: a finite number or auto"
+            )
     problem, _, metric = head.rpartition(":")
     return Target(metric, value, problem or None)
 
@@ -72,6 +92,15 @@ def time_to_target(curves: Mapping[str, Mapping[int, float]], target: Target) ->
         if target.reached(curve[epoch]):
             return Hit(epoch, sum(s for e, s in epoch_s.items() if e <= epoch))
     return None
+
+
+def fastest(hits: Iterable[Hit | None], unit: str = "epochs") -> Hit | None:
+    """The earliest of these hits in `unit` (epochs, ties by seconds; or seconds); None if
+    none hit: AlgoPerf's time of a study, the fastest of its trials."""
+    found = [h for h in hits if h is not None]
+    if unit == "seconds":
+        return min(found, key=lambda h: (h.seconds, h.epoch), default=None)
+    return min(found, key=lambda h: (h.epoch, h.seconds), default=None)
 
 
 @dataclass(frozen=True)
@@ -111,11 +140,16 @@ class Reach:
 def ratios(costs: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
     """costs[problem][method] (lower is better; inf: failed) -> ratio[method][problem],
     the cost over the problem's best cost. A method without a cost on a problem, or
-    failing on it, gets inf; a problem every method failed gives inf to all."""
+    failing on it, gets inf; a problem every method failed gives inf to all.
+
+    A cost of 0 (no test error) has no ratio to it: the reference is then the smallest
+    cost above 0, and a cost of 0 counts as 1, so a method one mistake behind a perfect
+    one is not infinitely worse."""
     methods = sorted({m for per_problem in costs.values() for m in per_problem})
     out: dict[str, dict[str, float]] = {m: {} for m in methods}
     for problem, per_method in costs.items():
-        best = min((c for c in per_method.values() if math.isfinite(c)), default=INF)
+        finite = [c for c in per_method.values() if math.isfinite(c)]
+        best = min((c for c in finite if c > 0), default=INF if not finite else 0.0)
         for m in methods:
             cost = per_method.get(m, INF)
             out[m][problem] = _ratio(cost, best)
@@ -125,8 +159,8 @@ def ratios(costs: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, floa
 def _ratio(cost: float, best: float) -> float:
     if not math.isfinite(cost) or not math.isfinite(best):
         return INF
-    if best == 0:  # a perfect method: it is the reference, any other is infinitely worse
-        return 1.0 if cost == 0 else INF
+    if best == 0 or cost <= best:  # every finite cost is 0, or this one is
+        return 1.0
     return cost / best
 
 
@@ -192,6 +226,60 @@ def profile_taus(all_ratios: Mapping[str, Mapping[str, float]], tau_max: float) 
     """1, every finite ratio up to tau_max (where rho steps), and tau_max."""
     steps = {r for per in all_ratios.values() for r in per.values() if 1 <= r <= tau_max}
     return sorted({1.0, tau_max, *steps})
+
+
+# ---------------------------------------------------------------- tuning budget and targets
+
+
+def expected_best(values: Sequence[float], k: int, higher_is_better: bool) -> float:
+    """The expected best of k values drawn at random, with replacement, from `values`
+    (Dodge et al. 2019, "Show your work"): with v_(1) <= ... <= v_(n) sorted worst first,
+    E[best of k] = sum_i v_(i) ((i / n)^k - ((i - 1) / n)^k), the probability that the
+    i-th worst is the best of the k draws. Exact, no simulation."""
+    n = len(values)
+    if n == 0 or k < 1:
+        raise ValueError("expected_best needs values and k >= 1")
+    worst_first = sorted(values, reverse=not higher_is_better)
+    return math.fsum(
+        v * ((i / n) ** k - ((i - 1) / n) ** k) for i, v in enumerate(worst_first, start=1)
+    )
+
+
+def budget_curve(values: Sequence[float], higher_is_better: bool) -> list[float]:
+    """expected_best for k = 1 .. len(values): the tuning-budget curve of one grid."""
+    return [expected_best(values, k, higher_is_better) for k in range(1, len(values) + 1)]
+
+
+def loosen(value: float, tolerance: float, higher_is_better: bool) -> float:
+    """A target `tolerance` (relative) easier than `value`: a loss times (1 + tolerance);
+    an accuracy through its error, 1 - (1 - acc)(1 + tolerance)."""
+    if higher_is_better:
+        return 1.0 - (1.0 - value) * (1.0 + tolerance)
+    return value * (1.0 + tolerance)
+
+
+@dataclass(frozen=True)
+class DerivedTarget:
+    """A target set from the runs: the best method's median, loosened."""
+
+    target: Target
+    method: str  # whose median set it
+    median: float  # that method's median (over seeds) of the final metric
+    tolerance: float
+
+
+def derive_target(
+    medians: Mapping[str, float], metric: str, tolerance: float, problem: str | None = None
+) -> DerivedTarget | None:
+    """From each method's median final value of `metric` (nan: none), the best one's,
+    loosened by `tolerance`; None if no method has a value."""
+    higher = Target(metric, 0.0).higher_is_better
+    known = {m: v for m, v in medians.items() if math.isfinite(v)}
+    if not known:
+        return None
+    method = (max if higher else min)(sorted(known), key=lambda m: known[m])
+    value = loosen(known[method], tolerance, higher)
+    return DerivedTarget(Target(metric, value, problem), method, known[method], tolerance)
 
 
 # ---------------------------------------------------------------- tuneability

@@ -1,5 +1,5 @@
-"""The study's folder, as a person reads it: README.md with its figures, the numbers as
-csv and json, written into a staged folder moved into place only when all of it is written."""
+"""The study's folder: README.md (`markdown`) with its figures, the numbers as csv and
+json, written into a staged folder moved into place only when all of it is written."""
 
 from __future__ import annotations
 
@@ -10,16 +10,28 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from optexp.report.figures import Line, draw_profile, draw_sensitivity, plot_curves
-from optexp.report.grouping import Stat, as_number
+from optexp.report.bootstrap import Interval
+from optexp.report.budget import Curve
+from optexp.report.figures import (
+    Line,
+    draw_budget,
+    draw_profile,
+    draw_sensitivity,
+    marker_of,
+    method_colours,
+    plot_curves,
+    width_of,
+)
+from optexp.report.grouping import as_number
+from optexp.report.markdown import Findings, markdown_page, problem_figures, slug
 from optexp.report.measures import Point, Profile
-from optexp.report.render import md_row
 from optexp.report.runs import ReportError
-from optexp.report.study import Entry, Study, sensitivity_series
+from optexp.report.study import Entry, Study, replicate, sensitivity_series
+from optexp.report.uncertainty import TIME
 
 STUDY_MARKER = ".optexp-study"  # in every folder --study wrote: it may be rewritten
 
@@ -47,100 +59,146 @@ def staged(folder: Path) -> Iterator[Path]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def write_study(
-    s: Study,
-    folder: Path,
-    profiles: Sequence[Profile],
-    tau_max: float,
-    curve_tag: str,
-    band: str,
-    command: str,
-) -> None:
-    """Every file of the study into `folder`: per problem the curves and the sensitivity
-    (figure and csv), each profile (figure and csv), tuned.csv, time_to_target.csv,
-    study.json, README.md, and the marker that lets a later --study replace them."""
+def write_study(f: Findings, folder: Path, curve_tag: str, band: str, command: str) -> None:
+    """Every file of the study into `folder`: per problem the curves, the sensitivity and
+    the tuning budget (figure and csv), each profile (figure and csv), tuned.csv,
+    time_to_target.csv, scores.csv, budget.csv, study.json, README.md, and the marker that
+    lets a later --study replace them."""
+    s = f.study
+    colours = method_colours(s.methods())
     figures: dict[str, list[str]] = {}
     for problem in s.problems():
-        entries = [e for e in s.entries if e.problem == problem]
-        tag = entries[0].target.metric if entries[0].target else curve_tag
-        lines = [_line(e, tag) for e in entries]
-        plot_curves(lines, tag, band, folder / f"curves_{problem}.png")
-        series = sensitivity_series(s, problem, s.by, band)
-        title = f"{problem}: {s.by} against {s.over}"
-        draw_sensitivity(series, title, s.over, s.by, folder / f"sensitivity_{problem}.png")
-        _write_csv(folder / f"sensitivity_{problem}.csv", _sensitivity_rows(series, s.over))
-        figures[problem] = [f"curves_{problem}.png", f"sensitivity_{problem}.png"]
-    for p in profiles:
-        draw_profile(p, tau_max, folder / f"profile_{_slug(p.name)}.png")
-        _write_csv(folder / f"profile_{_slug(p.name)}.csv", _profile_rows(p))
-    _write_csv(folder / "tuned.csv", tuned_rows(s))
+        write_problem_figures(f, problem, folder, curve_tag, band, colours)
+        figures[problem] = problem_figures(problem)
+    st = f.uncertainty.settings
+    for p, intervals in zip(f.profiles, f.uncertainty.scores, strict=True):
+        name = f"profile_{slug(p.name)}"
+        draw_profile(p, st.tau_max, folder / f"{name}.png", st.scale, colours, intervals)
+        _write_csv(folder / f"{name}.csv", _profile_rows(p))
+    _write_csv(folder / "tuned.csv", tuned_rows(f))
     _write_csv(folder / "time_to_target.csv", run_rows(s))
-    (folder / "study.json").write_text(json.dumps(study_json(s, profiles, tau_max), indent=2))
-    page = markdown_page(s, profiles, tau_max, figures, command)
-    (folder / "README.md").write_text(page)
+    _write_csv(folder / "scores.csv", score_rows(f))
+    _write_csv(folder / "budget.csv", budget_rows(f.curves))
+    (folder / "study.json").write_text(json.dumps(study_json(f), indent=2))
+    (folder / "README.md").write_text(markdown_page(f, figures, command))
     (folder / STUDY_MARKER).write_text(
         "Written by optexp-report --study: a later --study into this folder replaces it.\n"
     )
 
 
-def _line(e: Entry, tag: str) -> Line:
+def write_problem_figures(
+    f: Findings, problem: str, folder: Path, curve_tag: str, band: str, colours: dict[str, str]
+) -> None:
+    """The curves at the tuned values, the sensitivity and the tuning budget of a problem."""
+    s = f.study
+    entries = sorted((e for e in s.entries if e.problem == problem), key=lambda e: e.method)
+    target = entries[0].target
+    tag = target.metric if target else curve_tag
+    lines = [_line(e, tag, colours) for e in entries]
+    plot_curves(lines, tag, band, folder / f"curves_{problem}.png", target and target.value)
+    series = sensitivity_series(s, problem, s.by, band)
+    title = f"{problem}: {s.by} against {s.over}"
+    draw_sensitivity(series, title, s.over, s.by, folder / f"sensitivity_{problem}.png", colours)
+    _write_csv(folder / f"sensitivity_{problem}.csv", _sensitivity_rows(series, s.over))
+    curves = [c for c in f.curves if c.problem == problem]
+    title = f"{problem}: expected best {s.by} after k random trials of the grid"
+    draw_budget(curves, title, s.by, folder / f"budget_{problem}.png", colours)
+
+
+def _line(e: Entry, tag: str, colours: dict[str, str]) -> Line:
     """The chosen group's curves of `tag`, labelled by the method (the problem shared)."""
-    return Line({"problem": e.problem, "method": e.method}, [c.get(tag, {}) for c in e.curves])
+    curves = [c.get(tag, {}) for c in e.curves]
+    style = {"colour": colours[e.method], "marker": marker_of(e.method, colours)}
+    style["width"] = width_of(e.method, colours)
+    return Line({"problem": e.problem, "method": e.method}, curves, **style)
 
 
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in name).strip("_")
+def _interval_columns(name: str, i: Interval | None) -> dict[str, Any]:
+    if i is None:
+        return {name: None, f"{name} low": None, f"{name} high": None}
+    return {name: i.estimate, f"{name} low": i.low, f"{name} high": i.high}
 
 
-def tuned_rows(s: Study) -> list[dict[str, Any]]:
-    """One row per problem and method: the tuned value, its validation and test metrics,
-    and its time-to-target."""
+def tuned_rows(f: Findings) -> list[dict[str, Any]]:
+    """One row per problem and method: the tuned value (and how often the resamples chose
+    it), its test metrics and time to target with their intervals."""
+    s, u = f.study, f.uncertainty
     rows = []
     for e in sorted(s.entries, key=lambda e: (e.problem, e.method)):
-        group = e.choice.group
+        intervals = u.tuned[(e.problem, e.method)]
         row: dict[str, Any] = {
             "problem": e.problem,
             "method": e.method,
             s.over: e.choice.chosen,
+            "chosen share": u.chosen[(e.problem, e.method)].get(e.choice.chosen),
             "at_grid_edge": e.edge,
             "tried": " ".join(sorted(e.choice.candidates, key=as_number)),
-            "status": group.statuses(),
+            "status": e.choice.group.statuses(),
+            f"{s.by} mean": e.choice.group.stat(s.by).mean,
         }
-        for metric in (s.by, "test/acc", "test/loss"):
-            row |= _stat_columns(metric, group.stat(metric))
+        for metric in ("test/acc", "test/loss"):
+            row |= _interval_columns(metric, intervals.get(metric))
         row["target"] = str(e.target) if e.target else ""
-        if e.reach is not None:
-            row["reached"] = e.reach.show()
-            row |= _stat_columns("epochs_to_target", Stat.of(e.reach.epochs()))
-            row |= _stat_columns("seconds_to_target", Stat.of(e.reach.seconds()))
+        reach = e.time(u.settings.mode, u.settings.unit)
+        row["reached"] = reach.show() if reach else ""
+        row |= _interval_columns(f"{u.settings.unit} to target", intervals.get(TIME))
+        row["fastest per seed"] = " ".join(v or "-" for v in e.fastest_values()) if e.target else ""
         rows.append(row)
     return rows
 
 
-def _stat_columns(name: str, stat: Stat) -> dict[str, Any]:
-    return {f"{name} mean": stat.mean, f"{name} std": stat.std, f"{name} n": stat.n}
-
-
 def run_rows(s: Study) -> list[dict[str, Any]]:
-    """Time-to-target of every run at its method's tuned value."""
+    """Time-to-target of every run, at every value of the swept key."""
     rows = []
     for e in s.entries:
-        if e.reach is None:
+        if e.target is None:
             continue
-        for run, hit in zip(e.choice.group.runs, e.reach.hits, strict=True):
-            rows.append(
-                {
-                    "problem": e.problem,
-                    "method": e.method,
-                    s.over: e.choice.chosen,
-                    "target": str(e.target),
-                    "status": run.status,
-                    "reached": hit is not None,
-                    "epoch": hit.epoch if hit else None,
-                    "seconds": hit.seconds if hit else None,
-                    "dir": str(run.path),
-                }
-            )
+        for value, group in e.choice.candidates.items():
+            for run in group.runs:
+                hit = e.hits[value].get(replicate(run, s.ignore))
+                rows.append(
+                    {
+                        "problem": e.problem,
+                        "method": e.method,
+                        s.over: value,
+                        "tuned": value == e.choice.chosen,
+                        "target": str(e.target),
+                        "status": run.status,
+                        "reached": hit is not None,
+                        "epoch": hit.epoch if hit else None,
+                        "seconds": hit.seconds if hit else None,
+                        "dir": str(run.path),
+                    }
+                )
+    return rows
+
+
+def score_rows(f: Findings) -> list[dict[str, Any]]:
+    """Per profile and method: the score, its interval and P(rank r); then the budget
+    profiles' scores."""
+    rows = []
+    for p, scores, ranks in zip(f.profiles, f.uncertainty.scores, f.uncertainty.ranks, strict=True):
+        for m in sorted(scores):
+            i = scores[m]
+            row = {"profile": p.name, "method": m, "score": i.estimate, "low": i.low}
+            row |= {"high": i.high} | {f"P(rank {r + 1})": v for r, v in enumerate(ranks[m])}
+            rows.append(row)
+    for _, p in sorted(f.budgets.items()):
+        rows += [{"profile": p.name, "method": m, "score": v} for m, v in sorted(p.scores.items())]
+    return rows
+
+
+def budget_rows(curves: list[Curve]) -> list[dict[str, Any]]:
+    """Every tuning-budget curve: per problem, method and k, the mean, min and max over
+    seeds and each seed's value."""
+    rows = []
+    for c in curves:
+        mean, low, high = c.mean(), c.low(), c.high()
+        for k in c.ks:
+            row = {"problem": c.problem, "method": c.method, "k": k, "mean": mean[k - 1]}
+            row |= {"low": low[k - 1], "high": high[k - 1]}
+            row |= {f"seed {seed}": v[k - 1] for seed, v in c.per_seed.items()}
+            rows.append(row)
     return rows
 
 
@@ -164,109 +222,41 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         writer.writerows({k: "" if v is None else v for k, v in r.items()} for r in rows)
 
 
-def study_json(s: Study, profiles: Sequence[Profile], tau_max: float) -> dict[str, Any]:
-    def finite(x: float) -> float | None:
-        return x if math.isfinite(x) else None  # JSON has no inf: null is "never reached"
+def _finite(x: float | None) -> float | None:
+    return x if x is not None and math.isfinite(x) else None  # JSON has no inf: null
 
+
+def study_json(f: Findings) -> dict[str, Any]:
+    s, u = f.study, f.uncertainty
+    st = u.settings
     return {
         "problem_key": s.problem_key,
         "over": s.over,
         "selected_by": s.by,
         "runs": s.runs,
-        "tuned": tuned_rows(s),
+        "bootstrap": {"resamples": st.resamples, "level": st.level, "seed": st.seed},
+        "time_to_target": {"mode": st.mode, "unit": st.unit},
+        "targets": {
+            p: {"target": str(d.target), "method": d.method, "median": d.median}
+            | {"tolerance": d.tolerance}
+            for p, d in s.derived.items()
+        },
+        "tuned": [
+            {k: _finite(v) if isinstance(v, float) else v for k, v in r.items()}
+            for r in tuned_rows(f)
+        ],
         "profiles": [
             {
                 "cost": p.name,
-                "tau_max": tau_max,
+                "tau_max": st.tau_max,
                 "scores": p.scores,
+                "intervals": {m: [_finite(i.low), _finite(i.high)] for m, i in scores.items()},
+                "rank_probabilities": ranks,
                 "ratios": {
-                    m: {q: finite(r) for q, r in per.items()} for m, per in p.ratios.items()
+                    m: {q: _finite(r) for q, r in per.items()} for m, per in p.ratios.items()
                 },
             }
-            for p in profiles
+            for p, scores, ranks in zip(f.profiles, u.scores, u.ranks, strict=True)
         ],
+        "budget_scores": {k: p.scores for k, p in sorted(f.budgets.items())},
     }
-
-
-# ---------------------------------------------------------------- the page
-
-
-def markdown_page(
-    s: Study,
-    profiles: Sequence[Profile],
-    tau_max: float,
-    figures: dict[str, list[str]],
-    command: str,
-) -> str:
-    lines = [
-        "# Optimizer study",
-        "",
-        f"{s.runs} runs; problems are the values of `{s.problem_key}`, methods the settings of"
-        f" the other keys. `{s.over}` is tuned per method and problem by the best mean"
-        f" `{s.by}` over seeds (a value where a seed diverged ranks below every value where"
-        " all finished); test metrics are those of the tuned value, mean ± sample std (n).",
-        "",
-        "```bash",
-        command,
-        "```",
-        "",
-        "## Tuned value, test metrics and time-to-target",
-        "",
-    ]
-    lines += _tuned_table(s)
-    lines += ["", "## Performance profiles", ""]
-    lines += [
-        f"Per problem, each method's cost over the best method's cost (ratio r >= 1); rho(tau)"
-        f" is the fraction of problems with r <= tau, and the score is the area under rho over"
-        f" [1, {tau_max:g}] divided by {tau_max:g} - 1 (1: best on every problem; 0: never"
-        f" within {tau_max:g}x). A method that never reached the target has r = inf.",
-        "",
-    ]
-    lines += _score_table(profiles)
-    for p in profiles:
-        lines += ["", f"![performance profile: {p.name}](profile_{_slug(p.name)}.png)"]
-    for problem, files in figures.items():
-        lines += ["", f"## {problem}", ""]
-        lines += [f"![{f.removesuffix('.png')}]({f})" for f in files]
-    lines += [
-        "",
-        "Data: `tuned.csv` (the table above), `time_to_target.csv` (every run at its tuned"
-        " value), `sensitivity_PROBLEM.csv` (the points of each sensitivity plot),"
-        " `profile_*.csv` (rho at each tau), `study.json` (all of it, with the ratios).",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def _tuned_table(s: Study) -> list[str]:
-    header = ["problem", "method", s.over, "test acc", "test loss", "target", "reached"]
-    header += ["epochs to target", "seconds to target"]
-    lines = [md_row(header), md_row(["---"] * len(header))]
-    for e in sorted(s.entries, key=lambda e: (e.problem, e.method)):
-        group = e.choice.group
-        chosen = e.choice.chosen + (" (grid edge)" if e.edge else "")
-        reach = e.reach
-        lines.append(
-            md_row(
-                [
-                    e.problem,
-                    e.method,
-                    chosen,
-                    group.stat("test/acc").show(".4f"),
-                    group.stat("test/loss").show(".4f"),
-                    str(e.target) if e.target else "-",
-                    reach.show() if reach else "-",
-                    Stat.of(reach.epochs()).show(".1f") if reach else "-",
-                    Stat.of(reach.seconds()).show(".2f") if reach else "-",
-                ]
-            )
-        )
-    return lines
-
-
-def _score_table(profiles: Sequence[Profile]) -> list[str]:
-    methods = sorted({m for p in profiles for m in p.scores}, key=lambda m: -profiles[0].scores[m])
-    lines = [md_row(["method", *(f"score: {p.name}" for p in profiles)])]
-    lines.append(md_row(["---"] * (len(profiles) + 1)))
-    for m in methods:
-        lines.append(md_row([m, *(f"{p.scores.get(m, 0.0):.3f}" for p in profiles)]))
-    return lines

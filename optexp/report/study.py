@@ -1,6 +1,8 @@
 """The study across problems (`build` -> `Study`): the swept key tuned per method and
-problem, each tuned choice's time-to-target, and the performance profiles comparing the
-methods. Takes runs and plain values; the measures are `optexp.report.measures`.
+problem, the time-to-target of every run (at the tuned value, and the fastest value per
+seed as AlgoPerf counts it), targets derived from the runs (`--target auto`), and the
+performance profiles comparing the methods. Takes runs and plain values; the measures are
+`optexp.report.measures`.
 
 A problem is a value of the problem key (`problem`, else `dataset`); a method is a
 setting of the other keys (e.g. `optimizer=adam`); the swept key (e.g. `optimizer.lr`)
@@ -10,6 +12,7 @@ is tuned on validation per method and problem, as `--select-best-by` does.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,11 +26,16 @@ from optexp.report.grouping import (
     without_diverged_values,
 )
 from optexp.report.measures import (
+    INF,
+    DerivedTarget,
+    Hit,
     Point,
     Profile,
     Reach,
     Target,
     at_edge,
+    derive_target,
+    fastest,
     final_cost,
     make_profile,
     sensitivity,
@@ -36,6 +44,7 @@ from optexp.report.measures import (
 from optexp.report.runs import METRICS, ReportError, Run, Scalars, logged_tags, read_scalars
 
 PROBLEM_KEYS = ("problem", "dataset")
+TIME_TO_TARGET = ("fastest", "tuned")  # AlgoPerf's fastest value per seed; the tuned value's
 
 
 @dataclass
@@ -45,13 +54,35 @@ class Entry:
     problem: str
     method: str
     choice: Choice
-    target: Target | None
-    reach: Reach | None
+    target: Target | None = None
+    reach: Reach | None = None  # at the tuned value, one hit per run of the chosen group
     curves: list[Scalars] = field(default_factory=list)  # of the chosen group's runs
+    seeds: list[str] = field(default_factory=list)  # the replicates, in order
+    # value of the swept key -> seed -> the run's hit (None: not reached; absent: no run)
+    hits: dict[str, dict[str, Hit | None]] = field(default_factory=dict)
 
     @property
     def edge(self) -> bool:
         return at_edge(self.choice.chosen, self.choice.candidates)
+
+    def fastest(self, unit: str = "epochs") -> Reach | None:
+        """AlgoPerf's time-to-target: per seed, the fastest value of the swept key to reach
+        the target (a study of AlgoPerf's is a seed here, its trials the grid)."""
+        if self.target is None:
+            return None
+        hits = self.hits.values()
+        return Reach(tuple(fastest((h.get(seed) for h in hits), unit) for seed in self.seeds))
+
+    def fastest_values(self, unit: str = "epochs") -> list[str | None]:
+        """Per seed, the value of the swept key that reached the target first."""
+        out = []
+        for seed in self.seeds:
+            hit = fastest((h.get(seed) for h in self.hits.values()), unit)
+            out.append(next((v for v, h in self.hits.items() if hit and h.get(seed) is hit), None))
+        return out
+
+    def time(self, mode: str, unit: str = "epochs") -> Reach | None:
+        return self.fastest(unit) if mode == "fastest" else self.reach
 
 
 @dataclass
@@ -61,6 +92,8 @@ class Study:
     by: str
     entries: list[Entry]
     runs: int
+    derived: dict[str, DerivedTarget] = field(default_factory=dict)  # problem -> auto target
+    ignore: tuple[str, ...] = ()
 
     def problems(self) -> list[str]:
         return sorted({e.problem for e in self.entries})
@@ -135,9 +168,11 @@ def build(
     named_problem: str | None,
     ignore: Sequence[str] = (),
     scalars: Callable[[Path], Scalars] = read_scalars,
+    tolerance: float = 0.05,
 ) -> Study:
     """The study of `runs`: `over` tuned by the best mean `by` per method and problem.
-    `scalars(run_dir)` gives a run's TensorBoard scalars (the curves the targets read)."""
+    `scalars(run_dir)` gives a run's TensorBoard scalars (the curves the targets read);
+    an `auto` target is derived from the runs, loosened by `tolerance`."""
     key = problem_key(runs, named_problem)
     check_varies(runs, key, "a profile compares methods across two or more problems")
     check_varies(runs, over, "nothing to tune")
@@ -146,19 +181,68 @@ def build(
     problems = sorted({c.settings.get(key, "") for c in choices})
     target_of = targets_by_problem(targets, problems)
     names = method_names([c.settings for c in choices], key)
-    entries = []
-    for choice, name in zip(choices, names, strict=True):
-        problem = choice.settings.get(key, "")
-        target = target_of[problem]
-        curves = [scalars(r.path) for r in choice.group.runs]
-        reach = None
-        if target is not None:
-            reach = Reach(tuple(time_to_target(c, target) for c in curves))
-        entries.append(Entry(problem, name, choice, target, reach, curves))
+    entries = [
+        Entry(c.settings.get(key, ""), name, c, curves=[scalars(r.path) for r in c.group.runs])
+        for c, name in zip(choices, names, strict=True)
+    ]
+    s = Study(key, over, by, entries, len(runs), ignore=tuple(ignore))
     for problem, target in target_of.items():
+        mine = [e for e in entries if e.problem == problem]
+        if target is not None and target.auto:
+            target = _derived(s, problem, target, mine, tolerance)
         if target is not None:
-            _check_logged(target, problem, [e for e in entries if e.problem == problem])
-    return Study(key, over, by, entries, len(runs))
+            _check_logged(target, problem, mine)
+            for e in mine:
+                _time_to_target(e, target, ignore, scalars)
+    return s
+
+
+def replicate(run: Run, ignore: Sequence[str] = ()) -> str:
+    """What tells the repeats of one setting apart: the seed (and the ignored keys)."""
+    return ",".join(run.value_of(k) for k in ("seed", *ignore))
+
+
+def _time_to_target(
+    e: Entry, target: Target, ignore: Sequence[str], scalars: Callable[[Path], Scalars]
+) -> None:
+    """Every run's hit, at every value of the swept key; the tuned value's as `reach`."""
+    e.target = target
+    e.reach = Reach(tuple(time_to_target(c, target) for c in e.curves))
+    for value, group in e.choice.candidates.items():
+        e.hits[value] = {
+            replicate(r, ignore): time_to_target(scalars(r.path), target) for r in group.runs
+        }
+    e.seeds = sorted({seed for h in e.hits.values() for seed in h}, key=as_number)
+
+
+def _derived(
+    s: Study, problem: str, auto: Target, entries: Sequence[Entry], tolerance: float
+) -> Target | None:
+    """The target of `--target auto` on one problem: the best method's median (over its
+    seeds, at its tuned value) of the final validation metric, loosened by `tolerance`.
+    The metric: the one named, else val/acc where the runs log it, else val/loss."""
+    curves = [c for e in entries for c in e.curves]
+    metric = auto.metric or ("val/acc" if any("val/acc" in c for c in curves) else "val/loss")
+    _check_logged(Target(metric, 0.0), problem, entries)
+    higher = Target(metric, 0.0).higher_is_better
+    medians = {e.method: _median_final(e.curves, metric, higher) for e in entries}
+    derived = derive_target(medians, metric, tolerance, problem)
+    if derived is None:
+        return None
+    s.derived[problem] = derived
+    return derived.target
+
+
+def _median_final(curves: Sequence[Scalars], metric: str, higher: bool) -> float:
+    """The median over runs of the last epoch's value; a run without a finite one (it
+    diverged) counts as the worst."""
+    worst = -INF if higher else INF
+    finals = []
+    for c in curves:
+        curve = c.get(metric, {})
+        last = curve[max(curve)] if curve else math.nan
+        finals.append(last if math.isfinite(last) else worst)
+    return statistics.median(finals) if finals else math.nan
 
 
 def method_names(settings: Sequence[dict[str, str]], key: str) -> list[str]:
@@ -174,33 +258,58 @@ def method_names(settings: Sequence[dict[str, str]], key: str) -> list[str]:
 # ---------------------------------------------------------------- profiles
 
 
-def ttt_costs(s: Study, unit: str) -> dict[str, dict[str, float]]:
-    """costs[problem][method]: the median time-to-target over seeds (inf: not reached)."""
+def ttt_costs(s: Study, unit: str, mode: str = "fastest") -> dict[str, dict[str, float]]:
+    """costs[problem][method]: the median over seeds of the time to target (inf: not
+    reached), of the fastest value per seed (`fastest`) or of the tuned value (`tuned`)."""
     costs: dict[str, dict[str, float]] = {}
     for e in s.entries:
-        if e.reach is not None:
-            costs.setdefault(e.problem, {})[e.method] = e.reach.cost(unit)
+        if (reach := e.time(mode, unit)) is not None:
+            costs.setdefault(e.problem, {})[e.method] = reach.cost(unit)
     return costs
 
 
 def final_costs(s: Study, metric: str) -> dict[str, dict[str, float]]:
-    """costs[problem][method]: the mean final `metric` as a cost (error for accuracy)."""
+    """costs[problem][method]: the mean final `metric` as a cost (error for accuracy). A
+    problem on which no run has the metric (test/acc of a regression) is left out; a
+    method without it where others have it (every seed diverged) costs inf."""
     costs: dict[str, dict[str, float]] = {}
     for e in s.entries:
         stat = e.choice.group.stat(metric)
         finite = stat.mean is not None and math.isfinite(stat.mean)
         value = final_cost(stat.mean, METRICS[metric].higher_is_better) if finite else None
         costs.setdefault(e.problem, {})[e.method] = math.inf if value is None else value
-    return costs
+    lacking = set(problems_without(s, metric))
+    return {p: per for p, per in costs.items() if p not in lacking}
+
+
+def problems_without(s: Study, metric: str) -> list[str]:
+    """The problems none of whose finished runs has `metric`, at any value of the swept key
+    (a diverged run's values are dropped: it cannot tell)."""
+    return [
+        p
+        for p in s.problems()
+        if not any(
+            metric in r.values
+            for e in s.entries
+            if e.problem == p
+            for g in e.choice.candidates.values()
+            for r in g.runs
+        )
+    ]
 
 
 def profiles(
-    s: Study, time_unit: str, profile_metric: str, tau_max: float, score_scale: str
+    s: Study,
+    time_unit: str,
+    profile_metric: str,
+    tau_max: float,
+    score_scale: str,
+    mode: str = "fastest",
 ) -> list[Profile]:
     """The time-to-target profile (when there are targets), then the final-metric one."""
     out = []
     if any(e.reach is not None for e in s.entries):
-        costs = ttt_costs(s, time_unit)
+        costs = ttt_costs(s, time_unit, mode)
         out.append(make_profile(f"{time_unit} to target", costs, tau_max, score_scale))
     costs = final_costs(s, profile_metric)
     out.append(make_profile(f"final {profile_metric}", costs, tau_max, score_scale))
