@@ -64,7 +64,7 @@ def run(
     seed_everything(cfg.seed * 1_000_003 + world.rank if world.size > 1 else None)
     config = OmegaConf.to_container(cfg, resolve=True)
     progress = resume(parts, run_dir, config)
-    identity = rundir.identity(cfg, parts.device, choices or {})
+    about = About(run_dir, config, choices or {}, rundir.identity(cfg, parts.device, choices or {}))
     run_dir.mkdir(parents=True, exist_ok=True)
     start = x_of(parts, progress)
     tracker = Tracker(run_dir, parts.trainer, parts.batches_per_epoch, start, world.is_main)
@@ -88,15 +88,39 @@ def run(
                     save(*due)
         if status == Status.INTERRUPTED:
             save("last")
-        test = None if status == Status.INTERRUPTED else test_metrics(parts, progress)
-        summary = results(status, parts, progress, test) | identity
-        summary = Summary(**summary, wall_s=time.perf_counter() - started, signal=stop.signal)
-        if world.is_main:
-            rundir.write_summary(run_dir, summary)
-        if status != Status.INTERRUPTED and tracker.writes_tensorboard:  # once, when it ends
-            tracker.log_results(metrics.run_record(parts, config, choices or {}, test))
+        summary = conclude(parts, progress, status, tracker, about, started, stop.signal)
     tracker.print_summary(summary, run_dir)
     return dataclasses.asdict(summary)
+
+
+@dataclass
+class About:
+    """What a run's records say besides its results."""
+
+    run_dir: Path
+    config: dict[str, Any]  # resolved
+    choices: dict[str, str]  # the option of each config group
+    identity: dict[str, Any]  # `rundir.identity`
+
+
+def conclude(
+    parts: Parts,
+    progress: Progress,
+    status: Status,
+    tracker: Tracker,
+    about: About,
+    started: float,
+    signal: int | None,
+) -> Summary:
+    """A run's end: its test (unless interrupted), metrics.json, TensorBoard's HParams."""
+    test = None if status == Status.INTERRUPTED else test_metrics(parts, progress)
+    summary = results(status, parts, progress, test) | about.identity
+    summary = Summary(**summary, wall_s=time.perf_counter() - started, signal=signal)
+    if parts.world.is_main:
+        rundir.write_summary(about.run_dir, summary)
+    if status != Status.INTERRUPTED and tracker.writes_tensorboard:  # once, when it ends
+        tracker.log_results(metrics.run_record(parts, about.config, about.choices, test))
+    return summary
 
 
 def ending(parts: Parts, progress: Progress, stopped: bool) -> Status | None:
@@ -120,14 +144,8 @@ def train_interval(
     multiple of `trainer.eval_every_steps`, or a step or time budget), then measure it
     (`metrics`); None when a stop signal came first: `progress` keeps the place and the
     sums so far."""
-    start = metrics.EpochStart.now(parts)
-    trainer = parts.trainer
-    until = min(progress.step + parts.steps_per_epoch, trainer.max_steps or math.inf)
-    if trainer.eval_every_steps:
-        until = min(
-            until, (progress.step // trainer.eval_every_steps + 1) * trainer.eval_every_steps
-        )
-    deadline = start.started + (trainer.max_time or math.inf) - progress.seconds
+    start, until = metrics.EpochStart.now(parts), next_evaluation(parts, progress)
+    deadline = start.started + (parts.trainer.max_time or math.inf) - progress.seconds
     batches = epoch_batches(parts, progress, tracker)
     sums, grad_norms, time_up = train_steps(parts, progress, batches, stop, (until, deadline))
     spent = progress.seconds + time.perf_counter() - start.started
@@ -138,6 +156,17 @@ def train_interval(
         progress.sums = sums.tolist()  # a stop signal: the place and the sums are kept
         return None
     return metrics.epoch_record(parts, position(parts, progress), start, sums, grad_norms)
+
+
+def next_evaluation(parts: Parts, progress: Progress) -> float:
+    """The step of the next evaluation: the epoch's end, at most (batches run out there),
+    the next multiple of `trainer.eval_every_steps`, or the step budget."""
+    trainer = parts.trainer
+    until = min(progress.step + parts.steps_per_epoch, trainer.max_steps or math.inf)
+    if trainer.eval_every_steps:
+        every = trainer.eval_every_steps
+        until = min(until, (progress.step // every + 1) * every)
+    return until
 
 
 def position(parts: Parts, progress: Progress) -> metrics.Position:

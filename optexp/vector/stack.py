@@ -1,0 +1,118 @@
+"""K copies of one model as one: every parameter and buffer stacked along a new first
+dimension, the forward run under `torch.func.vmap` over `functional_call`, and each
+member's own module kept as a view of its slice, so that evaluating, checkpointing and
+measuring a member is the ordinary code on an ordinary module."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+
+
+class Stack:
+    """The stacked parameters (`params`, the optimizer's leaves) and buffers of `models`,
+    each model's tensors turned into views of its slice."""
+
+    def __init__(self, models: Sequence[nn.Module]) -> None:
+        self.size = len(models)
+        self.names = [name for name, _ in models[0].named_parameters()]
+        self.params = [
+            torch.stack([dict(m.named_parameters())[n].detach() for m in models]).requires_grad_()
+            for n in self.names
+        ]
+        self.buffer_names = [name for name, _ in models[0].named_buffers()]
+        self.buffers = [
+            torch.stack([dict(m.named_buffers())[n] for m in models]) for n in self.buffer_names
+        ]
+        for k, model in enumerate(models):  # each member reads and writes its slice
+            for tensor, stacked in zip(model.parameters(), self.params, strict=True):
+                tensor.data = stacked.data[k]
+            for tensor, stacked in zip(model.buffers(), self.buffers, strict=True):
+                tensor.data = stacked[k]
+        self.template = copy.deepcopy(models[0]).to("meta")  # the structure, no storage
+
+    def train(self, mode: bool = True) -> None:
+        self.template.train(mode)
+
+    def forward(self, x: Tensor, shared: bool) -> Tensor:
+        """Every member's output on `x`: one batch for all (`shared`), or one per member
+        stacked along the first dimension. Dropout draws differently for each member."""
+        with warnings.catch_warnings():  # "no batching rule, falling back": slower, still exact
+            warnings.filterwarnings("ignore", "There is a performance drop")
+            return vmap(
+                self._member, in_dims=(0, 0, None if shared else 0), randomness="different"
+            )(
+                dict(zip(self.names, self.params, strict=True)),
+                dict(zip(self.buffer_names, self.buffers, strict=True)),
+                x,
+            )
+
+    def _member(self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor) -> Tensor:
+        return functional_call(self.template, (params, buffers), (x,))
+
+    @torch.no_grad()
+    def grad_norms(self) -> Tensor:
+        """(K, P): each member's gradient norm of each parameter tensor."""
+        return torch.stack(
+            [
+                torch.zeros(self.size, device=p.device)
+                if p.grad is None
+                else torch.linalg.vector_norm(p.grad.flatten(1), dim=1).float()
+                for p in self.params
+            ],
+            dim=1,
+        )
+
+    @torch.no_grad()
+    def clip(self, grad_norms: Tensor, max_norm: float) -> None:
+        """Each member's gradients scaled down to a global norm of `max_norm`, as
+        `clip_grad_norm_` does for one run."""
+        total = torch.linalg.vector_norm(grad_norms, dim=1)
+        scale = (max_norm / (total + 1e-6)).clamp(max=1.0)
+        for p in self.params:
+            if p.grad is not None:
+                p.grad.mul_(scale.view(-1, *[1] * (p.ndim - 1)).to(p.grad.dtype))
+
+
+def member_state(optimizer: torch.optim.Optimizer, k: int) -> dict[str, Any]:
+    """Member `k`'s slice of the stacked optimizer's state: the state dict its own run's
+    optimizer would have (per-parameter tensors sliced, step counts as they are)."""
+    state = optimizer.state_dict()
+    shapes = {i: p.shape for i, p in enumerate(_params(optimizer))}
+    sliced = {
+        i: {key: _slice(v, shapes[i], k) for key, v in entry.items()}
+        for i, entry in state["state"].items()
+    }
+    return {"state": sliced, "param_groups": state["param_groups"]}
+
+
+def stacked_state(optimizer: torch.optim.Optimizer, states: Sequence[dict[str, Any]]) -> None:
+    """Load the members' optimizer states (`member_state`'s) into the stacked optimizer."""
+    shapes = {i: p.shape[1:] for i, p in enumerate(_params(optimizer))}
+    first = states[0]
+    merged = {
+        i: {
+            key: torch.stack([s["state"][i][key] for s in states])
+            if isinstance(v, Tensor) and v.ndim and v.shape == shapes[i]
+            else v
+            for key, v in entry.items()
+        }
+        for i, entry in first["state"].items()
+    }
+    optimizer.load_state_dict({"state": merged, "param_groups": first["param_groups"]})
+
+
+def _params(optimizer: torch.optim.Optimizer) -> list[Tensor]:
+    return [p for group in optimizer.param_groups for p in group["params"]]
+
+
+def _slice(value: Any, shape: torch.Size, k: int) -> Any:
+    if isinstance(value, Tensor) and value.ndim and value.shape == shape:
+        return value[k].clone()
+    return value
