@@ -9,6 +9,7 @@ import math
 import shlex
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -27,39 +28,75 @@ from optexp.world import World
 
 CONFIG_MODULE = "optexp.configs"  # found by package: works from any folder, in any install
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+# What a job reports as one line: a user error, the file system, a config Hydra refuses.
+USER_ERRORS = (UserError, OSError, OmegaConfBaseException)
 
 
 @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="config")
 def train_from_config(cfg: DictConfig) -> float:
+    job = prepare_job(cfg)
+    if not isinstance(job, Job):
+        return job
+    try:
+        if cfg.get("lr_range") is not None:
+            return lr_range_test(cfg, job.run_dir)
+        summary = train(cfg, job.run_dir, job.hydra_cfg)
+    except USER_ERRORS as error:
+        return job.failed(error)
+    finally:
+        rundir.release(job.run_dir)
+    return job.objective(summary)
+
+
+@dataclass
+class Job:
+    """A job checked and holding its run directory's lock, ready to train."""
+
+    cfg: DictConfig
+    run_dir: Path
+    hydra_cfg: DictConfig
+
+    @property
+    def in_sweep(self) -> bool:
+        return self.hydra_cfg.mode == RunMode.MULTIRUN
+
+    def failed(self, error: Exception) -> float:
+        """A single run's user error ends the process in one line; a sweep job's is
+        recorded, and the sweep goes on."""
+        if isinstance(error, OSError):  # the file system: a full disk, a read-only folder
+            error = UserError(f"cannot write in {self.run_dir}: {error.strerror or error}")
+        if not self.in_sweep:
+            SESSION.refuse(error)
+        return SESSION.job_failed(self.run_dir, error, self.hydra_cfg)
+
+    def objective(self, summary: dict[str, Any]) -> float:
+        """What the sweeper gets; an interrupted run exits as the signal would."""
+        if summary["status"] == Status.INTERRUPTED:
+            exit_interrupted(summary["signal"], self.hydra_cfg)
+        return summary["objective"]
+
+
+def prepare_job(cfg: DictConfig) -> Job | float:
+    """The job of `cfg` (under Hydra's job config), checked and locked; or the objective
+    of a sweep job that is finished already (skipped) or refused (recorded)."""
     SESSION.job_started = True
     hydra_cfg = HydraConfig.get()
-    run_dir = Path(hydra_cfg.runtime.output_dir)
-    sweep_job = hydra_cfg.mode == RunMode.MULTIRUN
-    if sweep_job and (done := finished(run_dir, cfg, hydra_cfg)) is not None:
+    job = Job(cfg, Path(hydra_cfg.runtime.output_dir), hydra_cfg)
+    if job.in_sweep and (done := finished(job.run_dir, cfg, hydra_cfg)) is not None:
         print(
             f"optexp: job {hydra_cfg.job.num}: {done['status']} already, skipped", file=sys.stderr
         )
         objective = done.get("objective")
         return math.nan if objective is None else objective
     try:
-        if sweep_job:  # a single run's config and lock: CheckBeforeRun, before Hydra wrote
+        if job.in_sweep:  # a single run's config and lock: CheckBeforeRun, before Hydra wrote
             check_config(cfg)
             if World.from_environment().is_main:  # rank 0's, for a job on several ranks
-                rundir.acquire(run_dir)
-        if cfg.get("lr_range") is not None:
-            return lr_range_test(cfg, run_dir)
-        summary = train(cfg, run_dir, hydra_cfg)
-    except (UserError, OSError, OmegaConfBaseException) as error:
-        if isinstance(error, OSError):  # the file system: a full disk, a read-only folder
-            error = UserError(f"cannot write in {run_dir}: {error.strerror or error}")
-        if not sweep_job:
-            SESSION.refuse(error)
-        return SESSION.job_failed(run_dir, error, hydra_cfg)
-    finally:
-        rundir.release(run_dir)
-    if summary["status"] == Status.INTERRUPTED:
-        exit_interrupted(summary["signal"], hydra_cfg)
-    return summary["objective"]
+                rundir.acquire(job.run_dir)
+    except USER_ERRORS as error:
+        rundir.release(job.run_dir)
+        return job.failed(error)
+    return job
 
 
 def train(cfg: DictConfig, run_dir: Path, hydra_cfg: DictConfig) -> dict[str, Any]:
