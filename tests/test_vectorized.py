@@ -1,0 +1,175 @@
+"""Seeds trained as one stack (optexp.vector): each member equals its separate run, the
+outputs are those of separate runs, a member that diverges or stops leaves the others
+training, a group continues exactly, and what cannot be vectorized is said and run apart."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from optexp import train
+from optexp.report import main as report_main
+from optexp.vector import group as vector_group
+from optexp.vector.group import Member, NotVectorizable, run_group
+
+TRAINER = (
+    "trainer.batch_size=32",
+    "trainer.epochs=3",
+    "trainer.tensorboard=false",
+    "trainer.early_stopping.enabled=false",
+)
+SMALL = ("dataset=synthetic", "dataset.n_samples=300", "model.hidden=[16,16]", *TRAINER)
+MNIST1D = ("dataset=mnist1d", "dataset.num_samples=400", *TRAINER)
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
+
+
+def members(
+    make_cfg, tmp_path: Path, *overrides: str, seeds=(0, 1, 2), base=SMALL
+) -> list[Member]:
+    return [
+        Member(make_cfg(*base, *overrides, f"seed={s}"), tmp_path / f"member{s}", {})
+        for s in seeds
+    ]
+
+
+def same_run(member: dict, separate: dict, rel: float = 1e-5) -> None:
+    assert member["status"] == separate["status"]
+    assert member["global_step"] == separate["global_step"]
+    assert member["best_epoch"] == separate["best_epoch"]
+    for key in ("train/loss", "val/loss", "grad_norm", "weight_norm"):
+        assert member["final"][key] == pytest.approx(separate["final"][key], rel=rel), key
+    assert member["test"]["loss"] == pytest.approx(separate["test"]["loss"], rel=rel)
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_each_member_trains_as_its_separate_run(make_cfg, tmp_path, optimizer):
+    group = members(make_cfg, tmp_path, f"optimizer={optimizer}", "optimizer.lr=0.05")
+    results = run_group(group)
+    for k in (0, 2):
+        separate = train.run(group[k].cfg, tmp_path / f"separate{k}")
+        same_run(results[k], separate)
+    assert results[0]["final"]["train/loss"] != results[2]["final"]["train/loss"]  # seeds differ
+
+
+def test_a_cnn_with_per_member_data_trains_as_its_separate_runs(make_cfg, tmp_path):
+    """cnn1d on MNIST-1D, data_seed=${seed}: each member its own generated set and order."""
+    cnn = ("model=cnn1d", "model.channels=[8,8]", "model.kernel_sizes=[5,3]", "data_seed=${seed}")
+    group = members(make_cfg, tmp_path, *cnn, "trainer.epochs=2", seeds=(0, 1), base=MNIST1D)
+    results = run_group(group)
+    for k in (0, 1):
+        same_run(results[k], train.run(group[k].cfg, tmp_path / f"separate{k}"), rel=1e-4)
+
+
+def test_grad_clip_and_dropout_run_per_member(make_cfg, tmp_path):
+    """Clipping is per member (equal to the separate run); dropout draws per member."""
+    group = members(make_cfg, tmp_path, "trainer.grad_clip=0.05", seeds=(0, 1))
+    same_run(run_group(group)[1], train.run(group[1].cfg, tmp_path / "separate"))
+    dropout = members(make_cfg, tmp_path / "dropout", "model.dropout=0.5", seeds=(0, 1))
+    assert run_group(dropout)[1]["status"] == "completed"
+
+
+def test_a_diverged_member_does_not_stop_the_others(make_cfg, tmp_path, monkeypatch):
+    group = members(make_cfg, tmp_path)
+    step = vector_group.group_step
+    calls = []
+
+    def poisoned(g, window, measure):  # member 1's weights go to NaN at its 5th step
+        calls.append(1)
+        if len(calls) == 5:
+            g.stack.params[0].data[1] = float("nan")
+        return step(g, window, measure)
+
+    monkeypatch.setattr(vector_group, "group_step", poisoned)
+    results = run_group(group)
+    assert results[1]["status"] == "diverged"
+    assert results[1]["epochs_completed"] == 0
+    for k in (0, 2):
+        assert results[k]["status"] == "completed"
+        monkeypatch.setattr(vector_group, "group_step", step)
+        same_run(results[k], train.run(group[k].cfg, tmp_path / f"separate{k}"))
+
+
+def test_an_early_stopped_member_ends_alone(make_cfg, tmp_path):
+    stopping = ("trainer.early_stopping.enabled=true", "trainer.early_stopping.patience=1")
+    group = members(make_cfg, tmp_path, *stopping, "trainer.epochs=30", "optimizer.lr=0.3")
+    results = run_group(group)
+    for k, result in enumerate(results):
+        same_run(result, train.run(group[k].cfg, tmp_path / f"separate{k}"))
+    assert len({r["epochs_completed"] for r in results}) > 1  # they ended apart
+
+
+def test_a_group_killed_mid_epoch_continues_bit_equal(make_cfg, tmp_path, monkeypatch):
+    whole = run_group(members(make_cfg, tmp_path / "whole"))
+    step, calls = vector_group.group_step, []
+
+    def killed(g, window, measure):  # SIGTERM during the 14th step (of 9 per epoch)
+        calls.append(1)
+        if len(calls) == 14:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return step(g, window, measure)
+
+    monkeypatch.setattr(vector_group, "group_step", killed)
+    group = members(make_cfg, tmp_path / "killed")
+    stopped = run_group(group)
+    assert [r["status"] for r in stopped] == ["interrupted"] * 3
+    assert stopped[0]["global_step"] == 14
+    monkeypatch.setattr(vector_group, "group_step", step)
+    resumed = run_group(members(make_cfg, tmp_path / "killed"))
+    for result, reference in zip(resumed, whole, strict=True):
+        assert result["final"] == {**reference["final"], **pick_timing(result)}
+        assert result["test"] == reference["test"]
+        assert result["global_step"] == reference["global_step"]
+
+
+def pick_timing(result: dict) -> dict:
+    return {k: v for k, v in result["final"].items() if k.startswith(("time/", "throughput/"))}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        (("optimizer=lbfgs",), "evaluates the loss itself"),
+        (("trainer.ema.enabled=true",), "average weights"),
+        (("regularizer=l2",), "penalty"),
+        (("model=gru",), "vmap cannot run"),
+    ],
+)
+def test_what_cannot_be_vectorized_is_refused_before_any_write(
+    make_cfg, tmp_path, overrides, reason
+):
+    base = MNIST1D if "model=gru" in overrides else SMALL
+    with pytest.raises(NotVectorizable, match=reason):
+        run_group(members(make_cfg, tmp_path, *overrides, seeds=(0, 1), base=base))
+    assert not any(tmp_path.iterdir())
+
+
+def test_the_launcher_writes_separate_runs_that_the_report_reads(optexp_cli, tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    args = ("-m", "hydra/launcher=vectorized", *SMALL, "seed=0,1,2", "optimizer=sgd,adam")
+    result = optexp_cli(*args, f"hydra.sweep.dir={sweep}", "trainer.tensorboard=true")
+    assert result.returncode == 0, result.stderr[-2000:]
+    runs = sorted(sweep.glob("*/metrics.json"))
+    assert len(runs) == 6
+    assert all(json.loads(p.read_text())["status"] == "completed" for p in runs)
+    assert all(any((p.parent / "tb").iterdir()) for p in runs)
+    assert all((p.parent / "checkpoints" / "last.pt").exists() for p in runs)
+    report_main([str(sweep)])
+    table = capsys.readouterr().out
+    assert "sgd" in table and "adam" in table and "3" in table
+    again = optexp_cli(*args, f"hydra.sweep.dir={sweep}", "trainer.tensorboard=true")
+    assert again.returncode == 0
+    assert again.stderr.count("already, skipped") == 6
+
+
+def test_the_launcher_runs_an_unvectorizable_group_one_by_one(optexp_cli, tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ("-m", "hydra/launcher=vectorized", *SMALL, "seed=0,1", "optimizer=lbfgs")
+    result = optexp_cli(*args, "trainer.epochs=1", f"hydra.sweep.dir={sweep}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "seed=0,1 train one by one, not vectorized" in result.stderr
+    assert "evaluates the loss itself" in result.stderr
+    assert len(list(sweep.glob("*/metrics.json"))) == 2
