@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -13,8 +14,9 @@ import pytest
 
 from optexp import train
 from optexp.report import main as report_main
-from optexp.vector import group as vector_group
-from optexp.vector.group import Member, NotVectorizable, run_group
+from optexp.vector import loop as vector_loop
+from optexp.vector.group import Member, NotVectorizable
+from optexp.vector.loop import run_group
 
 TRAINER = (
     "trainer.batch_size=32",
@@ -27,12 +29,9 @@ MNIST1D = ("dataset=mnist1d", "dataset.num_samples=400", *TRAINER)
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
 
 
-def members(
-    make_cfg, tmp_path: Path, *overrides: str, seeds=(0, 1, 2), base=SMALL
-) -> list[Member]:
+def members(make_cfg, tmp_path: Path, *overrides: str, seeds=(0, 1, 2), base=SMALL) -> list[Member]:
     return [
-        Member(make_cfg(*base, *overrides, f"seed={s}"), tmp_path / f"member{s}", {})
-        for s in seeds
+        Member(make_cfg(*base, *overrides, f"seed={s}"), tmp_path / f"member{s}", {}) for s in seeds
     ]
 
 
@@ -74,7 +73,7 @@ def test_grad_clip_and_dropout_run_per_member(make_cfg, tmp_path):
 
 def test_a_diverged_member_does_not_stop_the_others(make_cfg, tmp_path, monkeypatch):
     group = members(make_cfg, tmp_path)
-    step = vector_group.group_step
+    step = vector_loop.group_step
     calls = []
 
     def poisoned(g, window, measure):  # member 1's weights go to NaN at its 5th step
@@ -83,13 +82,13 @@ def test_a_diverged_member_does_not_stop_the_others(make_cfg, tmp_path, monkeypa
             g.stack.params[0].data[1] = float("nan")
         return step(g, window, measure)
 
-    monkeypatch.setattr(vector_group, "group_step", poisoned)
+    monkeypatch.setattr(vector_loop, "group_step", poisoned)
     results = run_group(group)
     assert results[1]["status"] == "diverged"
     assert results[1]["epochs_completed"] == 0
     for k in (0, 2):
         assert results[k]["status"] == "completed"
-        monkeypatch.setattr(vector_group, "group_step", step)
+        monkeypatch.setattr(vector_loop, "group_step", step)
         same_run(results[k], train.run(group[k].cfg, tmp_path / f"separate{k}"))
 
 
@@ -104,7 +103,7 @@ def test_an_early_stopped_member_ends_alone(make_cfg, tmp_path):
 
 def test_a_group_killed_mid_epoch_continues_bit_equal(make_cfg, tmp_path, monkeypatch):
     whole = run_group(members(make_cfg, tmp_path / "whole"))
-    step, calls = vector_group.group_step, []
+    step, calls = vector_loop.group_step, []
 
     def killed(g, window, measure):  # SIGTERM during the 14th step (of 9 per epoch)
         calls.append(1)
@@ -112,17 +111,20 @@ def test_a_group_killed_mid_epoch_continues_bit_equal(make_cfg, tmp_path, monkey
             os.kill(os.getpid(), signal.SIGTERM)
         return step(g, window, measure)
 
-    monkeypatch.setattr(vector_group, "group_step", killed)
+    monkeypatch.setattr(vector_loop, "group_step", killed)
     group = members(make_cfg, tmp_path / "killed")
     stopped = run_group(group)
     assert [r["status"] for r in stopped] == ["interrupted"] * 3
     assert stopped[0]["global_step"] == 14
-    monkeypatch.setattr(vector_group, "group_step", step)
+    monkeypatch.setattr(vector_loop, "group_step", step)
+    alone = tmp_path / "alone"  # a member's checkpoint is its separate run's, too
+    shutil.copytree(group[1].run_dir, alone)
     resumed = run_group(members(make_cfg, tmp_path / "killed"))
     for result, reference in zip(resumed, whole, strict=True):
         assert result["final"] == {**reference["final"], **pick_timing(result)}
         assert result["test"] == reference["test"]
         assert result["global_step"] == reference["global_step"]
+    same_run(train.run(group[1].cfg, alone), whole[1])
 
 
 def pick_timing(result: dict) -> dict:

@@ -74,7 +74,8 @@ def run_together(launcher: Any, group: Jobs) -> dict[int, JobReturn]:
     ready = {num: r.return_value for num, r in returns.items() if isinstance(r.return_value, Job)}
     if len(ready) < 2:
         return returns | one_by_one(launcher, group, ready)
-    from optexp.vector.group import NotVectorizable, run_group
+    from optexp.vector.group import NotVectorizable
+    from optexp.vector.loop import run_group
 
     jobs = list(ready.values())
     try:

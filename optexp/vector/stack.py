@@ -36,13 +36,13 @@ class Stack:
             for tensor, stacked in zip(model.buffers(), self.buffers, strict=True):
                 tensor.data = stacked[k]
         self.template = copy.deepcopy(models[0]).to("meta")  # the structure, no storage
-
-    def train(self, mode: bool = True) -> None:
-        self.template.train(mode)
+        self.layers = grouped_layers(self.template, self.names)
 
     def forward(self, x: Tensor, shared: bool) -> Tensor:
         """Every member's output on `x`: one batch for all (`shared`), or one per member
         stacked along the first dimension. Dropout draws differently for each member."""
+        if self.layers is not None:
+            return self._grouped(x, shared)
         with warnings.catch_warnings():  # "no batching rule, falling back": slower, still exact
             warnings.filterwarnings("ignore", "There is a performance drop")
             return vmap(
@@ -55,6 +55,21 @@ class Stack:
 
     def _member(self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor) -> Tensor:
         return functional_call(self.template, (params, buffers), (x,))
+
+    def _grouped(self, x: Tensor, shared: bool) -> Tensor:
+        """The MLP's forward as batched matrix products: what vmap computes, without its
+        per-operation cost (benchmarks/RESULTS.md)."""
+        assert self.layers is not None
+        for module, index in self.layers:
+            if isinstance(module, nn.Flatten):
+                x = x.flatten(1 if shared else 2)
+            elif isinstance(module, nn.Linear):
+                weight, bias = self.params[index], self.params[index + 1]
+                x = x.expand(self.size, *x.shape) if shared else x
+                x, shared = torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2)), False
+            else:  # elementwise: on (K, B, H), dropout draws for each member apart
+                x = module(x)
+        return x
 
     @torch.no_grad()
     def grad_norms(self) -> Tensor:
@@ -78,6 +93,32 @@ class Stack:
         for p in self.params:
             if p.grad is not None:
                 p.grad.mul_(scale.view(-1, *[1] * (p.ndim - 1)).to(p.grad.dtype))
+
+
+# Modules that act on each element alone: the same on a stack of members' activations.
+ELEMENTWISE_MODULES = (
+    nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.LeakyReLU, nn.ELU, nn.SiLU, nn.Identity, nn.Dropout
+)  # fmt: skip
+
+
+def grouped_layers(template: nn.Module, names: list[str]) -> list[tuple[nn.Module, int]] | None:
+    """An MLP (a Sequential of Flatten first, Linear layers with biases and elementwise
+    modules after the first Linear) as (module, index of its weight in `names`); None for
+    any other model, which vmap runs."""
+    if not isinstance(template, nn.Sequential):
+        return None
+    layers, linear_seen = [], False
+    for position, module in enumerate(template):
+        if isinstance(module, nn.Flatten) and position == 0 and module.start_dim == 1:
+            layers.append((module, -1))
+        elif isinstance(module, nn.Linear) and module.bias is not None:
+            layers.append((module, names.index(f"{position}.weight")))
+            linear_seen = True
+        elif isinstance(module, ELEMENTWISE_MODULES) and linear_seen:
+            layers.append((module, -1))
+        else:
+            return None
+    return layers
 
 
 def member_state(optimizer: torch.optim.Optimizer, k: int) -> dict[str, Any]:

@@ -1,0 +1,146 @@
+"""Seeds as one vectorized group (optexp.vector) against separate runs, side by side in
+one run on this machine:
+
+    python benchmarks/vectorized.py [--reps 3] [--seeds 10] [--study-epochs 3]
+
+default: the default experiment (digits MLP) as `optexp` runs it (TensorBoard and a
+checkpoint every epoch), and its training alone (neither): one seed's run, `--seeds`
+separate runs one after another in this process, and the same seeds as one group.
+study: every problem of the study preset (experiment=study_optimizers, so data_seed
+follows the seed) with Adam at lr 1e-3 and 3 seeds, cut to `--study-epochs` epochs:
+the 3 separate runs against the group (a model vmap cannot run trains one by one),
+with the largest relative difference of a member's test loss from its separate run.
+Wall times are medians over `--reps` after one warm-up of each side, the sides alternating.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from optexp import train  # noqa: E402
+from optexp.cli import CONFIG_DIR  # noqa: E402
+from optexp.vector.group import Member, NotVectorizable  # noqa: E402
+from optexp.vector.loop import run_group  # noqa: E402
+
+TRAINING_ONLY = ("trainer.tensorboard=false", "trainer.checkpoint.every=100000")
+PROBLEMS = (
+    "mnist1d_cnn",
+    "mnist1d_gru",
+    "mnist1d_deep_mlp",
+    "mnist1d_autoencoder",
+    "quadratic_deep",
+    "lookup_transformer",
+)
+
+
+def configs(seeds: range, *overrides: str) -> list:
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return [compose("config", overrides=[*overrides, f"seed={s}"]) for s in seeds]
+
+
+def timed(work: Callable[[Path], object]) -> tuple[float, object]:
+    folder = Path(tempfile.mkdtemp(prefix="optexp-bench-"))
+    try:
+        started = time.perf_counter()
+        result = work(folder)
+        return time.perf_counter() - started, result
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def separate(cfgs: list) -> Callable[[Path], list[dict]]:
+    return lambda folder: [train.run(c, folder / f"run{k}") for k, c in enumerate(cfgs)]
+
+
+def together(cfgs: list) -> Callable[[Path], list[dict]]:
+    def work(folder: Path) -> list[dict]:
+        members = [Member(c, folder / f"member{k}", {}) for k, c in enumerate(cfgs)]
+        try:
+            return run_group(members)
+        except NotVectorizable:  # as the launcher does: one by one
+            return separate(cfgs)(folder)
+
+    return work
+
+
+def median_times(sides: dict[str, Callable[[Path], object]], reps: int) -> dict[str, float]:
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    for work in sides.values():  # warm-up: generated datasets cached, kernels loaded
+        timed(work)
+    for _ in range(reps):
+        for name, work in sides.items():
+            times[name].append(timed(work)[0])
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def default_part(reps: int, seeds: int) -> None:
+    for label, extra in (("as optexp runs it", ()), ("training only", TRAINING_ONLY)):
+        cfgs = configs(range(seeds), *extra)
+        sides = {
+            "1 seed": separate(cfgs[:1]),
+            f"{seeds} separate": separate(cfgs),
+            f"{seeds} vectorized": together(cfgs),
+        }
+        times = median_times(sides, reps)
+        one = times["1 seed"]
+        cells = "  ".join(f"{name} {t:.2f} s ({t / one:.2f}x)" for name, t in times.items())
+        print(f"default experiment, {label}: {cells}", flush=True)
+
+
+def study_part(reps: int, epochs: int) -> None:
+    total = {"separate": 0.0, "vectorized": 0.0}
+    for problem in PROBLEMS:
+        overrides = ("experiment=study_optimizers", f"+problem={problem}", "optimizer=adam")
+        cfgs = configs(range(3), *overrides, "optimizer.lr=1e-3", f"trainer.epochs={epochs}")
+        times = median_times({"separate": separate(cfgs), "vectorized": together(cfgs)}, reps)
+        _, apart = timed(separate(cfgs))
+        _, grouped = timed(together(cfgs))
+        gap = max(
+            abs(g["test"]["loss"] - a["test"]["loss"]) / abs(a["test"]["loss"])
+            for g, a in zip(grouped, apart, strict=True)  # type: ignore[arg-type]
+        )
+        for side, t in times.items():
+            total[side] += t
+        ratio = times["separate"] / times["vectorized"]
+        print(
+            f"study {problem}: 3 separate {times['separate']:.2f} s, vectorized "
+            f"{times['vectorized']:.2f} s ({ratio:.2f}x faster), test loss gap {gap:.1e}",
+            flush=True,
+        )
+    ratio = total["separate"] / total["vectorized"]
+    print(f"study, all problems: {total['separate']:.1f} s -> {total['vectorized']:.1f} s "
+          f"({ratio:.2f}x faster)")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--study-epochs", type=int, default=3)
+    parser.add_argument("--parts", default="default,study")
+    args = parser.parse_args()
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"load average {os.getloadavg()[0]:.2f}")  # fmt: skip
+    parts = args.parts.split(",")
+    if "default" in parts:
+        default_part(args.reps, args.seeds)
+    if "study" in parts:
+        study_part(args.reps, args.study_epochs)
+
+
+if __name__ == "__main__":
+    main()
