@@ -57,7 +57,7 @@ def test_two_processes_follow_the_one_process_trajectory_and_write_one_set_of_fi
 
 
 def test_a_killed_or_stopped_group_resumes_to_the_uninterrupted_result(optexp_cli, tmp_path):
-    args = (*RUN, *TWO, "trainer.epochs=12", "trainer.batch_size=4")  # 70 steps an epoch
+    args = (*RUN, *TWO, "trainer.epochs=8", "trainer.batch_size=4")  # 70 steps an epoch
     assert optexp_cli(*args, run_dir=tmp_path / "whole", timeout=300).returncode == 0
     whole = metrics(tmp_path / "whole")
     for stop in (signal.SIGKILL, signal.SIGTERM):

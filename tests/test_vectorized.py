@@ -26,7 +26,7 @@ TRAINER = (
 )
 SMALL = ("dataset=synthetic", "dataset.n_samples=300", "model.hidden=[16,16]", *TRAINER)
 MNIST1D = ("dataset=mnist1d", "dataset.num_samples=400", *TRAINER)
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw", "textbook/adam")
 
 
 def members(make_cfg, tmp_path: Path, *overrides: str, seeds=(0, 1, 2), base=SMALL) -> list[Member]:
@@ -137,13 +137,14 @@ def pick_timing(result: dict) -> dict:
         (("optimizer=lbfgs",), "evaluates the loss itself"),
         (("trainer.ema.enabled=true",), "average weights"),
         (("regularizer=l2",), "penalty"),
-        (("model=gru",), "vmap cannot run"),
+        (("model=gru", *MNIST1D), "vmap cannot run"),
+        (("+problem=lookup_transformer", *TRAINER), "no batching rule for aten::_scaled_dot"),
     ],
 )
 def test_what_cannot_be_vectorized_is_refused_before_any_write(
     make_cfg, tmp_path, overrides, reason
 ):
-    base = MNIST1D if "model=gru" in overrides else SMALL
+    base = () if overrides[0].startswith(("model=gru", "+problem")) else SMALL
     with pytest.raises(NotVectorizable, match=reason):
         run_group(members(make_cfg, tmp_path, *overrides, seeds=(0, 1), base=base))
     assert not any(tmp_path.iterdir())

@@ -11,6 +11,8 @@ stopping, divergence) is finished then and there, and its loss leaves the sum.""
 from __future__ import annotations
 
 import dataclasses
+import re
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,17 +177,22 @@ def check_traceable(group: Group, cfg: DictConfig) -> None:
         return
     x, y, shared = batch
     buffers = [b.clone() for b in group.stack.buffers]
+    model = f"model={cfg.model._target_}"
     try:
-        with train.forked_rng(group.lead.device):
+        with train.forked_rng(group.lead.device), warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
             losses = member_losses(group, group.stack.forward(x, shared), y, shared)
             losses.sum().backward()
     except RuntimeError as error:
         first = (str(error).splitlines() or [type(error).__name__])[0]
-        raise NotVectorizable(f"vmap cannot run model={cfg.model._target_}: {first}") from None
+        raise NotVectorizable(f"vmap cannot run {model}: {first}") from None
     finally:
         for buffer, saved in zip(group.stack.buffers, buffers, strict=True):
             buffer.copy_(saved)
         group.optimizer.zero_grad(set_to_none=True)
+    for warning in seen:  # vmap would loop over the members: slower than separate runs
+        if (found := re.search(r"batching rule for (\S+?)\.? ", str(warning.message))) is not None:
+            raise NotVectorizable(f"vmap has no batching rule for {found[1]} of {model}")
 
 
 def member_losses(

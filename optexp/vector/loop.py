@@ -85,11 +85,11 @@ def train_interval(
     deadline = started + (group.lead.trainer.max_time or math.inf) - place.seconds
     batches = tracker.batches(group_batches(group), place.batches_done)
     sums, grad_norms, time_up = train_steps(group, batches, stop, (until, deadline))
-    budget_spent = place.step >= until or time_up
+    budget_spent, spent = place.step >= until or time_up, time.perf_counter() - started
     records = {}
     for k in group.active:
         progress = group.progress[k]
-        progress.seconds += time.perf_counter() - started
+        progress.seconds += spent
         member_sums = sums[k] + torch.tensor(progress.sums or NO_SUMS, device=sums.device)
         if progress.batches_done < group.lead.batches_per_epoch and not budget_spent:
             progress.sums = member_sums.tolist()  # a stop signal: the place and sums are kept

@@ -6,7 +6,6 @@ measuring a member is the ordinary code on an ordinary module."""
 from __future__ import annotations
 
 import copy
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,15 +42,11 @@ class Stack:
         stacked along the first dimension. Dropout draws differently for each member."""
         if self.layers is not None:
             return self._grouped(x, shared)
-        with warnings.catch_warnings():  # "no batching rule, falling back": slower, still exact
-            warnings.filterwarnings("ignore", "There is a performance drop")
-            return vmap(
-                self._member, in_dims=(0, 0, None if shared else 0), randomness="different"
-            )(
-                dict(zip(self.names, self.params, strict=True)),
-                dict(zip(self.buffer_names, self.buffers, strict=True)),
-                x,
-            )
+        return vmap(self._member, in_dims=(0, 0, None if shared else 0), randomness="different")(
+            dict(zip(self.names, self.params, strict=True)),
+            dict(zip(self.buffer_names, self.buffers, strict=True)),
+            x,
+        )
 
     def _member(self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor) -> Tensor:
         return functional_call(self.template, (params, buffers), (x,))
