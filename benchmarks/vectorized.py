@@ -1,14 +1,17 @@
 """Seeds as one vectorized group (optexp.vector) against separate runs, side by side in
 one run on this machine:
 
-    python benchmarks/vectorized.py [--reps 3] [--seeds 10] [--study-epochs 3]
+    python benchmarks/vectorized.py [--reps 3] [--seeds 10] [--parts step,default,study]
 
 default: the default experiment (digits MLP) as `optexp` runs it (TensorBoard and a
 checkpoint every epoch), and its training alone (neither): one seed's run, `--seeds`
 separate runs one after another in this process, and the same seeds as one group.
+step: one training step of the default MLP (batch 64, fused Adam): one member on its
+own, and `--seeds` members stacked, as batched matrix products (what optexp runs for an
+MLP) and through vmap over functional_call (what it runs for other models).
 study: every problem of the study preset (experiment=study_optimizers, so data_seed
-follows the seed) with Adam at lr 1e-3 and 3 seeds, cut to `--study-epochs` epochs:
-the 3 separate runs against the group (a model vmap cannot run trains one by one),
+follows the seed) with Adam at lr 1e-3 and `--study-seeds` seeds, cut to `--study-epochs`
+epochs: the separate runs against the group (a model vmap cannot run trains one by one),
 with the largest relative difference of a member's test loss from its separate run.
 Wall times are medians over `--reps` after one warm-up of each side, the sides alternating.
 """
@@ -16,6 +19,7 @@ Wall times are medians over `--reps` after one warm-up of each side, the sides a
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import platform
 import shutil
@@ -35,6 +39,7 @@ from optexp import train  # noqa: E402
 from optexp.cli import CONFIG_DIR  # noqa: E402
 from optexp.vector.group import Member, NotVectorizable  # noqa: E402
 from optexp.vector.loop import run_group  # noqa: E402
+from optexp.vector.stack import Stack  # noqa: E402
 
 TRAINING_ONLY = ("trainer.tensorboard=false", "trainer.checkpoint.every=100000")
 PROBLEMS = (
@@ -101,11 +106,52 @@ def default_part(reps: int, seeds: int) -> None:
         print(f"default experiment, {label}: {cells}", flush=True)
 
 
-def study_part(reps: int, epochs: int) -> None:
+def step_part(seeds: int, steps: int = 300) -> None:
+    import torch
+
+    from optexp.parts import build_parts
+
+    cfgs = configs(range(seeds), "trainer.tensorboard=false")
+    members = [build_parts(c) for c in cfgs]
+    x, y = next(iter(members[0].data.train.batches(64)))
+    one = members[0].model
+    alone = torch.optim.Adam(one.parameters(), fused=True)
+    stack = Stack([copy.deepcopy(p.model) for p in members])
+    stacked = torch.optim.Adam(stack.params, fused=True)
+    loss_fn = members[0].loss_fn
+
+    def step_one() -> None:
+        alone.zero_grad()
+        loss_fn(one(x), y).backward()
+        alone.step()
+
+    def step_stack() -> None:
+        stacked.zero_grad()
+        out = stack.forward(x, True)
+        torch.stack([loss_fn(o, y) for o in out]).sum().backward()
+        stacked.step()
+
+    layers = stack.layers
+    for name, setup, work in (
+        ("1 member", None, step_one),
+        (f"{seeds} members, batched matrix products", layers, step_stack),
+        (f"{seeds} members, vmap", None, step_stack),
+    ):
+        stack.layers = setup
+        for _ in range(20):
+            work()
+        started = time.perf_counter()
+        for _ in range(steps):
+            work()
+        ms = (time.perf_counter() - started) / steps * 1e3
+        print(f"step, {name}: {ms:.3f} ms (torch threads {torch.get_num_threads()})", flush=True)
+
+
+def study_part(reps: int, epochs: int, seeds: int) -> None:
     total = {"separate": 0.0, "vectorized": 0.0}
     for problem in PROBLEMS:
         overrides = ("experiment=study_optimizers", f"+problem={problem}", "optimizer=adam")
-        cfgs = configs(range(3), *overrides, "optimizer.lr=1e-3", f"trainer.epochs={epochs}")
+        cfgs = configs(range(seeds), *overrides, "optimizer.lr=1e-3", f"trainer.epochs={epochs}")
         times = median_times({"separate": separate(cfgs), "vectorized": together(cfgs)}, reps)
         _, apart = timed(separate(cfgs))
         _, grouped = timed(together(cfgs))
@@ -117,7 +163,7 @@ def study_part(reps: int, epochs: int) -> None:
             total[side] += t
         ratio = times["separate"] / times["vectorized"]
         print(
-            f"study {problem}: 3 separate {times['separate']:.2f} s, vectorized "
+            f"study {problem}: {seeds} separate {times['separate']:.2f} s, vectorized "
             f"{times['vectorized']:.2f} s ({ratio:.2f}x faster), test loss gap {gap:.1e}",
             flush=True,
         )
@@ -131,15 +177,18 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--study-epochs", type=int, default=3)
-    parser.add_argument("--parts", default="default,study")
+    parser.add_argument("--study-seeds", type=int, default=3, help="the preset has 3")
+    parser.add_argument("--parts", default="step,default,study")
     args = parser.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.2f}")  # fmt: skip
     parts = args.parts.split(",")
+    if "step" in parts:
+        step_part(args.seeds)
     if "default" in parts:
         default_part(args.reps, args.seeds)
     if "study" in parts:
-        study_part(args.reps, args.study_epochs)
+        study_part(args.reps, args.study_epochs, args.study_seeds)
 
 
 if __name__ == "__main__":

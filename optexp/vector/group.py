@@ -10,10 +10,11 @@ stopping, divergence) is finished then and there, and its loss leaves the sum.""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,12 +93,14 @@ class Group:
 def build_group(members: list[Member]) -> Group:
     """Every member's parts as its own run builds them, resumed from its checkpoint if it
     has one, then stacked; refused (`NotVectorizable`) where the stack would not train as
-    the separate runs do."""
+    the separate runs do, as soon as the first member shows it."""
     parts, progress, about = [], [], []
     for member in members:
         train.seed_everything(member.cfg.seed)
         member_parts = build_parts(member.cfg)
         refuse_unvectorizable(member_parts, member.cfg)
+        if not parts:
+            check_traceable(member_parts, member.cfg)
         config = OmegaConf.to_container(member.cfg, resolve=True)
         progress.append(train.resume(member_parts, member.run_dir, config))
         identity = rundir.identity(member.cfg, member_parts.device, member.choices)
@@ -119,9 +122,7 @@ def build_group(members: list[Member]) -> Group:
         for p, d in zip(parts, data, strict=True)
     ]
     everyone = list(range(len(parts)))
-    group = Group(parts, progress, about, stack, optimizer, schedule, shared, everyone)
-    check_traceable(group, members[0].cfg)
-    return group
+    return Group(parts, progress, about, stack, optimizer, schedule, shared, everyone)
 
 
 def refuse_unvectorizable(parts: Parts, cfg: DictConfig) -> None:
@@ -168,39 +169,36 @@ def stacked_optimizer(cfg: DictConfig, lead: Parts, stack: Stack) -> torch.optim
     return build("optimizer", node, params=groups, **fused_kernel(node, lead.device))
 
 
-def check_traceable(group: Group, cfg: DictConfig) -> None:
-    """One forward and backward of the stack on a training batch (its buffers and the
-    random state put back after: nothing changes), or `NotVectorizable` naming what vmap
-    refused."""
-    batch = next(group_batches(group), None)
-    if batch is None:
-        return
-    x, y, shared = batch
-    buffers = [b.clone() for b in group.stack.buffers]
-    model = f"model={cfg.model._target_}"
+def check_traceable(lead: Parts, cfg: DictConfig) -> None:
+    """One forward and backward of a stack of two copies of the first member's model on
+    its first training batch, or `NotVectorizable` naming what vmap refused or would run
+    as a loop over the members (slower than separate runs). The copies keep the member
+    as it is; the random state is put back."""
+    x, y = next(iter(lead.data.train.batches(lead.batch_size)))
+    stack, model = (
+        Stack([copy.deepcopy(lead.model) for _ in range(2)]),
+        f"model={cfg.model._target_}",
+    )
     try:
-        with train.forked_rng(group.lead.device), warnings.catch_warnings(record=True) as seen:
+        with train.forked_rng(lead.device), warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("always")
-            losses = member_losses(group, group.stack.forward(x, shared), y, shared)
-            losses.sum().backward()
+            member_losses(lead.loss_fn, stack.forward(x, True), y, True).sum().backward()
     except RuntimeError as error:
         first = (str(error).splitlines() or [type(error).__name__])[0]
         raise NotVectorizable(f"vmap cannot run {model}: {first}") from None
-    finally:
-        for buffer, saved in zip(group.stack.buffers, buffers, strict=True):
-            buffer.copy_(saved)
-        group.optimizer.zero_grad(set_to_none=True)
-    for warning in seen:  # vmap would loop over the members: slower than separate runs
+    for warning in seen:
         if (found := re.search(r"batching rule for (\S+?)\.? ", str(warning.message))) is not None:
             raise NotVectorizable(f"vmap has no batching rule for {found[1]} of {model}")
 
 
 def member_losses(
-    group: Group, out: torch.Tensor, target: torch.Tensor, shared: bool
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    out: torch.Tensor,
+    target: torch.Tensor,
+    shared: bool,
 ) -> torch.Tensor:
     """(K,): each member's loss on its outputs, by the run's own loss function (a loop:
     fewer operations than vmap's for one small call)."""
-    loss_fn = group.lead.loss_fn
     targets = [target] * len(out) if shared else list(target)
     return torch.stack([loss_fn(o, t) for o, t in zip(out, targets, strict=True)])
 

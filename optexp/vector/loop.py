@@ -147,7 +147,7 @@ def group_step(
         n = batch_size(y, shared)
         with lead.autocast():
             out = stack.forward(x, per_member)
-            losses = member_losses(group, out, target, per_member)
+            losses = member_losses(lead.loss_fn, out, target, per_member)
         objective = torch.where(mask, losses, 0).sum()
         (objective if n == samples else objective * (n / samples)).backward()
         stats.append(batch_sums(group, out, y, losses, n))
