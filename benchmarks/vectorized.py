@@ -106,7 +106,7 @@ def default_part(reps: int, seeds: int) -> None:
         print(f"default experiment, {label}: {cells}", flush=True)
 
 
-def step_part(seeds: int, steps: int = 300) -> None:
+def step_part(reps: int, seeds: int, steps: int = 100) -> None:
     import torch
 
     from optexp.parts import build_parts
@@ -132,19 +132,23 @@ def step_part(seeds: int, steps: int = 300) -> None:
         stacked.step()
 
     layers = stack.layers
-    for name, setup, work in (
-        ("1 member", None, step_one),
-        (f"{seeds} members, batched matrix products", layers, step_stack),
-        (f"{seeds} members, vmap", None, step_stack),
-    ):
-        stack.layers = setup
-        for _ in range(20):
-            work()
-        started = time.perf_counter()
-        for _ in range(steps):
-            work()
-        ms = (time.perf_counter() - started) / steps * 1e3
-        print(f"step, {name}: {ms:.3f} ms (torch threads {torch.get_num_threads()})", flush=True)
+    sides = {
+        "1 member": (None, step_one),
+        f"{seeds} members, batched matrix products": (layers, step_stack),
+        f"{seeds} members, vmap": (None, step_stack),
+    }
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    for rep in range(reps + 1):  # the first round warms up
+        for name, (setup, work) in sides.items():
+            stack.layers = setup
+            started = time.perf_counter()
+            for _ in range(steps):
+                work()
+            if rep:
+                times[name].append((time.perf_counter() - started) / steps * 1e3)
+    for name, ms in times.items():
+        threads = torch.get_num_threads()
+        print(f"step, {name}: {statistics.median(ms):.3f} ms (torch threads {threads})", flush=True)
 
 
 def study_part(reps: int, epochs: int, seeds: int) -> None:
@@ -184,7 +188,7 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.2f}")  # fmt: skip
     parts = args.parts.split(",")
     if "step" in parts:
-        step_part(args.seeds)
+        step_part(args.reps * 3, args.seeds)
     if "default" in parts:
         default_part(args.reps, args.seeds)
     if "study" in parts:
