@@ -40,12 +40,15 @@ def run_group(members: list[Member]) -> list[dict[str, Any]]:
                 config, device = group.about[k].config, group.lead.device
                 tracker.log_text(describe_run(config, device, members[k].launch))
         while group.active:
-            for k, status in ended(group, bool(stop)).items():
+            ending, ended_at = ended(group, bool(stop)), time.perf_counter()
+            for k, status in ending.items():
+                # wall_s: the group's time to this end, and this member's own conclusion
+                waited = time.perf_counter() - ended_at  # the others' conclusions
                 if status == Status.INTERRUPTED:
                     save(group, k, writer, ["last"])
                 parts, progress, about = group.parts[k], group.progress[k], group.about[k]
                 summaries[k] = train.conclude(
-                    parts, progress, status, trackers[k], about, started, stop.signal
+                    parts, progress, status, trackers[k], about, started + waited, stop.signal
                 )
                 group.active.remove(k)
             if group.active and (records := train_interval(group, trackers[0], stop)):
