@@ -20,11 +20,12 @@ pytestmark = [pytest.mark.xdist_group("slurm"), pytest.mark.usefixtures("slurm_c
 
 QUICK = ("trainer.epochs=1", "trainer.tensorboard=false", "trainer.checkpoint.keep_best=false")
 SLURM = ("hydra/launcher=slurm_cpu", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1")
-# About 30 s of training on one core: long enough to outlast the warning of a 1-minute
-# limit; small steps, so a stop lands mid-epoch.
+# About 50 s of training on one core. SLURM sends a time limit's warning at its first
+# time-limit check after the job starts, and checks every 30 s: the first start must outlast
+# that on a machine faster than this one. Small steps, so a stop lands mid-epoch.
 LONG = (
     "trainer.batch_size=4",
-    "trainer.epochs=150",
+    "trainer.epochs=500",
     "trainer.early_stopping.enabled=false",
     "trainer.tensorboard=false",
 )
@@ -110,7 +111,7 @@ def test_time_limit_requeues_and_resumes_exactly(tmp_path, uninterrupted):
     args = (*SLURM, *TIME_LIMITED, "hydra.launcher.max_num_timeout=10", *LONG)
     result = sweep(*args, sweep=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert starts(tmp_path) >= 2  # requeued at least once
+    assert starts(tmp_path) >= 2, "never requeued: LONG ended before SLURM's warning"
     # SLURM's warning comes when its timer looks, up to a minute early: during training
     # (optexp saves last.pt, then requeues) or while the job still starts (submitit requeues).
     log = job_log(tmp_path, "err")
