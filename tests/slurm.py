@@ -28,9 +28,24 @@ def no_cluster(reason: str) -> None:
     pytest.skip(f"no local SLURM cluster: {reason}")
 
 
+def check_one_worker(session: pytest.Session) -> None:
+    """Fail unless xdist keeps the SLURM tests on one worker: two would start and stop one
+    cluster each, at once, as they did with pytest 9.2 (pytest-xdist#1386)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    grouped = [item.nodeid for item in session.items if item.get_closest_marker("xdist_group")]
+    if not all("@" in nodeid for nodeid in grouped):  # loadgroup appends "@group" to the ids
+        pytest.fail(
+            "pytest-xdist did not keep the SLURM tests on one worker (--dist loadgroup): this"
+            f" pytest {pytest.__version__} and pytest-xdist do not work together; see the pin"
+            " in pyproject.toml"
+        )
+
+
 @pytest.fixture(scope="session")
-def slurm_cluster() -> Iterator[Path]:
+def slurm_cluster(request: pytest.FixtureRequest) -> Iterator[Path]:
     """The cluster's slurm.conf, with SLURM_CONF set for this process and its children."""
+    check_one_worker(request.session)
     if os.geteuid() != 0:
         no_cluster("scripts/slurm-cluster needs root")
     started = cluster("status").returncode != 0
