@@ -48,15 +48,15 @@ class Tracker:
         batches_per_epoch: int,
         start: int = 0,
         shows: bool = True,
-        writes: bool | None = None,
+        writes: bool = True,
     ) -> None:
         """`start`: the x of TensorBoard's curves where the run is (the epochs completed, or
         the steps with trainer.eval_every_steps). `shows` false: nothing on the terminal;
-        `writes` (default: `shows`) false: no TensorBoard either (another rank than 0's)."""
+        `writes` false: no TensorBoard (another rank than 0's writes neither)."""
         self.epochs, self.batches_per_epoch = trainer.epochs, batches_per_epoch
         self.step = start  # the last x logged: where the end-of-run records go
         self.writer = None
-        if trainer.tensorboard and (shows if writes is None else writes):
+        if trainer.tensorboard and writes:
             from torch.utils.tensorboard import SummaryWriter
 
             # purge_step drops events a killed run wrote past its last checkpoint.

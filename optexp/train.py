@@ -67,7 +67,8 @@ def run(
     about = About(run_dir, config, choices or {}, rundir.identity(cfg, parts.device, choices or {}))
     run_dir.mkdir(parents=True, exist_ok=True)
     start = x_of(parts, progress)
-    tracker = Tracker(run_dir, parts.trainer, parts.batches_per_epoch, start, world.is_main)
+    main = world.is_main  # another rank neither shows nor writes
+    tracker = Tracker(run_dir, parts.trainer, parts.batches_per_epoch, start, main, main)
     writer = checkpoint.Writer()
 
     def save(*names: str) -> None:

@@ -71,7 +71,7 @@ def make_trackers(group: Group) -> list[Tracker]:
         start, run_dir = train.x_of(parts, progress), group.about[k].run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
         trackers.append(
-            Tracker(run_dir, parts.trainer, parts.batches_per_epoch, start, k == 0, writes=True)
+            Tracker(run_dir, parts.trainer, parts.batches_per_epoch, start, shows=k == 0)
         )
     return trackers
 
@@ -121,10 +121,8 @@ def train_steps(
         grad_norms = norms if measure else grad_norms
         for k in group.active:
             progress = group.progress[k]
-            progress.step, progress.batches_done = (
-                progress.step + 1,
-                progress.batches_done + len(window),
-            )
+            progress.step += 1
+            progress.batches_done += len(window)
         group.schedule.after_step(place.epoch + 1)
         if place.step >= steps:
             break
