@@ -175,10 +175,8 @@ def check_traceable(lead: Parts, cfg: DictConfig) -> None:
     as a loop over the members (slower than separate runs). The copies keep the member
     as it is; the random state is put back."""
     x, y = next(iter(lead.data.train.batches(lead.batch_size)))
-    stack, model = (
-        Stack([copy.deepcopy(lead.model) for _ in range(2)]),
-        f"model={cfg.model._target_}",
-    )
+    stack = Stack([copy.deepcopy(lead.model) for _ in range(2)])
+    model = f"model={cfg.model._target_}"
     try:
         with train.forked_rng(lead.device), warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("always")
