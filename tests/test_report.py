@@ -383,3 +383,92 @@ def test_an_error_in_the_runs_prints_the_hint_and_optexp_debug_the_traceback(
     monkeypatch.setenv("OPTEXP_DEBUG", "1")
     with pytest.raises(ReportError, match="does not exist"):
         main([str(tmp_path / "nowhere")])
+
+
+# ---------------------------------------------------------------- the settings object
+
+
+def settings_of(*argv: str) -> Any:
+    """The settings `main` builds from these flags, after check_flags."""
+    from optexp.report.flags import check_flags, parser
+    from optexp.report.settings import ReportSettings
+
+    p = parser()
+    args = p.parse_args(["runs", *argv])
+    check_flags(p, args)
+    return ReportSettings.from_args(args)
+
+
+def test_no_flags_give_the_dataclass_defaults_which_argparse_does_not_repeat():
+    import dataclasses
+
+    from optexp.report.flags import NEEDS, check_flags, parser
+    from optexp.report.settings import DEFAULTS, ReportSettings
+
+    assert settings_of() == ReportSettings() == DEFAULTS
+    names = [f.name for f in dataclasses.fields(ReportSettings)]
+    assert sorted(NEEDS) == sorted(names)  # every setting has its rule, and only settings
+    p = parser()
+    args = p.parse_args(["runs", *TUNE, "--study", "st"])
+    check_flags(p, args)  # checks only: the Namespace keeps "not given"
+    assert [getattr(args, name) for name in names] == [None] * len(names)
+    for name in names:  # a flag of its name; None when not given, never a second default
+        assert p.get_default(name) is None, name
+        flag = "--" + name.replace("_", "-")
+        assert flag in p._option_string_actions, flag  # argparse lists its flags nowhere public
+        assert p._option_string_actions[flag].dest == name
+
+
+def test_each_flag_sets_its_field_and_the_help_shows_the_default(tmp_path):
+    from optexp.report.flags import parser
+    from optexp.report.settings import DEFAULTS
+
+    given = settings_of(
+        *TUNE, "--study", str(tmp_path / "st"), "--tau-max", "3", "--time-unit", "seconds",
+        "--score-scale", "log", "--profile-metric", "test/acc", "--problem", "dataset",
+        "--time-to-target", "tuned", "--target-tolerance", "0.1", "--bootstrap", "7",
+        "--ci", "0.9", "--bootstrap-seed", "5", "--curve", "val/acc", "--band", "std",
+    )  # fmt: skip
+    expected = dict(tau_max=3.0, time_unit="seconds", score_scale="log")
+    expected |= dict(profile_metric="test/acc", problem="dataset", time_to_target="tuned")
+    expected |= dict(target_tolerance=0.1, bootstrap=7, ci=0.9, bootstrap_seed=5)
+    expected |= dict(curve="val/acc", band="std")
+    assert vars(given) == expected and given != DEFAULTS
+    actions = parser()._option_string_actions
+    for name, default in vars(DEFAULTS).items():
+        if default is not None:
+            shown = f"{default:g}" if isinstance(default, float) else str(default)
+            assert f"default: {shown}" in actions["--" + name.replace("_", "-")].help, name
+
+
+def test_the_settings_are_frozen():
+    import dataclasses
+
+    from optexp.report.settings import DEFAULTS
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        DEFAULTS.tau_max = 2.0  # type: ignore[misc]
+
+
+def test_no_default_of_a_setting_is_written_outside_the_settings_object():
+    """A parameter or field default equal to a setting's default is that default written a
+    second time (a helper's `unit="epochs"`): the value must come from the settings."""
+    import ast
+
+    from optexp.report.settings import DEFAULTS
+
+    defaults = {v for v in vars(DEFAULTS).values() if v not in (None, 0)}
+    found = []
+    for path in sorted((REPO / "optexp" / "report").glob("*.py")):
+        if path.name == "settings.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            values: list[ast.expr | None] = []
+            if isinstance(node, ast.arguments):
+                values = [*node.defaults, *node.kw_defaults]
+            elif isinstance(node, ast.AnnAssign):
+                values = [node.value]
+            for value in values:
+                if isinstance(value, ast.Constant) and value.value in defaults:
+                    found.append(f"{path.name}:{value.lineno} {value.value!r}")
+    assert not found

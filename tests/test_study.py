@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from optexp.report import main, measures, study
+from optexp.report.settings import ReportSettings
 from tests.test_report import fake_run, one_error
 
 INF = math.inf
@@ -56,8 +57,8 @@ def test_runs_that_never_reach_the_target_are_counted_not_averaged():
     reach = measures.Reach((measures.Hit(4, 6.0), None, measures.Hit(2, 3.0)))
     assert reach.show() == "2 of 3"
     assert reach.epochs() == [4.0, 2.0] and reach.seconds() == [6.0, 3.0]
-    assert reach.cost() == 4.0  # median of 2, 4, inf
-    assert measures.Reach((measures.Hit(4, 6.0), None, None)).cost() == INF
+    assert reach.cost("epochs") == 4.0  # median of 2, 4, inf
+    assert measures.Reach((measures.Hit(4, 6.0), None, None)).cost("epochs") == INF
 
 
 def test_parse_target_takes_an_optional_problem():
@@ -97,12 +98,13 @@ def test_profile_and_score_on_a_case_worked_out_on_paper():
         "B": [1 / 3, 1 / 3, 2 / 3, 2 / 3],
     }
     # Area over [1, 4], divided by 3: A = (3 + 2.5 + 3) / 3 / 3; B = (2 + 3 + 0) / 3 / 3.
-    assert measures.score(r["A"], 4) == pytest.approx(8.5 / 9)
-    assert measures.score(r["B"], 4) == pytest.approx(5 / 9)
+    assert measures.score(r["A"], 4, "linear") == pytest.approx(8.5 / 9)
+    assert measures.score(r["B"], 4, "linear") == pytest.approx(5 / 9)
     # Over log tau: A = (ln 4 + ln(4/1.5) + ln 4) / ln 4 / 3
     expected = (2 * math.log(4) + math.log(4 / 1.5)) / math.log(4) / 3
     assert measures.score(r["A"], 4, "log") == pytest.approx(expected)
-    assert measures.score({"p": 1.0}, 4) == 1.0 and measures.score({"p": INF}, 4) == 0.0
+    assert measures.score({"p": 1.0}, 4, "linear") == 1.0
+    assert measures.score({"p": INF}, 4, "linear") == 0.0
 
 
 def test_final_metric_costs_make_lower_better():
@@ -117,7 +119,7 @@ def test_a_best_cost_of_zero_leaves_the_others_finite():
     r = measures.ratios({"p": {"A": 0.02, "B": 0.04, "C": 0.0}, "q": {"A": 1.0, "B": 2.0}})
     assert r == {"A": {"p": 1.0, "q": 1.0}, "B": {"p": 2.0, "q": 2.0}, "C": {"p": 1.0, "q": INF}}
     assert measures.ratios({"p": {"A": 0.0, "B": 0.0}}) == {"A": {"p": 1.0}, "B": {"p": 1.0}}
-    assert measures.score(r["B"], 4) == pytest.approx((2 / 3) / 1)
+    assert measures.score(r["B"], 4, "linear") == pytest.approx((2 / 3) / 1)
 
 
 # ---------------------------------------------------------------- a problem without the metric
@@ -147,10 +149,10 @@ def test_a_problem_without_the_profile_metric_is_left_out(tmp_path):
                     test_loss=loss,
                 )
     s = built(tmp_path)
-    (acc,) = study.profiles(s, "epochs", "test/acc", 4.0, "linear")
+    (acc,) = study.profiles(s, ReportSettings(profile_metric="test/acc"))
     assert acc.ratios == {"adam": {"digits": 1.0}, "sgd": {"digits": pytest.approx(2.0)}}
     assert acc.scores["adam"] == 1.0  # best on every problem that has test/acc
-    (loss,) = study.profiles(s, "epochs", "test/loss", 4.0, "linear")
+    (loss,) = study.profiles(s, ReportSettings(profile_metric="test/loss"))
     assert set(loss.ratios["sgd"]) == {"digits", "sine"}  # a loss every problem has
 
 
@@ -160,7 +162,7 @@ def test_a_problem_without_the_profile_metric_is_left_out(tmp_path):
 def test_sensitivity_points_keep_diverged_runs_apart():
     runs = [(0.1, "completed", 0.5), (0.1, "completed", 0.7), (1.0, "diverged", None)]
     runs += [(1.0, "completed", 0.9), (0.01, "running/incomplete", None)]
-    points = measures.sensitivity(runs)
+    points = measures.sensitivity(runs, "minmax")
     assert [p.x for p in points] == [0.01, 0.1, 1.0]
     assert (points[0].mean, points[0].n) == (None, 0)
     assert (points[1].mean, points[1].low, points[1].high) == (pytest.approx(0.6), 0.5, 0.7)
@@ -204,7 +206,7 @@ def built(root: Path, *targets: str) -> study.Study:
     from optexp.report.runs import find_runs
 
     wanted = [measures.parse_target(t) for t in targets]
-    return study.build(find_runs(root), "optimizer.lr", "val/loss", wanted, None)
+    return study.build(find_runs(root), "optimizer.lr", "val/loss", wanted, ReportSettings())
 
 
 def test_lr_is_tuned_per_problem_and_a_diverged_seed_loses(two_problems):
@@ -217,7 +219,7 @@ def test_lr_is_tuned_per_problem_and_a_diverged_seed_loses(two_problems):
         ("p2", "adam"): "0.1",
         ("p2", "sgd"): "0.1",
     }
-    reach = {(e.problem, e.method): e.reach.cost() for e in s.entries}
+    reach = {(e.problem, e.method): e.reach.cost("epochs") for e in s.entries}
     # first epoch with val/loss <= 0.4: p1 adam 2, p1 sgd 3, p2 adam 2, p2 sgd 3
     assert reach == {("p1", "adam"): 2, ("p1", "sgd"): 3, ("p2", "adam"): 2, ("p2", "sgd"): 3}
 

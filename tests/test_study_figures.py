@@ -15,6 +15,7 @@ from matplotlib.colors import to_hex
 from optexp.report import figures, main
 from optexp.report.bootstrap import Interval
 from optexp.report.measures import Point, make_profile
+from optexp.report.settings import ReportSettings
 from tests.test_study import two_problems  # noqa: F401 (a fixture)
 
 
@@ -106,7 +107,8 @@ def test_an_lr_where_some_seeds_diverged_is_not_drawn_as_the_survivors_mean():
 def test_the_profile_axis_is_the_one_the_score_integrates_over(scale):
     p = make_profile("epochs", {"a": {"A": 1.0, "B": 2.0}, "b": {"A": 3.0, "B": 2.0}}, 4, scale)
     intervals = {"A": Interval(0.8, 0.6, 0.9), "B": Interval(0.5, 0.3, 0.7)}
-    figure = figures.profile_figure(p, 4.0, scale, intervals=intervals)
+    settings = ReportSettings(tau_max=4.0, score_scale=scale)
+    figure = figures.profile_figure(p, settings, intervals=intervals)
     assert figure.axes[0].get_xscale() == scale
     assert figure.axes[0].get_xlim() == (1.0, 4.0)
     bars = figure.axes[1]  # each score with its interval as an error bar

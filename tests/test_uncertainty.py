@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from optexp.report import bootstrap, budget, main, measures, study, uncertainty
+from optexp.report.settings import ReportSettings
 from tests.test_study import built, events_run, two_problems  # noqa: F401 (a fixture)
 
 INF = math.inf
@@ -86,8 +87,8 @@ def test_percentile_intervals_cover_a_known_mean_at_about_their_level():
 
 def test_the_study_bootstrap_recomputes_tuning_and_scores(two_problems):  # noqa: F811
     s = built(two_problems, "val/loss=0.4")
-    shown = study.profiles(s, "epochs", "test/loss", 4.0, "linear")
-    settings = uncertainty.Settings(resamples=200, seed=3)
+    settings = ReportSettings(bootstrap=200, bootstrap_seed=3)
+    shown = study.profiles(s, settings)
     u = uncertainty.bootstrap_study(s, shown, settings)
     # p1 sgd: lr 0.01 has a diverged seed; a resample drawing seed 0 twice tunes it to
     # 0.01 (val 0.1 beats 0.25), which happens in about a quarter of the resamples
@@ -129,7 +130,7 @@ def test_budget_curves_count_a_diverged_trial_as_the_worst_finished_value(two_pr
     assert sgd.per_seed["0"] == pytest.approx([0.175, 0.1 * 0.75 + 0.25 * 0.25])
     assert sgd.per_seed["1"] == pytest.approx([0.275, 0.25 * 0.75 + 0.3 * 0.25])
     assert sgd.mean()[0] == pytest.approx(0.225) and sgd.low()[0] == pytest.approx(0.175)
-    profiles = budget.budget_profiles(list(curves.values()), "val/loss", 4.0, "linear")
+    profiles = budget.budget_profiles(list(curves.values()), "val/loss", ReportSettings())
     assert sorted(profiles) == [1, 2]  # 1, 2, 4 and the grid's size, up to the grid's size
 
 
@@ -151,11 +152,13 @@ def test_fastest_time_takes_per_seed_the_fastest_lr_then_the_median(tmp_path):
             events_run(tmp_path, [*overrides, f"seed={seed}"], {"val/loss": curve}, val_loss=val)
     s = built(tmp_path, "val/loss=0.5")
     e = next(e for e in s.entries if e.problem == "p1")
-    assert e.choice.chosen == "0.1" and e.reach.cost() == 3.0  # the tuned lr: epochs 3, 3
-    assert [h.epoch for h in e.fastest().hits] == [1, 3]  # seed 0 at 0.01, seed 1 at 0.1
-    assert e.fastest().cost() == 2.0 and e.fastest_values() == ["0.01", "0.1"]
-    assert list(study.ttt_costs(s, "epochs", "tuned")["p1"].values()) == [3.0]
-    assert list(study.ttt_costs(s, "epochs", "fastest")["p1"].values()) == [2.0]
+    assert e.choice.chosen == "0.1" and e.reach.cost("epochs") == 3.0  # the tuned lr: 3, 3
+    assert [h.epoch for h in e.fastest("epochs").hits] == [1, 3]  # seed 0 at 0.01, 1 at 0.1
+    assert e.fastest("epochs").cost("epochs") == 2.0
+    assert e.fastest_values("epochs") == ["0.01", "0.1"]
+    tuned, fastest = (ReportSettings(time_to_target=m) for m in ("tuned", "fastest"))
+    assert list(study.ttt_costs(s, tuned)["p1"].values()) == [3.0]
+    assert list(study.ttt_costs(s, fastest)["p1"].values()) == [2.0]
 
 
 def test_targets_are_derived_from_the_best_methods_median_and_loosened():
@@ -177,7 +180,7 @@ def test_target_auto_in_a_study(two_problems):  # noqa: F811
     assert [s.derived[p].median for p in ("p1", "p2")] == pytest.approx([0.2, 0.3])
     assert s.derived["p1"].target.value == pytest.approx(0.21)
     e = next(e for e in s.entries if (e.problem, e.method) == ("p1", "adam"))
-    assert e.target.value == pytest.approx(0.21) and e.fastest().cost() == 3.0
+    assert e.target.value == pytest.approx(0.21) and e.fastest("epochs").cost("epochs") == 3.0
 
 
 def test_the_page_prints_derived_targets_and_intervals(capsys, two_problems, tmp_path):  # noqa: F811

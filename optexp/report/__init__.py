@@ -13,7 +13,8 @@ The modules, each importing only those after it:
 flags, flag_values (the command line) -> command (what it does) -> page (the study's
 folder) -> markdown (its README) -> uncertainty (the bootstrap of a study), budget (the
 tuning budget) -> study (across problems) -> figures, render -> grouping -> runs
-(reading), measures, bootstrap (pure).
+(reading), measures, bootstrap (pure), settings (`ReportSettings`, what shapes the study
+and the figures: each default written there once, built from the flags in `main`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import NoReturn
 from optexp.errors import UserError, debug_requested, exit_with_error
 from optexp.report.command import report
 from optexp.report.flags import check_flags, parser
+from optexp.report.settings import ReportSettings
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -31,8 +33,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     p = parser()
     args = p.parse_args(argv)
     check_flags(p, args)
+    settings = ReportSettings.from_args(args)  # after check_flags: the flags are valid
     try:
-        print(report(args))
+        print(report(args, settings))
     except UserError as error:
         fail(error)
 

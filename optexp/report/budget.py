@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from optexp.report.measures import Profile, budget_curve, final_cost, make_profile
 from optexp.report.runs import METRICS
+from optexp.report.settings import ReportSettings
 from optexp.report.study import Entry, Study, replicate
 
 BUDGETS = (1, 2, 4)  # and the grid's size: the budgets the page scores
@@ -99,15 +100,16 @@ def budgets_of(curves: Sequence[Curve]) -> list[int]:
 
 
 def budget_profiles(
-    curves: Sequence[Curve], by: str, tau_max: float, scale: str
+    curves: Sequence[Curve], by: str, settings: ReportSettings
 ) -> dict[int, Profile]:
     """Budget k -> the profile of the methods by their mean expected best `by` after k
-    draws (a cost: loss as it is, accuracy as error)."""
+    draws (a cost: loss as it is, accuracy as error), scored as the study's profiles."""
     higher = METRICS[by].higher_is_better
     out = {}
     for k in budgets_of(curves):
         costs: dict[str, dict[str, float]] = {}
         for c in curves:
             costs.setdefault(c.problem, {})[c.method] = final_cost(c.mean()[k - 1], higher)
-        out[k] = make_profile(f"expected best {by} after {k} trials", costs, tau_max, scale)
+        name = f"expected best {by} after {k} trials"
+        out[k] = make_profile(name, costs, settings.tau_max, settings.score_scale)
     return out

@@ -1,5 +1,6 @@
-"""What optexp-report does with its checked flags: read the runs, group them, draw the
-figures asked for, write the study folder, and render the table (`report`)."""
+"""What optexp-report does with its checked flags and the settings built from them: read
+the runs, group them, draw the figures asked for, write the study folder, and render the
+table (`report`)."""
 
 from __future__ import annotations
 
@@ -29,12 +30,21 @@ from optexp.report.markdown import Findings
 from optexp.report.measures import Target
 from optexp.report.render import Table, choice_table, group_table, render, with_time_to_target
 from optexp.report.runs import ReportError, Run, Scalars, find_runs, logged_tags, read_scalars
-from optexp.report.study import build, check_numeric, check_varies, profiles, sensitivity_of_groups
-from optexp.report.uncertainty import Settings, bootstrap_study
+from optexp.report.settings import ReportSettings
+from optexp.report.study import (
+    Study,
+    build,
+    check_numeric,
+    check_varies,
+    profiles,
+    sensitivity_of_groups,
+)
+from optexp.report.uncertainty import bootstrap_study
 
 
-def report(args: argparse.Namespace) -> str:
-    """The table on stdout's text; the files written are named on stderr, one line each."""
+def report(args: argparse.Namespace, settings: ReportSettings) -> str:
+    """The table on stdout's text; the files written are named on stderr, one line each.
+    `args` says what to read and write, `settings` how the figures and the study measure."""
     runs = find_runs(args.path)
     check_keys(runs, [*args.ignore, *([args.over] if args.over else [])])
     if args.sensitivity or args.study:  # before anything is written
@@ -43,9 +53,10 @@ def report(args: argparse.Namespace) -> str:
     groups = sort_groups(group_runs(without_diverged_values(runs), args.ignore), args.sort)
     written = []
     if args.plot:
-        plot_curves(curve_lines(groups, args.curve, scalars), args.curve, args.band, args.plot)
+        tag = settings.curve
+        plot_curves(curve_lines(groups, tag, scalars), tag, settings.band, args.plot)
         written.append(f"wrote {args.plot}")
-    written += study_outputs(args, runs, scalars)
+    written += study_outputs(args, settings, runs, scalars)
     table = table_of(groups, args, len(runs))
     if args.target:
         # A problem's own target and an auto one are the study's (check_flags asks for
@@ -103,63 +114,43 @@ def check_targets_logged(
 
 
 def study_outputs(
-    args: argparse.Namespace, runs: list[Run], scalars: Callable[[Path], Scalars]
+    args: argparse.Namespace,
+    settings: ReportSettings,
+    runs: list[Run],
+    scalars: Callable[[Path], Scalars],
 ) -> list[str]:
     """--sensitivity, --profile and --study; returns what was written, one line each."""
     written = []
     if args.sensitivity:
         check_varies(runs, args.over, "nothing to plot against")
-        metric = args.select_best_by
-        series = sensitivity_of_groups(without_diverged_values(runs), metric, args.over, args.band)
+        metric, band = args.select_best_by, settings.band
+        series = sensitivity_of_groups(without_diverged_values(runs), metric, args.over, band)
         title = f"{metric} against {args.over}"
         draw_sensitivity(series, title, args.over, metric, args.sensitivity)
         written.append(f"wrote {args.sensitivity}")
     if not (args.study or args.profile):
         return written
-    f = findings(args, runs, scalars)
+    s = build(runs, args.over, args.select_best_by, args.target, settings, args.ignore, scalars)
+    f = findings(s, settings)
     if args.profile:
-        colours = method_colours(f.study.methods())
+        colours = method_colours(s.methods())
         shown, intervals = f.profiles[0], f.uncertainty.scores[0]
-        draw_profile(shown, args.tau_max, args.profile, args.score_scale, colours, intervals)
+        draw_profile(shown, settings, args.profile, colours, intervals)
         written.append(f"wrote {args.profile}")
     if args.study:
         with page.staged(args.study) as folder:  # marked as the study's (STUDY_MARKER)
-            page.write_study(f, folder, args.curve, args.band, command_line())
+            page.write_study(f, folder, command_line())
         written.append(f"wrote {args.study / 'README.md'} and its figures, csv and json")
     return written
 
 
-def findings(
-    args: argparse.Namespace, runs: list[Run], scalars: Callable[[Path], Scalars]
-) -> Findings:
-    """The study of the runs, its profiles, their bootstrap and the tuning budget."""
-    s = build(
-        runs,
-        args.over,
-        args.select_best_by,
-        args.target,
-        args.problem,
-        args.ignore,
-        scalars,
-        args.target_tolerance,
-    )
-    settings = Settings(
-        resamples=args.bootstrap,
-        level=args.ci,
-        seed=args.bootstrap_seed,
-        unit=args.time_unit,
-        mode=args.time_to_target,
-        profile_metric=args.profile_metric,
-        tau_max=args.tau_max,
-        scale=args.score_scale,
-    )
-    shown = profiles(
-        s, args.time_unit, args.profile_metric, args.tau_max, args.score_scale, settings.mode
-    )
+def findings(s: Study, settings: ReportSettings) -> Findings:
+    """The study's profiles, their bootstrap and the tuning budget."""
+    shown = profiles(s, settings)
     curves = budget_curves(s)
-    budgets = budget_profiles(curves, s.by, args.tau_max, args.score_scale)
+    budgets = budget_profiles(curves, s.by, settings)
     uncertainty = bootstrap_study(s, shown, settings)
-    return Findings(s, shown, uncertainty, curves, budgets, args.target_tolerance)
+    return Findings(s, shown, uncertainty, curves, budgets, settings)
 
 
 def command_line() -> str:

@@ -18,6 +18,7 @@ from optexp.report.bootstrap import Interval
 from optexp.report.grouping import varying_keys
 from optexp.report.measures import Point, Profile
 from optexp.report.runs import METRICS, ReportError
+from optexp.report.settings import ReportSettings
 from optexp.rundir import TB_DIR
 
 # matplotlib's tab10, by hand: a method keeps its colour in every figure of a study
@@ -133,25 +134,24 @@ def _draw_mean_and_band(
 
 def draw_profile(
     p: Profile,
-    tau_max: float,
+    settings: ReportSettings,
     path: Path,
-    scale: str = "linear",
     colours: dict[str, str] | None = None,
     intervals: dict[str, Interval] | None = None,
 ) -> None:
-    save(profile_figure(p, tau_max, scale, colours, intervals), path)
+    save(profile_figure(p, settings, colours, intervals), path)
 
 
 def profile_figure(
     p: Profile,
-    tau_max: float,
-    scale: str = "linear",
+    settings: ReportSettings,
     colours: dict[str, str] | None = None,
     intervals: dict[str, Interval] | None = None,
 ) -> Any:
-    """Left: rho(tau) of each method as a step function, tau on the axis the score
-    integrates over (linear, or log with `scale=log`), so the score is the area under each
-    line. Right, with `intervals`: each score with its bootstrap interval as error bars."""
+    """Left: rho(tau) of each method as a step function up to `settings.tau_max`, tau on
+    the axis the score integrates over (`settings.score_scale`), so the score is the area
+    under each line. Right, with `intervals`: each score with its bootstrap interval as
+    error bars."""
     colours = colours or method_colours(list(p.rho))
     fig = new_figure(figsize=(10, 4.5) if intervals else (7, 4.5))
     ax, bars = fig.subplots(1, 2, width_ratios=(2, 1)) if intervals else (fig.subplots(), None)
@@ -159,7 +159,7 @@ def profile_figure(
     for method in order:
         label = f"{method} ({_score_text(method, p, intervals)})"
         ax.step(p.taus, p.rho[method], where="post", color=colours[method], label=label, lw=2)
-    _tau_axis(ax, tau_max, scale)
+    _tau_axis(ax, settings.tau_max, settings.score_scale)
     ax.set_ylim(-0.02, 1.02)
     ax.set_ylabel("rho(tau): fraction of problems")
     ax.set_title(f"Performance profile: {p.name}")

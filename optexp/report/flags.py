@@ -7,6 +7,7 @@ import argparse
 import re
 import textwrap
 from collections.abc import Iterable
+from dataclasses import fields
 from pathlib import Path
 from typing import NoReturn
 
@@ -21,26 +22,24 @@ from optexp.report.flag_values import (
 from optexp.report.page import STUDY_MARKER
 from optexp.report.render import FORMATS
 from optexp.report.runs import INCOMPLETE, METRICS
+from optexp.report.settings import (
+    BANDS,
+    DEFAULTS,
+    SCORE_SCALES,
+    TIME_TO_TARGET,
+    TIME_UNITS,
+    ReportSettings,
+)
 from optexp.rundir import Status
 
 TAU_MAX_LIMIT = 1000.0
 RESAMPLES_LIMIT = 100_000
 
-# Options that only shape an output, and the flags that make that output; their defaults
-# are filled in by check_flags (None means "not given").
-NEEDS = {
-    "tau_max": ("--tau-max", ("profile", "study"), 4.0),
-    "time_unit": ("--time-unit", ("profile", "study"), "epochs"),
-    "score_scale": ("--score-scale", ("profile", "study"), "linear"),
-    "profile_metric": ("--profile-metric", ("profile", "study"), "test/loss"),
-    "problem": ("--problem", ("profile", "study"), None),
-    "time_to_target": ("--time-to-target", ("profile", "study"), "fastest"),
-    "target_tolerance": ("--target-tolerance", ("profile", "study"), 0.05),
-    "bootstrap": ("--bootstrap", ("profile", "study"), 1000),
-    "ci": ("--ci", ("profile", "study"), 0.95),
-    "bootstrap_seed": ("--bootstrap-seed", ("profile", "study"), 0),
-    "curve": ("--curve", ("plot", "study"), "val/loss"),
-    "band": ("--band", ("plot", "sensitivity", "study"), "minmax"),
+# Each setting only shapes an output: the flags (dests) that make one. Built from the
+# fields, so a new setting is refused without --profile or --study unless listed here.
+NEEDS = {f.name: ("profile", "study") for f in fields(ReportSettings)} | {
+    "curve": ("plot", "study"),
+    "band": ("plot", "sensitivity", "study"),
 }
 
 # ---------------------------------------------------------------- the help's text
@@ -144,7 +143,7 @@ def add_runs(p: argparse.ArgumentParser) -> None:
         default="val/loss",
         choices=METRICS,
         metavar="METRIC",
-        help="order groups by this metric, best first (default: val/loss; one of "
+        help="order groups by this metric, best first (default: %(default)s; one of "
         f"{', '.join(METRICS)})",
     )
     p.add_argument(
@@ -172,7 +171,7 @@ def add_selection(p: argparse.ArgumentParser) -> None:
 def add_outputs(p: argparse.ArgumentParser) -> None:
     """The table's format and the curve plot."""
     p.add_argument(
-        "--format", default="table", choices=FORMATS, help="output format (default: table)"
+        "--format", default="table", choices=FORMATS, help="output format (default: %(default)s)"
     )
     p.add_argument(
         "--plot",
@@ -183,14 +182,14 @@ def add_outputs(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--curve",
         metavar="TAG",
-        help="with --plot or --study: TensorBoard scalar to plot (default: val/loss; e.g. "
-        "val/acc, train/loss)",
+        help=f"with --plot or --study: TensorBoard scalar to plot (default: {DEFAULTS.curve}; "
+        "e.g. val/acc, train/loss)",
     )
     p.add_argument(
         "--band",
-        choices=("minmax", "std"),
+        choices=BANDS,
         help="with --plot, --sensitivity or --study: shaded band over a group's runs: "
-        "min-max (default) or ±1 sample std",
+        f"minmax (min-max) or std (±1 sample std) (default: {DEFAULTS.band})",
     )
 
 
@@ -244,40 +243,42 @@ def add_profile_options(g: argparse._ArgumentGroup) -> None:
         choices=METRICS,
         metavar="METRIC",
         help="with --profile or --study: final metric of the second profile (default: "
-        "test/loss; accuracies as errors)",
+        f"{DEFAULTS.profile_metric}; accuracies as errors)",
     )
     g.add_argument(
         "--time-unit",
-        choices=("epochs", "seconds"),
-        help="with --profile or --study: time-to-target cost of the profile (default: "
-        "epochs, which do not depend on the machine's load; seconds: summed time/epoch_s)",
+        choices=TIME_UNITS,
+        help="with --profile or --study: time-to-target cost of the profile: epochs, which "
+        "do not depend on the machine's load, or seconds, summed time/epoch_s (default: "
+        f"{DEFAULTS.time_unit})",
     )
     g.add_argument(
         "--tau-max",
         type=number_in("--tau-max", 1.0, TAU_MAX_LIMIT),
         metavar="TAU",
         help="with --profile or --study: upper end of the profile and its score, a number > 1 "
-        f"and <= {TAU_MAX_LIMIT:g} (default: 4, as AlgoPerf)",
+        f"and <= {TAU_MAX_LIMIT:g} (default: {DEFAULTS.tau_max:g}, as AlgoPerf)",
     )
     g.add_argument(
         "--score-scale",
-        choices=("linear", "log"),
-        help="with --profile or --study: integrate rho over tau (default, AlgoPerf's "
-        "formula) or over log tau; the profile's tau axis follows",
+        choices=SCORE_SCALES,
+        help="with --profile or --study: integrate rho over tau (linear, AlgoPerf's "
+        "formula) or over log tau (log); the profile's tau axis follows (default: "
+        f"{DEFAULTS.score_scale})",
     )
     g.add_argument(
         "--time-to-target",
-        choices=("fastest", "tuned"),
-        help="with --profile or --study: per seed the fastest --over value to reach the "
-        "target, then the median over seeds (default, AlgoPerf's), or the median at the "
-        "value tuned by --select-best-by",
+        choices=TIME_TO_TARGET,
+        help="with --profile or --study: fastest: per seed the fastest --over value to reach "
+        "the target, then the median over seeds (AlgoPerf's); tuned: the median at the "
+        f"value tuned by --select-best-by (default: {DEFAULTS.time_to_target})",
     )
     g.add_argument(
         "--target-tolerance",
         type=number_in("--target-tolerance", 0.0, 1.0, closed="[]"),
         metavar="T",
         help="with --profile or --study: how much --target auto loosens the best method's "
-        "median, relative, a number in [0, 1] (default: 0.05)",
+        f"median, relative, a number in [0, 1] (default: {DEFAULTS.target_tolerance:g})",
     )
 
 
@@ -288,21 +289,21 @@ def add_bootstrap_options(g: argparse._ArgumentGroup) -> None:
         type=integer_in("--bootstrap", 1, RESAMPLES_LIMIT),
         metavar="N",
         help="with --profile or --study: resamples of the seeds, each re-tuning --over "
-        f"(default: 1000; 1 to {RESAMPLES_LIMIT})",
+        f"(default: {DEFAULTS.bootstrap}; 1 to {RESAMPLES_LIMIT})",
     )
     g.add_argument(
         "--ci",
         type=number_in("--ci", 0.0, 1.0, closed="()"),
         metavar="LEVEL",
         help="with --profile or --study: the level of the percentile intervals, a number "
-        "in (0, 1) (default: 0.95)",
+        f"in (0, 1) (default: {DEFAULTS.ci:g})",
     )
     g.add_argument(
         "--bootstrap-seed",
         type=integer_in("--bootstrap-seed", 0, 2**32 - 1),
         metavar="SEED",
         help="with --profile or --study: seeds the resampling, so a page is reproduced "
-        "exactly (default: 0)",
+        f"exactly (default: {DEFAULTS.bootstrap_seed})",
     )
 
 
@@ -311,17 +312,16 @@ def add_bootstrap_options(g: argparse._ArgumentGroup) -> None:
 
 def check_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """The rules between flags, all in one place: a flag whose output is not asked for is
-    refused rather than silently ignored. Then the defaults of the shaping options."""
+    refused rather than silently ignored. The defaults are `ReportSettings.from_args`'s."""
     if (args.select_best_by is None) != (args.over is None):
         p.error("--select-best-by and --over go together")
     for dest in ("sensitivity", "profile", "study"):
         if getattr(args, dest) is not None and args.over is None:
             p.error(f"--{dest} needs --select-best-by and --over")
-    for dest, (flag, partners, default) in NEEDS.items():
-        if getattr(args, dest) is None:
-            setattr(args, dest, default)
-        elif not any(getattr(args, partner) is not None for partner in partners):
-            p.error(f"{flag} needs {_flags(partners)} (it only shapes what they write)")
+    for dest, partners in NEEDS.items():
+        given = getattr(args, dest) is not None
+        if given and not any(getattr(args, partner) is not None for partner in partners):
+            p.error(f"{_flags([dest])} needs {_flags(partners)} (it only shapes what they write)")
     for target in args.target:
         if target.auto and args.study is None and args.profile is None:
             p.error(

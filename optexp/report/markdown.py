@@ -13,6 +13,7 @@ from optexp.report.bootstrap import Interval
 from optexp.report.budget import Curve
 from optexp.report.measures import Profile
 from optexp.report.render import md_row
+from optexp.report.settings import ReportSettings
 from optexp.report.study import Study
 from optexp.report.uncertainty import TIME, Uncertainty
 
@@ -26,7 +27,7 @@ class Findings:
     uncertainty: Uncertainty
     curves: list[Curve]
     budgets: dict[int, Profile]  # budget k -> profile of the expected best after k trials
-    tolerance: float  # of --target auto
+    settings: ReportSettings  # what they were computed with
 
 
 def slug(name: str) -> str:
@@ -89,7 +90,7 @@ def separation(f: Findings, problem: str, metric: str) -> tuple[int, int] | None
 
 
 def separation_sentence(f: Findings) -> str:
-    metric = f.uncertainty.settings.profile_metric
+    metric = f.settings.profile_metric
     counts = {p: separation(f, p, metric) for p in f.study.problems()}
     parts = [f"{p} {c[0]} of {c[1]}" for p, c in counts.items() if c is not None]
     return (
@@ -152,9 +153,10 @@ def targets_section(f: Findings) -> list[str]:
     s = f.study
     lines = ["## Targets", ""]
     if s.derived:
+        tolerance = percent(f.settings.target_tolerance)
         lines += [
             f"`--target auto`: per problem, the best method's median over seeds of the final "
-            f"validation metric at its tuned value, loosened by {percent(f.tolerance)} "
+            f"validation metric at its tuned value, loosened by {tolerance} "
             "(a loss times 1 + tolerance, an error rate likewise).",
             "",
         ]
@@ -181,7 +183,7 @@ def _show(intervals: dict[str, Interval], name: str, fmt: str) -> str:
 
 def tuned_table(f: Findings, problem: str) -> list[str]:
     s, u = f.study, f.uncertainty
-    unit, mode = u.settings.unit, u.settings.mode
+    unit = f.settings.time_unit
     header = ["method", f"{s.over} (chosen in)", "test acc", "test loss", "reached"]
     header += [f"{unit} to target", f"{s.over} fastest per seed"]
     lines = [md_row(header), md_row(["---"] * len(header))]
@@ -189,7 +191,7 @@ def tuned_table(f: Findings, problem: str) -> list[str]:
         i = u.tuned[(problem, e.method)]
         share = u.chosen[(problem, e.method)].get(e.choice.chosen, math.nan)
         chosen = f"{e.choice.chosen} ({percent(share)})" + (" edge" if e.edge else "")
-        reach = e.time(mode, unit)
+        reach = e.time(f.settings)
         fastest = " ".join(v or "-" for v in e.fastest_values(unit)) if e.target else "-"
         row = [e.method, chosen, _show(i, "test/acc", ".4f"), _show(i, "test/loss", ".4g")]
         row += [reach.show() if reach else "-", _show(i, TIME, ".3g"), fastest]
@@ -198,17 +200,17 @@ def tuned_table(f: Findings, problem: str) -> list[str]:
 
 
 def tuned_section(f: Findings, figures: dict[str, list[str]]) -> list[str]:
-    u = f.uncertainty
-    level = percent(u.settings.level)
+    st = f.settings
+    level = percent(st.ci)
     mode = (
         "per seed the fastest value of the grid to reach the target (AlgoPerf), then the "
         "median over seeds"
-        if u.settings.mode == "fastest"
+        if st.time_to_target == "fastest"
         else "the median over seeds at the tuned value"
     )
     seconds = (
         " Seconds are the summed `time/epoch_s`: they depend on the machine and its load."
-        if u.settings.unit == "seconds"
+        if st.time_unit == "seconds"
         else ""
     )
     lines = [
@@ -232,9 +234,8 @@ def tuned_section(f: Findings, figures: dict[str, list[str]]) -> list[str]:
 
 
 def profiles_section(f: Findings) -> list[str]:
-    u = f.uncertainty
-    st = u.settings
-    axis = "log tau" if st.scale == "log" else "tau"
+    u, st = f.uncertainty, f.settings
+    axis = "log tau" if st.score_scale == "log" else "tau"
     lines = [
         "## Performance profiles",
         "",
@@ -242,8 +243,8 @@ def profiles_section(f: Findings) -> list[str]:
         f"fraction of problems with r <= tau and the score the area under rho over "
         f"[1, {st.tau_max:g}] on the {axis} axis, normalized (1: best everywhere; 0: never "
         f"within {st.tau_max:g}x). The figures draw tau on that same axis. Intervals: "
-        f"{percent(st.level)} bootstrap over seeds ({st.resamples} resamples, seed "
-        f"{st.seed}); P(rank r): the share of resamples in which the method ranks r-th "
+        f"{percent(st.ci)} bootstrap over seeds ({st.bootstrap} resamples, seed "
+        f"{st.bootstrap_seed}); P(rank r): the share of resamples in which the method ranks r-th "
         "(ties share the better rank).",
         "",
     ]

@@ -94,7 +94,7 @@ def time_to_target(curves: Mapping[str, Mapping[int, float]], target: Target) ->
     return None
 
 
-def fastest(hits: Iterable[Hit | None], unit: str = "epochs") -> Hit | None:
+def fastest(hits: Iterable[Hit | None], unit: str) -> Hit | None:
     """The earliest of these hits in `unit` (epochs, ties by seconds; or seconds); None if
     none hit: AlgoPerf's time of a study, the fastest of its trials."""
     found = [h for h in hits if h is not None]
@@ -123,7 +123,7 @@ class Reach:
     def seconds(self) -> list[float]:
         return [h.seconds for h in self.hits if h is not None]
 
-    def cost(self, unit: str = "epochs") -> float:
+    def cost(self, unit: str) -> float:
         """Median over all runs, a run that never reached counting as infinite: finite when
         more than half of them reached the target."""
         if not self.hits:
@@ -177,7 +177,7 @@ def profile(
     return {m: [rho(r, tau) for tau in taus] for m, r in all_ratios.items()}
 
 
-def score(method_ratios: Mapping[str, float], tau_max: float, scale: str = "linear") -> float:
+def score(method_ratios: Mapping[str, float], tau_max: float, scale: str) -> float:
     """Normalized area under rho over [1, tau_max], exact for the step function rho.
 
     linear: (1 / (tau_max - 1)) * integral of rho(tau) dtau, the AlgoPerf benchmark score's
@@ -297,9 +297,7 @@ class Point:
     diverged: int  # runs that diverged here
 
 
-def sensitivity(
-    runs: Iterable[tuple[float, str, float | None]], band: str = "minmax"
-) -> list[Point]:
+def sensitivity(runs: Iterable[tuple[float, str, float | None]], band: str) -> list[Point]:
     """(swept value, status, metric or None) per run -> one Point per swept value, in
     increasing order. Diverged runs are counted apart and never averaged in."""
     by_x: dict[float, list[tuple[str, float | None]]] = {}

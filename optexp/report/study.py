@@ -1,8 +1,8 @@
 """The study across problems (`build` -> `Study`): the swept key tuned per method and
 problem, the time-to-target of every run (at the tuned value, and the fastest value per
 seed as AlgoPerf counts it), targets derived from the runs (`--target auto`), and the
-performance profiles comparing the methods. Takes runs and plain values; the measures are
-`optexp.report.measures`.
+performance profiles comparing the methods. Takes runs, plain values and the report's
+settings; the measures are `optexp.report.measures`.
 
 A problem is a value of the problem key (`problem`, else `dataset`); a method is a
 setting of the other keys (e.g. `optimizer=adam`); the swept key (e.g. `optimizer.lr`)
@@ -42,9 +42,9 @@ from optexp.report.measures import (
     time_to_target,
 )
 from optexp.report.runs import METRICS, ReportError, Run, Scalars, logged_tags, read_scalars
+from optexp.report.settings import ReportSettings
 
 PROBLEM_KEYS = ("problem", "dataset")
-TIME_TO_TARGET = ("fastest", "tuned")  # AlgoPerf's fastest value per seed; the tuned value's
 
 
 @dataclass
@@ -65,7 +65,7 @@ class Entry:
     def edge(self) -> bool:
         return at_edge(self.choice.chosen, self.choice.candidates)
 
-    def fastest(self, unit: str = "epochs") -> Reach | None:
+    def fastest(self, unit: str) -> Reach | None:
         """AlgoPerf's time-to-target: per seed, the fastest value of the swept key to reach
         the target (a study of AlgoPerf's is a seed here, its trials the grid)."""
         if self.target is None:
@@ -73,7 +73,7 @@ class Entry:
         hits = self.hits.values()
         return Reach(tuple(fastest((h.get(seed) for h in hits), unit) for seed in self.seeds))
 
-    def fastest_values(self, unit: str = "epochs") -> list[str | None]:
+    def fastest_values(self, unit: str) -> list[str | None]:
         """Per seed, the value of the swept key that reached the target first."""
         out = []
         for seed in self.seeds:
@@ -81,8 +81,11 @@ class Entry:
             out.append(next((v for v, h in self.hits.items() if hit and h.get(seed) is hit), None))
         return out
 
-    def time(self, mode: str, unit: str = "epochs") -> Reach | None:
-        return self.fastest(unit) if mode == "fastest" else self.reach
+    def time(self, settings: ReportSettings) -> Reach | None:
+        """The time to target the study reports: `--time-to-target`'s, in `--time-unit`."""
+        if settings.time_to_target == "fastest":
+            return self.fastest(settings.time_unit)
+        return self.reach
 
 
 @dataclass
@@ -165,15 +168,15 @@ def build(
     over: str,
     by: str,
     targets: Sequence[Target],
-    named_problem: str | None,
+    settings: ReportSettings,
     ignore: Sequence[str] = (),
     scalars: Callable[[Path], Scalars] = read_scalars,
-    tolerance: float = 0.05,
 ) -> Study:
-    """The study of `runs`: `over` tuned by the best mean `by` per method and problem.
-    `scalars(run_dir)` gives a run's TensorBoard scalars (the curves the targets read);
-    an `auto` target is derived from the runs, loosened by `tolerance`."""
-    key = problem_key(runs, named_problem)
+    """The study of `runs`: `over` tuned by the best mean `by` per method and problem, the
+    problems the values of `settings.problem`. `scalars(run_dir)` gives a run's TensorBoard
+    scalars (the curves the targets read); an `auto` target is derived from the runs,
+    loosened by `settings.target_tolerance`."""
+    key = problem_key(runs, settings.problem)
     check_varies(runs, key, "a profile compares methods across two or more problems")
     check_varies(runs, over, "nothing to tune")
     runs = without_diverged_values(runs)
@@ -189,7 +192,7 @@ def build(
     for problem, target in target_of.items():
         mine = [e for e in entries if e.problem == problem]
         if target is not None and target.auto:
-            target = _derived(s, problem, target, mine, tolerance)
+            target = _derived(s, problem, target, mine, settings.target_tolerance)
         if target is not None:
             _check_logged(target, problem, mine)
             for e in mine:
@@ -258,13 +261,13 @@ def method_names(settings: Sequence[dict[str, str]], key: str) -> list[str]:
 # ---------------------------------------------------------------- profiles
 
 
-def ttt_costs(s: Study, unit: str, mode: str = "fastest") -> dict[str, dict[str, float]]:
+def ttt_costs(s: Study, settings: ReportSettings) -> dict[str, dict[str, float]]:
     """costs[problem][method]: the median over seeds of the time to target (inf: not
     reached), of the fastest value per seed (`fastest`) or of the tuned value (`tuned`)."""
     costs: dict[str, dict[str, float]] = {}
     for e in s.entries:
-        if (reach := e.time(mode, unit)) is not None:
-            costs.setdefault(e.problem, {})[e.method] = reach.cost(unit)
+        if (reach := e.time(settings)) is not None:
+            costs.setdefault(e.problem, {})[e.method] = reach.cost(settings.time_unit)
     return costs
 
 
@@ -298,22 +301,16 @@ def problems_without(s: Study, metric: str) -> list[str]:
     ]
 
 
-def profiles(
-    s: Study,
-    time_unit: str,
-    profile_metric: str,
-    tau_max: float,
-    score_scale: str,
-    mode: str = "fastest",
-) -> list[Profile]:
+def profiles(s: Study, settings: ReportSettings) -> list[Profile]:
     """The time-to-target profile (when there are targets), then the final-metric one."""
-    out = []
+    named = []
     if any(e.reach is not None for e in s.entries):
-        costs = ttt_costs(s, time_unit, mode)
-        out.append(make_profile(f"{time_unit} to target", costs, tau_max, score_scale))
-    costs = final_costs(s, profile_metric)
-    out.append(make_profile(f"final {profile_metric}", costs, tau_max, score_scale))
-    return out
+        named.append((f"{settings.time_unit} to target", ttt_costs(s, settings)))
+    metric = settings.profile_metric
+    named.append((f"final {metric}", final_costs(s, metric)))
+    return [
+        make_profile(name, costs, settings.tau_max, settings.score_scale) for name, costs in named
+    ]
 
 
 # ---------------------------------------------------------------- sensitivity

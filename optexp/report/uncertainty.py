@@ -29,29 +29,15 @@ from optexp.report.bootstrap import (
 )
 from optexp.report.measures import Profile, final_cost, ratios, score
 from optexp.report.runs import METRICS
+from optexp.report.settings import ReportSettings
 from optexp.report.study import Entry, Study, problems_without, replicate
 
 TUNED_METRICS = ("test/acc", "test/loss")
 TIME = "time to target"
 
 
-@dataclass(frozen=True)
-class Settings:
-    """What the bootstrap resamples and how the profiles it rescores are built."""
-
-    resamples: int = 1000
-    level: float = 0.95
-    seed: int = 0
-    unit: str = "epochs"
-    mode: str = "fastest"
-    profile_metric: str = "test/loss"
-    tau_max: float = 4.0
-    scale: str = "linear"
-
-
 @dataclass
 class Uncertainty:
-    settings: Settings
     # (problem, method) -> test/acc, test/loss, time to target -> its interval
     tuned: dict[tuple[str, str], dict[str, Interval]] = field(default_factory=dict)
     # (problem, method) -> value of the swept key -> share of resamples that chose it
@@ -85,35 +71,35 @@ def grid_of(
     return Grid(select, METRICS[by].higher_is_better, metrics, time)
 
 
-def bootstrap_study(s: Study, profiles: Sequence[Profile], settings: Settings) -> Uncertainty:
+def bootstrap_study(s: Study, profiles: Sequence[Profile], settings: ReportSettings) -> Uncertainty:
     """Intervals of every entry's tuned metrics and time, and of every profile's scores,
     with the rank probabilities; `profiles` are the point estimates (time first, when
     there are targets, then the final metric), as `study.profiles` makes them."""
-    rng = np.random.default_rng(settings.seed)
-    out = Uncertainty(settings)
+    rng = np.random.default_rng(settings.bootstrap_seed)
+    out = Uncertainty()
     resampled: dict[tuple[str, str], dict[str, np.ndarray]] = {}
     names = tuple(dict.fromkeys((*TUNED_METRICS, settings.profile_metric)))
     for e in sorted(s.entries, key=lambda e: (e.problem, e.method)):
-        grid = grid_of(e, s.by, settings.unit, s.ignore, names)
-        index = draws(rng, grid.select.shape[1], settings.resamples)
+        grid = grid_of(e, s.by, settings.time_unit, s.ignore, names)
+        index = draws(rng, grid.select.shape[1], settings.bootstrap)
         rows = choose(grid.select, index, grid.higher_is_better)
         values = {m: mean_at(grid.metrics[m], rows, index) for m in names}
         if e.target is not None:
-            timed = fastest_time if settings.mode == "fastest" else None
+            timed = fastest_time if settings.time_to_target == "fastest" else None
             values[TIME] = timed(grid, index) if timed else tuned_time(grid, rows, index)
         resampled[(e.problem, e.method)] = values
         out.tuned[(e.problem, e.method)] = _intervals(e, values, settings)
         tried = list(e.choice.candidates)
-        shares = np.bincount(rows, minlength=len(tried)) / settings.resamples
+        shares = np.bincount(rows, minlength=len(tried)) / settings.bootstrap
         out.chosen[(e.problem, e.method)] = dict(zip(tried, shares.tolist(), strict=True))
     for profile, costs in zip(profiles, _resampled_costs(s, resampled, settings), strict=True):
         scores = [
-            {m: score(r, settings.tau_max, settings.scale) for m, r in ratios(c).items()}
+            {m: score(r, settings.tau_max, settings.score_scale) for m, r in ratios(c).items()}
             for c in costs
         ]
         out.scores.append(
             {
-                m: interval(profile.scores[m], [sc[m] for sc in scores], settings.level)
+                m: interval(profile.scores[m], [sc[m] for sc in scores], settings.ci)
                 for m in profile.scores
             }
         )
@@ -121,24 +107,26 @@ def bootstrap_study(s: Study, profiles: Sequence[Profile], settings: Settings) -
     return out
 
 
-def _intervals(e: Entry, values: dict[str, np.ndarray], settings: Settings) -> dict[str, Interval]:
+def _intervals(
+    e: Entry, values: dict[str, np.ndarray], settings: ReportSettings
+) -> dict[str, Interval]:
     """Each resampled quantity's interval about its point estimate (nan: no value)."""
     out = {}
     for name, samples in values.items():
         if name == TIME:
-            reach = e.time(settings.mode, settings.unit)
-            estimate = reach.cost(settings.unit) if reach else math.nan
+            reach = e.time(settings)
+            estimate = reach.cost(settings.time_unit) if reach else math.nan
         else:
             estimate = e.choice.group.stat(name).mean
             estimate = math.nan if estimate is None else estimate
         finite = samples[~np.isnan(samples)]
         if len(finite) and not math.isnan(estimate):
-            out[name] = interval(estimate, finite, settings.level)
+            out[name] = interval(estimate, finite, settings.ci)
     return out
 
 
 def _resampled_costs(
-    s: Study, resampled: dict[tuple[str, str], dict[str, np.ndarray]], settings: Settings
+    s: Study, resampled: dict[tuple[str, str], dict[str, np.ndarray]], settings: ReportSettings
 ) -> list[list[dict[str, dict[str, float]]]]:
     """Per profile (time first when there are targets, then the final metric), per
     resample: costs[problem][method], as `study.ttt_costs` and `study.final_costs`."""
@@ -147,7 +135,7 @@ def _resampled_costs(
     higher = METRICS[metric].higher_is_better
     lacking = set(problems_without(s, metric))
     out = []
-    for b in range(settings.resamples):
+    for b in range(settings.bootstrap):
         final: dict[str, dict[str, float]] = {}
         time: dict[str, dict[str, float]] = {}
         for (problem, method), values in resampled.items():
