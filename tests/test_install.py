@@ -117,8 +117,14 @@ def test_the_package_comes_from_the_wheel_not_the_source_tree(installed, empty):
     assert where.returncode == 0, where.stderr
     module, *path = json.loads(where.stdout)
     assert Path(module).is_relative_to(installed.root / "venv")
-    # Not a substring test: a checkout in /tmp/ci and a venv in /tmp/civ are apart.
-    assert not any(Path(entry).is_relative_to(REPO) for entry in [module, *path] if entry)
+    # Not a substring test: a checkout in /tmp/ci and a venv in /tmp/civ are apart. The
+    # outer environment's packages may live inside the checkout (`python -m venv .venv`).
+    packages = [Path(p) for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
+    assert not any(
+        Path(entry).is_relative_to(REPO) and not any(map(Path(entry).is_relative_to, packages))
+        for entry in [module, *path]
+        if entry
+    )
     version = installed.run("optexp", "--version", cwd=empty)
     assert version.stdout.startswith(f"optexp {optexp.__version__} ")
 
