@@ -37,8 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from optexp import train  # noqa: E402
 from optexp.cli import CONFIG_DIR  # noqa: E402
-from optexp.vector.group import Member, NotVectorizable  # noqa: E402
-from optexp.vector.loop import run_group  # noqa: E402
+from optexp.vector.group import NotVectorizable, RunSpec, run_group  # noqa: E402
 from optexp.vector.stack import Stack  # noqa: E402
 
 TRAINING_ONLY = ("trainer.tensorboard=false", "trainer.checkpoint.every=100000")
@@ -73,7 +72,7 @@ def separate(cfgs: list) -> Callable[[Path], list[dict]]:
 
 def together(cfgs: list) -> Callable[[Path], list[dict]]:
     def work(folder: Path) -> list[dict]:
-        members = [Member(c, folder / f"member{k}", {}) for k, c in enumerate(cfgs)]
+        members = [RunSpec(c, folder / f"member{k}", {}) for k, c in enumerate(cfgs)]
         try:
             return run_group(members)
         except NotVectorizable:  # as the launcher does: one by one

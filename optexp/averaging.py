@@ -18,21 +18,25 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 
 from optexp.config import TrainerConfig
+from optexp.joints import EvaluationWeights
 
 
-class WeightAverage:
+class WeightAverage(EvaluationWeights):
     """The averaged copy of a model and when to update it."""
 
     def __init__(self, model: nn.Module, trainer: TrainerConfig) -> None:
+        super().__init__(model)
         self.ema, self.swa = trainer.ema, trainer.swa
         self.evaluated = trainer.evaluate_averaged
         avg = get_ema_multi_avg_fn(self.ema.decay) if self.ema.enabled else None
         self.model = AveragedModel(model, multi_avg_fn=avg, use_buffers=True)
-        self.source = model
 
     @classmethod
-    def of(cls, model: nn.Module, trainer: TrainerConfig) -> WeightAverage | None:
-        return cls(model, trainer) if trainer.ema.enabled or trainer.swa.enabled else None
+    def of(cls, model: nn.Module, trainer: TrainerConfig) -> EvaluationWeights:
+        """The averaged weights `trainer.ema` or `trainer.swa` asks for, else the trained."""
+        if trainer.ema.enabled or trainer.swa.enabled:
+            return cls(model, trainer)
+        return EvaluationWeights(model)
 
     @property
     def started(self) -> bool:
@@ -42,17 +46,16 @@ class WeightAverage:
     def kind(self) -> str:
         return "ema" if self.ema.enabled else "swa"
 
-    def after_step(self, step: int) -> None:
-        """`step`: optimizer steps taken so far, this one included."""
+    def after_step(self, step: int, epoch: int) -> None:
         since = step - self.ema.start
         if self.ema.enabled and since > 0 and (since - 1) % self.ema.every == 0:
             self.model.update_parameters(self.source)
 
-    def after_epoch(self, epoch: int) -> None:
+    def after_epoch(self, epoch: int, monitored: float) -> None:
         if self.swa.enabled and epoch > self.swa.start_epoch:
             self.model.update_parameters(self.source)
 
-    def finish(self, batches: Any) -> None:
+    def before_test(self, batches: Any) -> None:
         """SWA's batch-norm statistics, recomputed on the training data for the averaged
         weights (a model without batch norm is left as it is)."""
         norms = (nn.modules.batchnorm._BatchNorm,)

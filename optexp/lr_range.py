@@ -29,8 +29,8 @@ from optexp import plotting, rundir
 from optexp.config import LrRangeConfig
 from optexp.data import epoch_order
 from optexp.parts import Parts, build_parts
+from optexp.state import seed_everything
 from optexp.steps import optimizer_step, windows
-from optexp.train import seed_everything
 
 SKIP_START = 0.1  # the share of the first steps the suggestion leaves out, as Lightning's
 

@@ -1,8 +1,8 @@
 """The numbers a run produces, each computed in one place: what a batch adds to its
-epoch (`BatchStats`), an epoch's record (`EpochRecord`: training metrics and per-layer
-statistics read from the device in one transfer, then validation and timing), and the
-run's record for TensorBoard (`RunRecord`). `optexp.tracking` writes them;
-`optexp.diagnostics` supplies the per-layer tensor statistics.
+evaluation interval, the steps between two evaluations (`BatchStats`), an interval's record
+(`IntervalRecord`: training metrics and per-layer statistics read from the device in one
+transfer, then validation and timing), and the run's record for TensorBoard (`RunRecord`).
+`optexp.tracking` writes them; `optexp.diagnostics` supplies the per-layer statistics.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from optexp.stopping import EarlyStopping
 
 
-class EpochSums(NamedTuple):
+class IntervalSums(NamedTuple):
     """What the batches between two evaluations add up to, read from the device once."""
 
     loss: float  # mean batch loss x batch size
@@ -36,11 +36,11 @@ class EpochSums(NamedTuple):
     samples: float  # the batches' sizes
 
 
-NO_SUMS = EpochSums(0.0, 0.0, 0.0, 0.0)
+NO_SUMS = IntervalSums(0.0, 0.0, 0.0, 0.0)
 
 
 class BatchStats(NamedTuple):
-    """One batch's contribution to `EpochSums`, left on the device: no sync per step, and
+    """One batch's contribution to `IntervalSums`, left on the device: no sync per step, and
     fewer small ops than adding into running sums."""
 
     loss: torch.Tensor
@@ -62,9 +62,9 @@ class BatchStats(NamedTuple):
 
     @staticmethod
     def sums(stats: list[BatchStats], device: torch.device) -> torch.Tensor:
-        """The `EpochSums` of `stats` as one device tensor, in its field order."""
+        """The `IntervalSums` of `stats` as one device tensor, in its field order."""
         if not stats:
-            return torch.zeros(len(EpochSums._fields), device=device)
+            return torch.zeros(len(IntervalSums._fields), device=device)
         losses, corrects, penalties, sizes = zip(*stats, strict=True)
         n = torch.tensor(sizes, dtype=torch.float32, device=device)
         zero = n.new_zeros(())
@@ -79,7 +79,7 @@ class BatchStats(NamedTuple):
 
 
 @dataclass
-class EpochStart:
+class IntervalStart:
     """Where an evaluation interval's measurements start: the weights (for the update
     ratios; none without TensorBoard) and the clock."""
 
@@ -87,7 +87,7 @@ class EpochStart:
     started: float
 
     @classmethod
-    def now(cls, parts: Parts) -> EpochStart:
+    def now(cls, parts: Parts) -> IntervalStart:
         before = diagnostics.weights_now(parts.model, parts.trainer.tensorboard)
         return cls(before, time.perf_counter())
 
@@ -103,7 +103,7 @@ class Position(NamedTuple):
 
 
 @dataclass
-class EpochRecord:
+class IntervalRecord:
     """Everything an evaluation (an epoch's end, or every trainer.eval_every_steps steps)
     produced about the batches since the one before, for the tracker to write once."""
 
@@ -119,14 +119,14 @@ class EpochRecord:
         return self.metrics | self.timing | self.layers | at
 
 
-def epoch_record(
+def interval_record(
     parts: Parts,
     position: Position,
-    start: EpochStart,
+    start: IntervalStart,
     sums: torch.Tensor,
     grad_norms: torch.Tensor | None,
-) -> EpochRecord:
-    """An evaluation's numbers from the `EpochSums` of the batches since the last one (on
+) -> IntervalRecord:
+    """An evaluation's numbers from the `IntervalSums` of the batches since the last one (on
     the device) and each parameter's gradient norm at the last step: training metrics and
     per-layer statistics, validation unless the training loss diverged (of the averaged
     weights too, with trainer.ema or swa), the time since `start`, histograms if due."""
@@ -137,16 +137,14 @@ def epoch_record(
     timing = {"time/epoch_s": seconds, "throughput/samples_per_s": samples / seconds}
     every = parts.trainer.histograms_every if parts.trainer.tensorboard else 0
     due = every and position.epoch_end and position.epoch % every == 0
-    return EpochRecord(position, metrics, timing, layers, histograms(parts.model) if due else {})
+    return IntervalRecord(position, metrics, timing, layers, histograms(parts.model) if due else {})
 
 
 def validation(parts: Parts) -> dict[str, float]:
     """val/* of the weights evaluated, and of the other ones when weights are averaged."""
-    if parts.average is None:
-        return {f"val/{k}": v for k, v in evaluate(parts, parts.data.val).items()}
-    evaluated = parts.average.evaluated_model()
+    evaluated = parts.weights.evaluated_model()
     metrics = {f"val/{k}": v for k, v in evaluate(parts, parts.data.val, evaluated).items()}
-    if (other := parts.average.other_model()) is not None:
+    if (other := parts.weights.other_model()) is not None:
         prefix, model = other
         metrics |= {f"{prefix}/{k}": v for k, v in evaluate(parts, parts.data.val, model).items()}
     return metrics
@@ -158,7 +156,7 @@ def _train_metrics(
     grad_norms: torch.Tensor | None,
     before: list[torch.Tensor] | None,
 ) -> tuple[dict[str, float], dict[str, float], float]:
-    """Training metrics from the `EpochSums` and the norms (NaN where no gradient norm was
+    """Training metrics from the `IntervalSums` and the norms (NaN where no gradient norm was
     measured), the per-layer statistics (none without the weights `before`) and the
     samples they cover, read from the device in one transfer."""
     if grad_norms is None:
@@ -168,7 +166,7 @@ def _train_metrics(
     norms = torch.linalg.vector_norm(layers[:2], dim=1)  # global gradient and weight norms
     sums = parts.world.sum(sums)  # every rank's batches (the norms are the same on each)
     values = torch.cat([sums, norms, layers.flatten()]).tolist()
-    totals, (grad, weight), per_layer = EpochSums(*values[:4]), values[4:6], values[6:]
+    totals, (grad, weight), per_layer = IntervalSums(*values[:4]), values[4:6], values[6:]
     loss, correct, penalty = (t / totals.samples for t in totals[:3])
     metrics = {"train/loss": loss, "train/penalty": penalty}
     if parts.data.is_classification:

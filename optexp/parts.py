@@ -29,6 +29,7 @@ from optexp.config import TrainerConfig
 from optexp.data import Data
 from optexp.data.augment import for_batches
 from optexp.errors import ConfigError, Option, UserError
+from optexp.joints import EvaluationWeights
 from optexp.optim import param_groups
 from optexp.optim.schedules import Schedule, swa_phase, with_warmup
 from optexp.stopping import EarlyStopping
@@ -61,7 +62,7 @@ class Parts:
     penalty: Callable[[], torch.Tensor] | None
     # (x, y) -> (x, targets): per image, or mixing images and their labels (mixup, cutmix)
     augment: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None
-    average: WeightAverage | None  # trainer.ema / trainer.swa
+    weights: EvaluationWeights  # what evaluation uses: the trained, or trainer.ema / swa's
     autocast: Callable[[], AbstractContextManager[Any]]  # mixed precision, or nothing
     scaler: torch.amp.GradScaler  # fp16's gradient scaling; a no-op otherwise
     early_stopping: EarlyStopping
@@ -102,7 +103,7 @@ def build_parts(cfg: DictConfig, world: World | None = None) -> Parts:
         schedule=build_schedule(cfg.scheduler, optimizer, trainer, steps_per_epoch),
         penalty=build_optional("regularizer", cfg.regularizer, model=model),
         augment=augment,
-        average=WeightAverage.of(model, trainer),
+        weights=WeightAverage.of(model, trainer),
         autocast=autocast,
         scaler=scaler,
         early_stopping=EarlyStopping(**vars(trainer.early_stopping)),

@@ -3,20 +3,85 @@ batches whose losses are weighted by their share of the window's samples (so tha
 batches of B step exactly as one batch of K x B, for a model without batch norm), or, for
 an optimizer that evaluates the loss itself (L-BFGS, SAM), one batch through a closure.
 Augmentation, mixed precision, the penalty, gradient clipping and the measured gradient
-norms happen here; `optexp.train` decides when to step and what comes after."""
+norms happen here; `optexp.train` decides when to step and what comes after. `RunSteps`
+is what the loop is handed for one run: its batches, its step, its joints."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from optexp import diagnostics
+from optexp.data import epoch_order
+from optexp.joints import Joint
 from optexp.metrics import BatchStats
 from optexp.parts import Parts
 
+if TYPE_CHECKING:
+    from optexp.state import RunState
+    from optexp.tracking import Tracker
+
 Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class RunSteps:
+    """One run's steps, as `optexp.train.Steps` asks: `optimizer_step` on the run's parts."""
+
+    def __init__(self, parts: Parts) -> None:
+        self.parts = parts
+        self.joints: Sequence[Joint] = (parts.schedule, parts.weights)
+
+    def batches(self, place: RunState, tracker: Tracker) -> Iterator[Batch]:
+        return epoch_batches(self.parts, place, tracker)
+
+    def step(
+        self, window: list[Batch], measure: bool, active: list[int]
+    ) -> tuple[list[BatchStats], torch.Tensor | None]:
+        return optimizer_step(self.parts, window, measure)
+
+    def totals(
+        self, stats: list[BatchStats], grad_norms: torch.Tensor | None
+    ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        return [(BatchStats.sums(stats, self.parts.device), grad_norms)]
+
+
+def epoch_batches(parts: Parts, place: RunState, tracker: Tracker) -> Iterator[Batch]:
+    """The next epoch's training batches, in that epoch's order, from where the run is."""
+    epoch, first = place.epoch + 1, place.batches_done
+    order = epoch_order(len(parts.data.train), parts.data_seed, epoch, parts.device)
+    batches = parts.data.train.batches(parts.batch_size, order, first)
+    shows = tracker.writes_tensorboard and diagnostics.is_image(parts.data.input_shape)
+    if epoch == 1 and first == 0 and shows:
+        batches = show_first(batches, parts, tracker)
+    return tracker.batches(batches, first)
+
+
+def show_first(batches: Iterable[Batch], parts: Parts, tracker: Tracker) -> Iterator[Batch]:
+    """Pass the batches through; the first one also goes to TensorBoard, as it is and as
+    augmented. The random state is put back after, so the loop draws the very same
+    augmentation: the image shows what the model saw, and the run is unchanged."""
+    iterator = iter(batches)
+    for x, y in iterator:
+        images = {"images/train_batch": x}
+        if parts.augment is not None:
+            with forked_rng(parts.device):
+                images["images/train_batch_augmented"] = parts.augment(x, y)[0]
+        mean, std = parts.data.mean, parts.data.std
+        tracker.log_images({k: diagnostics.image_grid(v, mean, std) for k, v in images.items()}, 1)
+        yield x, y
+        break
+    yield from iterator
+
+
+def forked_rng(device: torch.device) -> AbstractContextManager[None]:
+    """Torch's random state (CPU and `device`'s) as it was, after the block."""
+    if device.type == "cpu":
+        return torch.random.fork_rng(devices=[])
+    return torch.random.fork_rng(devices=[device], device_type=device.type)
 
 
 def windows(batches: Iterable[Batch], size: int) -> Iterator[list[Batch]]:

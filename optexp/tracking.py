@@ -19,7 +19,7 @@ from optexp.config import TrainerConfig
 if TYPE_CHECKING:
     import torch
 
-    from optexp.metrics import EpochRecord, Position, RunRecord
+    from optexp.metrics import IntervalRecord, Position, RunRecord
 
 T = TypeVar("T")
 console = Console()
@@ -101,7 +101,7 @@ class Tracker:
             yield batch
             self.progress.advance(self.batch_task)
 
-    def log_epoch(self, record: EpochRecord) -> None:
+    def log_interval(self, record: IntervalRecord) -> None:
         at = record.position
         self.step = at.x
         if self.writer is not None:
@@ -147,10 +147,6 @@ class Tracker:
         self._scalars(metrics, self.step)
         for tag, image in record.images.items():
             self.writer.add_image(tag, image, self.step, dataformats="HWC")
-
-    def print_summary(self, summary: rundir.Summary, run_dir: Path) -> None:
-        if self.shows:
-            print_summary(summary, run_dir)
 
     def _scalars(self, values: dict[str, float], step: int) -> None:
         """One event holding every scalar: what add_scalar writes per tag, at a tenth of the

@@ -1,97 +1,41 @@
-"""The training loop. `run` builds every part from the config once (each checked against
-the others), then trains epoch by epoch: train, evaluate, end the epoch. The helpers
-below it are small; what changes as the run goes lives in `Progress`."""
+"""The training loop, for one run and for a vectorized group of runs alike.
+
+`run` builds one run's parts from the config (each checked against the others) and hands
+them to `train`, as `optexp.vector` hands it a group's members. Until every member has
+ended, `train` trains to the next evaluation, where each member is measured, and ends the
+interval: early stopping, the best weights, the next epoch, the joints, the checkpoints.
+What differs between a run and a group is only how a step is taken (`Steps`). The parts'
+joints (`optexp.joints`) are called at fixed places: after each optimizer step, at each
+epoch's end, and for the weights that validation, checkpoints and the test use."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
-import random
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch import nn
 
-from optexp import checkpoint, diagnostics, metrics, rundir
-from optexp.data import epoch_order
-from optexp.metrics import NO_SUMS, BatchStats, EpochRecord, diverged
+from optexp import checkpoint, metrics, rundir
+from optexp.joints import Joint
+from optexp.metrics import NO_SUMS, IntervalRecord, diverged
 from optexp.parts import Parts, build_parts
 from optexp.provenance import Launch, describe_run
 from optexp.rundir import Status, Summary
 from optexp.signals import StopRequest
-from optexp.steps import Batch, optimizer_step, windows
-from optexp.tracking import Tracker
+from optexp.state import RunState, resume, seed_everything, snapshot
+from optexp.steps import RunSteps, windows
+from optexp.tracking import Tracker, print_summary
 from optexp.world import World
 
 T = TypeVar("T")
-
-
-@dataclass
-class Progress:
-    """Where the run is: what a checkpoint holds besides the parts' own state."""
-
-    epoch: int = 0  # epochs completed
-    step: int = 0  # optimizer steps taken
-    batches_done: int = 0  # batches of the current epoch already taken
-    sums: list[float] = field(default_factory=list)  # `EpochSums` since the last evaluation
-    metrics: dict[str, float] = field(default_factory=dict)  # of the last evaluation
-    best_model: dict[str, torch.Tensor] | None = None  # the weights evaluated at the best
-    seconds: float = 0.0  # spent training so far, resumed runs included (trainer.max_time)
-
-
-def run(
-    cfg: DictConfig,
-    run_dir: Path,
-    choices: dict[str, str] | None = None,
-    launch: Launch | None = None,
-    world: World | None = None,
-) -> dict[str, Any]:
-    """Train the experiment `cfg` into `run_dir`; return what metrics.json holds. `choices`:
-    the option of each config group; `launch`: how Hydra started it (TensorBoard's Text);
-    `world`: this process's rank of a data-parallel run (`optexp.distributed`), only rank
-    0 writing."""
-    started, world = time.perf_counter(), world or World()
-    seed_everything(cfg.seed)
-    parts = build_parts(cfg, world)  # every part, checked against the others, before any write
-    seed_everything(cfg.seed * 1_000_003 + world.rank if world.size > 1 else None)
-    config = OmegaConf.to_container(cfg, resolve=True)
-    progress = resume(parts, run_dir, config)
-    about = About(run_dir, config, choices or {}, rundir.identity(cfg, parts.device, choices or {}))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    start = x_of(parts, progress)
-    main = world.is_main  # another rank neither shows nor writes
-    tracker = Tracker(run_dir, parts.trainer, parts.batches_per_epoch, start, main, main)
-    writer = checkpoint.Writer()
-
-    def save(*names: str) -> None:
-        rng = world.gather(checkpoint.rng_state())  # a collective: every rank saves alike
-        if world.is_main:
-            paths = [rundir.checkpoint_file(run_dir, name) for name in names]
-            writer.save(snapshot(parts, progress, json.dumps(config), rng), *paths)
-
-    # Anomaly detection (debug): autograd names the forward operation behind a NaN gradient.
-    anomaly_detection = torch.autograd.set_detect_anomaly(parts.trainer.detect_anomaly)
-    with tracker, writer, StopRequest() as stop, anomaly_detection:
-        if progress.epoch == progress.batches_done == 0:  # a fresh start: once per run
-            tracker.log_text(describe_run(config, parts.device, launch))
-        while (status := ending(parts, progress, bool(stop))) is None:
-            if (record := train_interval(parts, progress, tracker, stop)) is not None:
-                tracker.log_epoch(record)
-                if due := end_interval(parts, progress, record):
-                    save(*due)
-        if status == Status.INTERRUPTED:
-            save("last")
-        summary = conclude(parts, progress, status, tracker, about, started, stop.signal)
-    tracker.print_summary(summary, run_dir)
-    return dataclasses.asdict(summary)
 
 
 @dataclass
@@ -102,163 +46,212 @@ class About:
     config: dict[str, Any]  # resolved
     choices: dict[str, str]  # the option of each config group
     identity: dict[str, Any]  # `rundir.identity`
+    launch: Launch | None = None  # how Hydra started it (TensorBoard's Text)
 
 
-def conclude(
-    parts: Parts,
-    progress: Progress,
-    status: Status,
-    tracker: Tracker,
-    about: About,
-    started: float,
-    signal: int | None,
-) -> Summary:
-    """A run's end: its test (unless interrupted), metrics.json, TensorBoard's HParams."""
-    test = None if status == Status.INTERRUPTED else test_metrics(parts, progress)
-    summary = results(status, parts, progress, test) | about.identity
-    summary = Summary(**summary, wall_s=time.perf_counter() - started, signal=signal)
-    if parts.world.is_main:
-        rundir.write_summary(about.run_dir, summary)
-    if status != Status.INTERRUPTED and tracker.writes_tensorboard:  # once, when it ends
-        tracker.log_results(metrics.run_record(parts, about.config, about.choices, test))
-    return summary
+@dataclass
+class Member:
+    """A run the loop trains: the only one, or one of a vectorized group's."""
+
+    parts: Parts
+    state: RunState
+    about: About
+    tracker: Tracker
 
 
-def ending(parts: Parts, progress: Progress, stopped: bool) -> Status | None:
-    """The run's status when it ends, decided here alone; None while there is more to train."""
+class Steps(Protocol):
+    """How the members take their steps: one run's (`optexp.steps.RunSteps`) or a
+    group's stacked step (`optexp.vector.group.GroupSteps`)."""
+
+    joints: Sequence[Joint]  # called once per step and epoch for every member together
+
+    def batches(self, place: RunState, tracker: Tracker) -> Iterator[Any]:
+        """The next epoch's batches from `place`, through `tracker`'s bar."""
+        ...
+
+    def step(self, window: list[Any], measure: bool, active: list[int]) -> tuple[Any, Any]:
+        """One optimizer step for the `active` members: (stats, gradient norms if `measure`)."""
+        ...
+
+    def totals(self, stats: list[Any], grad_norms: Any) -> list[tuple[torch.Tensor, Any]]:
+        """Each member's `IntervalSums` (on the device) and gradient norms from the steps'."""
+        ...
+
+
+def run(
+    cfg: DictConfig,
+    run_dir: Path,
+    choices: dict[str, str] | None = None,
+    launch: Launch | None = None,
+    world: World | None = None,
+) -> dict[str, Any]:
+    """Train the experiment `cfg` into `run_dir`; return what metrics.json holds. `choices`:
+    the option of each config group; `launch`: how Hydra started it; `world`: this
+    process's rank of a data-parallel run (`optexp.distributed`), only rank 0 writing."""
+    started, world, choices = time.perf_counter(), world or World(), choices or {}
+    seed_everything(cfg.seed)
+    parts = build_parts(cfg, world)  # every part, checked against the others, before any write
+    seed_everything(cfg.seed * 1_000_003 + world.rank if world.size > 1 else None)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    state = resume(parts, run_dir, config)
+    about = About(run_dir, config, choices, rundir.identity(cfg, parts.device, choices), launch)
+    member = make_member(parts, state, about, shows=world.is_main, writes=world.is_main)
+    (summary,) = train([member], RunSteps(parts), started)
+    return dataclasses.asdict(summary)
+
+
+def make_member(parts: Parts, state: RunState, about: About, shows: bool, writes: bool) -> Member:
+    """A member with its run directory and its tracker (`shows` on the terminal, `writes`
+    TensorBoard)."""
+    about.run_dir.mkdir(parents=True, exist_ok=True)
+    batches = parts.batches_per_epoch
+    tracker = Tracker(about.run_dir, parts.trainer, batches, x_of(parts, state), shows, writes)
+    return Member(parts, state, about, tracker)
+
+
+def train(members: list[Member], steps: Steps, started: float) -> list[Summary]:
+    """Train the members until each one ends; their summaries, in order. The first
+    member's tracker shows the batch bar."""
+    summaries: dict[int, Summary] = {}
+    active = list(range(len(members)))
+    with ExitStack() as context:
+        writer = context.enter_context(checkpoint.Writer())
+        for member in members:
+            context.enter_context(member.tracker)
+            if member.state.fresh:  # once per run
+                config, device = member.about.config, member.parts.device
+                member.tracker.log_text(describe_run(config, device, member.about.launch))
+        stop = context.enter_context(StopRequest())
+        # Anomaly detection (debug): autograd names the forward operation behind a NaN gradient.
+        detect = members[0].parts.trainer.detect_anomaly
+        context.enter_context(torch.autograd.set_detect_anomaly(detect))
+        while active:
+            ended_at = time.perf_counter()
+            for k, status in ending(members, active, bool(stop)):
+                # wall_s: the time to this end, and this member's own conclusion
+                waited = time.perf_counter() - ended_at  # the others' conclusions
+                if status == Status.INTERRUPTED:
+                    save(members[k], writer, ["last"])
+                summaries[k] = conclude(members[k], status, started + waited, stop.signal)
+                active.remove(k)
+            if active and (records := train_interval(members, active, steps, stop)):
+                end_interval(members, records, steps, writer)
+    for k, member in enumerate(members):
+        if member.parts.world.is_main:
+            print_summary(summaries[k], member.about.run_dir)
+    return [summaries[k] for k in range(len(members))]
+
+
+def ending(members: list[Member], active: list[int], stopped: bool) -> list[tuple[int, Status]]:
+    """The active members that end now, with their status."""
+    statuses = [(k, status_now(members[k].parts, members[k].state, stopped)) for k in active]
+    return [(k, status) for k, status in statuses if status is not None]
+
+
+def status_now(parts: Parts, state: RunState, stopped: bool) -> Status | None:
+    """A run's status when it ends, decided here alone; None while there is more to train."""
     trainer = parts.trainer
-    if diverged(progress.metrics.get("train/loss", 0.0), trainer.divergence_threshold):
+    if diverged(state.metrics.get("train/loss", 0.0), trainer.divergence_threshold):
         return Status.DIVERGED
     if parts.early_stopping.should_stop:
         return Status.EARLY_STOPPED
-    if progress.epoch >= trainer.epochs or progress.step >= (trainer.max_steps or math.inf):
+    if state.epoch >= trainer.epochs or state.step >= (trainer.max_steps or math.inf):
         return Status.COMPLETED
-    if progress.seconds >= (trainer.max_time or math.inf):
+    if state.seconds >= (trainer.max_time or math.inf):
         return Status.TIME_LIMIT
     return Status.INTERRUPTED if stopped else None
 
 
 def train_interval(
-    parts: Parts, progress: Progress, tracker: Tracker, stop: StopRequest
-) -> EpochRecord | None:
-    """Train from where the run is to its next evaluation (the epoch's end, the next
-    multiple of `trainer.eval_every_steps`, or a step or time budget), then measure it
-    (`metrics`); None when a stop signal came first: `progress` keeps the place and the
-    sums so far."""
-    start, until = metrics.EpochStart.now(parts), next_evaluation(parts, progress)
-    deadline = start.started + (parts.trainer.max_time or math.inf) - progress.seconds
-    batches = epoch_batches(parts, progress, tracker)
-    sums, grad_norms, time_up = train_steps(parts, progress, batches, stop, (until, deadline))
-    spent = progress.seconds + time.perf_counter() - start.started
-    progress.seconds = parts.world.maximum(spent)  # one clock for every rank's decisions
-    sums += torch.tensor(progress.sums or NO_SUMS, device=parts.device)  # since the last one
-    budget_spent = progress.step >= until or time_up
-    if progress.batches_done < parts.batches_per_epoch and not budget_spent:
-        progress.sums = sums.tolist()  # a stop signal: the place and the sums are kept
-        return None
-    return metrics.epoch_record(parts, position(parts, progress), start, sums, grad_norms)
+    members: list[Member], active: list[int], steps: Steps, stop: StopRequest
+) -> dict[int, IntervalRecord] | None:
+    """Train from where the members are to their next evaluation (the epoch's end, the
+    next multiple of `trainer.eval_every_steps`, or a step or time budget), then measure
+    each (`metrics`); None when a stop signal came first: each state keeps the place and
+    the sums so far."""
+    lead = members[active[0]]
+    place, until = lead.state, next_evaluation(lead.parts, lead.state)
+    starts = {k: metrics.IntervalStart.now(members[k].parts) for k in active}
+    started = min(start.started for start in starts.values())
+    deadline = started + (lead.parts.trainer.max_time or math.inf) - place.seconds
+    batches = steps.batches(place, members[0].tracker)
+    stats, grad_norms, time_up = train_steps(members, active, steps, batches, stop, until, deadline)
+    totals, elapsed = steps.totals(stats, grad_norms), time.perf_counter() - started
+    budget_spent = place.step >= until or time_up
+    records = {}
+    for k in active:
+        parts, state, (sums, norms) = members[k].parts, members[k].state, totals[k]
+        state.seconds = parts.world.maximum(state.seconds + elapsed)  # one clock for all ranks
+        sums = sums + torch.tensor(state.sums or NO_SUMS, device=sums.device)  # since the last
+        if state.batches_done < parts.batches_per_epoch and not budget_spent:
+            state.sums = sums.tolist()  # a stop signal: the place and the sums are kept
+            continue
+        at = position(parts, state)
+        records[k] = metrics.interval_record(parts, at, starts[k], sums, norms)
+    return records or None
 
 
-def next_evaluation(parts: Parts, progress: Progress) -> float:
+def next_evaluation(parts: Parts, state: RunState) -> float:
     """The step of the next evaluation: the epoch's end, at most (batches run out there),
     the next multiple of `trainer.eval_every_steps`, or the step budget."""
     trainer = parts.trainer
-    until = min(progress.step + parts.steps_per_epoch, trainer.max_steps or math.inf)
+    until = min(state.step + parts.steps_per_epoch, trainer.max_steps or math.inf)
     if trainer.eval_every_steps:
         every = trainer.eval_every_steps
-        until = min(until, (progress.step // every + 1) * every)
+        until = min(until, (state.step // every + 1) * every)
     return until
 
 
-def position(parts: Parts, progress: Progress) -> metrics.Position:
+def position(parts: Parts, state: RunState) -> metrics.Position:
     """The epoch in progress (or just completed), the step, and the x of TensorBoard's
     curves there: the epoch, or the step with `trainer.eval_every_steps`."""
-    epoch, epoch_end = progress.epoch + 1, progress.batches_done == parts.batches_per_epoch
-    epochs = progress.epoch + progress.batches_done / parts.batches_per_epoch
-    return metrics.Position(epoch, progress.step, x_of(parts, progress, epoch), epoch_end, epochs)
+    epoch, epoch_end = state.epoch + 1, state.batches_done == parts.batches_per_epoch
+    epochs = state.epoch + state.batches_done / parts.batches_per_epoch
+    return metrics.Position(epoch, state.step, x_of(parts, state, epoch), epoch_end, epochs)
 
 
-def x_of(parts: Parts, progress: Progress, epoch: int | None = None) -> int:
+def x_of(parts: Parts, state: RunState, epoch: int | None = None) -> int:
     if parts.trainer.eval_every_steps:
-        return progress.step
-    return progress.epoch if epoch is None else epoch
-
-
-def epoch_batches(
-    parts: Parts, progress: Progress, tracker: Tracker
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """The next epoch's training batches, in that epoch's order, from where the run is."""
-    epoch, first = progress.epoch + 1, progress.batches_done
-    order = epoch_order(len(parts.data.train), parts.data_seed, epoch, parts.device)
-    batches = parts.data.train.batches(parts.batch_size, order, first)
-    shows = tracker.writes_tensorboard and diagnostics.is_image(parts.data.input_shape)
-    if epoch == 1 and first == 0 and shows:
-        batches = show_first(batches, parts, tracker)
-    return tracker.batches(batches, first)
-
-
-def show_first(
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor]], parts: Parts, tracker: Tracker
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Pass the batches through; the first one also goes to TensorBoard, as it is and as
-    augmented. The random state is put back after, so the loop draws the very same
-    augmentation: the image shows what the model saw, and the run is unchanged."""
-    iterator = iter(batches)
-    for x, y in iterator:
-        images = {"images/train_batch": x}
-        if parts.augment is not None:
-            with forked_rng(parts.device):
-                images["images/train_batch_augmented"] = parts.augment(x, y)[0]
-        mean, std = parts.data.mean, parts.data.std
-        tracker.log_images({k: diagnostics.image_grid(v, mean, std) for k, v in images.items()}, 1)
-        yield x, y
-        break
-    yield from iterator
-
-
-def forked_rng(device: torch.device) -> AbstractContextManager[None]:
-    """Torch's random state (CPU and `device`'s) as it was, after the block."""
-    if device.type == "cpu":
-        return torch.random.fork_rng(devices=[])
-    return torch.random.fork_rng(devices=[device], device_type=device.type)
+        return state.step
+    return state.epoch if epoch is None else epoch
 
 
 def train_steps(
-    parts: Parts,
-    progress: Progress,
-    batches: Iterable[Batch],
+    members: list[Member],
+    active: list[int],
+    steps: Steps,
+    batches: Iterable[Any],
     stop: StopRequest,
-    until: tuple[float, float],
-) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
+    until: float,
+    deadline: float,
+) -> tuple[list[Any], Any, bool]:
     """Optimizer steps, each on a window of `trainer.accumulate_batches` batches, until the
-    batches run out, a stop signal comes, or `until` (a step count, a perf_counter
-    deadline) is reached. Returns the `EpochSums` of the batches taken (on the device),
-    each parameter's gradient norm at the last step (None if not measured), and whether
-    the time budget ended it. A signal or the deadline on any rank stops every rank at
-    the same step (`stop` then holds the signal on each)."""
-    steps, deadline = until
+    batches run out, a stop signal comes, or the step `until` or the perf_counter
+    `deadline` is reached; the joints after each. Returns the steps' stats, the gradient
+    norms at the last step (None if not measured), and whether the time budget ended it.
+    A signal or the deadline on any rank stops every rank at the same step (`stop` then
+    holds the signal on each)."""
+    lead = members[active[0]]
+    parts, place = lead.parts, lead.state
     grad_norms, stats, time_up = None, [], False
     for window, last in mark_last(windows(batches, parts.trainer.accumulate_batches)):
-        signum, time_up = parts.world.agree(
-            stop.signal if stop else 0, time.perf_counter() >= deadline, parts.device
-        )
-        if signum or time_up:
-            stop.signal = stop.signal or signum or None
+        signal = stop.signal if stop else 0
+        signal, time_up = parts.world.agree(signal, time.perf_counter() >= deadline, parts.device)
+        if signal or time_up:
+            stop.signal = stop.signal or signal or None
             break
-        measure = last or progress.step + 1 >= steps or deadline < math.inf
-        taken, norms = optimizer_step(parts, window, measure)
+        measure = last or place.step + 1 >= until or deadline < math.inf
+        taken, norms = steps.step(window, measure, active)
         stats += taken
         grad_norms = norms if measure else grad_norms
-        progress.step, progress.batches_done = (
-            progress.step + 1,
-            progress.batches_done + len(window),
-        )
-        parts.schedule.after_step(progress.epoch + 1)
-        if parts.average is not None:
-            parts.average.after_step(progress.step)
-        if progress.step >= steps:
+        for k in active:
+            state = members[k].state
+            state.step, state.batches_done = state.step + 1, state.batches_done + len(window)
+        for joint in steps.joints:
+            joint.after_step(place.step, place.epoch + 1)
+        if place.step >= until:
             break
-    return BatchStats.sums(stats, parts.device), grad_norms, time_up
+    return stats, grad_norms, time_up
 
 
 def mark_last(items: Iterable[T]) -> Iterator[tuple[T, bool]]:
@@ -271,123 +264,96 @@ def mark_last(items: Iterable[T]) -> Iterator[tuple[T, bool]]:
         yield current, True
 
 
-def end_interval(parts: Parts, progress: Progress, record: EpochRecord) -> list[str]:
-    """Early stopping and the best weights take the evaluation's metrics (the best ones
-    kept without the machine's timing); at an epoch's end, the schedule and SWA too.
-    Returns the checkpoints now due ("last", "best")."""
-    progress.metrics, progress.sums = record.metrics | record.timing, []
-    if diverged(record.metrics["train/loss"], parts.trainer.divergence_threshold):
-        return []  # a result, not a crash: the last good checkpoint stays
-    stopper, trainer = parts.early_stopping, parts.trainer
-    improved = stopper.update(record.position.epoch, record.metrics, record.position.step)
+def end_interval(
+    members: list[Member], records: dict[int, IntervalRecord], steps: Steps, writer: Any
+) -> None:
+    """Each member's evaluation taken (`take`); at an epoch's end the joints, once for
+    all; then each member's checkpoints now due, holding the joints' new state."""
+    taken = {k: take(members[k], record) for k, record in records.items()}
+    went_on = [k for k, (_, epoch_done) in taken.items() if epoch_done]
+    if went_on:
+        lead = members[went_on[0]]
+        monitored = records[went_on[0]].metrics[lead.parts.early_stopping.monitor]
+        for joint in steps.joints:
+            joint.after_epoch(lead.state.epoch, monitored)
+    for k, (names, _) in taken.items():
+        save(members[k], writer, names)
+
+
+def take(member: Member, record: IntervalRecord) -> tuple[list[str], bool]:
+    """The evaluation logged; early stopping and the best weights take its metrics (the
+    best ones kept without the machine's timing); at an epoch's end, the next epoch.
+    Returns the checkpoints due ("last", "best") and whether the epoch ended. A diverged
+    member takes nothing: it ends, and its last good checkpoint stays."""
+    parts, state, trainer = member.parts, member.state, member.parts.trainer
+    member.tracker.log_interval(record)
+    state.metrics, state.sums = record.metrics | record.timing, []
+    if diverged(record.metrics["train/loss"], trainer.divergence_threshold):
+        return [], False
+    at = record.position
+    improved = parts.early_stopping.update(at.epoch, record.metrics, at.step)
     if improved:
-        progress.best_model = {k: v.clone() for k, v in evaluated(parts).state_dict().items()}
-    epoch_done = progress.batches_done == parts.batches_per_epoch
+        evaluated = parts.weights.evaluated_model().state_dict()
+        state.best_model = {k: v.clone() for k, v in evaluated.items()}
+    epoch_done = state.batches_done == parts.batches_per_epoch
     if epoch_done:
-        progress.epoch, progress.batches_done = progress.epoch + 1, 0
-        parts.schedule.after_epoch(progress.epoch, record.metrics[stopper.monitor])
-        if parts.average is not None:
-            parts.average.after_epoch(progress.epoch)
-    due = []  # serialized once, however many files it goes to
-    every = epoch_done and progress.epoch % trainer.checkpoint.every == 0
-    if every or ending(parts, progress, stopped=False) is not None:
-        due.append("last")
-    if improved and trainer.checkpoint.keep_best:
-        due.append("best")
-    return due
+        state.epoch, state.batches_done = state.epoch + 1, 0
+    every = epoch_done and state.epoch % trainer.checkpoint.every == 0
+    due = ["last"] if every or status_now(parts, state, stopped=False) is not None else []
+    return due + (["best"] if improved and trainer.checkpoint.keep_best else []), epoch_done
 
 
-def evaluated(parts: Parts) -> nn.Module:
-    """The weights that validation, early stopping and the test use."""
-    return parts.model if parts.average is None else parts.average.evaluated_model()
+def save(member: Member, writer: checkpoint.Writer, names: list[str]) -> None:
+    """The member's checkpoints `names`, serialized once however many files it goes to."""
+    if not names:
+        return
+    parts = member.parts
+    rng = parts.world.gather(checkpoint.rng_state())  # a collective: every rank saves alike
+    if parts.world.is_main:
+        config = json.dumps(member.about.config)
+        paths = [rundir.checkpoint_file(member.about.run_dir, name) for name in names]
+        writer.save(snapshot(parts, member.state, config, rng), *paths)
 
 
-def test_metrics(parts: Parts, progress: Progress) -> dict[str, float]:
-    """The test split's metrics with the weights `trainer.test_weights` names (SWA's batch
-    norm statistics recomputed first)."""
-    if parts.average is not None:
-        parts.average.finish(parts.data.train.batches(parts.trainer.eval_batch_size))
-    model = evaluated(parts)
-    if parts.trainer.test_weights == "best" and progress.best_model is not None:
-        model.load_state_dict(progress.best_model)
+def conclude(member: Member, status: Status, started: float, signal: int | None) -> Summary:
+    """A run's end: its test (unless interrupted), metrics.json, TensorBoard's HParams."""
+    parts, state, about = member.parts, member.state, member.about
+    test = None if status == Status.INTERRUPTED else test_metrics(parts, state)
+    summary = results(status, parts, state, test) | about.identity
+    summary = Summary(**summary, wall_s=time.perf_counter() - started, signal=signal)
+    if parts.world.is_main:
+        rundir.write_summary(about.run_dir, summary)
+    if status != Status.INTERRUPTED and member.tracker.writes_tensorboard:  # once, at the end
+        record = metrics.run_record(parts, about.config, about.choices, test)
+        member.tracker.log_results(record)
+    return summary
+
+
+def test_metrics(parts: Parts, state: RunState) -> dict[str, float]:
+    """The test split's metrics with the weights `trainer.test_weights` names (the
+    evaluation weights made ready first: SWA's batch norm statistics)."""
+    parts.weights.before_test(parts.data.train.batches(parts.trainer.eval_batch_size))
+    model = parts.weights.evaluated_model()
+    if parts.trainer.test_weights == "best" and state.best_model is not None:
+        model.load_state_dict(state.best_model)
     return metrics.evaluate(parts, parts.data.test, model)
 
 
 def results(
-    status: Status, parts: Parts, progress: Progress, test: dict[str, float] | None
+    status: Status, parts: Parts, state: RunState, test: dict[str, float] | None
 ) -> dict[str, Any]:
     """What the run achieved: the first fields of its `Summary`."""
     stopper = parts.early_stopping
     return {
         "status": status,
-        "epochs_completed": progress.epoch,
-        "global_step": progress.step,
+        "epochs_completed": state.epoch,
+        "global_step": state.step,
         "monitor": stopper.monitor,
         "best_epoch": stopper.best_epoch,
         "best_step": stopper.best_step,
         "best": stopper.best_metrics,
-        "final": progress.metrics,
+        "final": state.metrics,
         "test": test or None,
         "test_weights": parts.trainer.test_weights,
         "objective": metrics.objective(status, stopper),
     }
-
-
-def seed_everything(seed: int | None) -> None:
-    """Python's, numpy's and torch's generators from `seed` (None: left as they are)."""
-    if seed is None:
-        return
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)  # also seeds every CUDA device
-
-
-def resume(parts: Parts, run_dir: Path, config: dict[str, Any]) -> Progress:
-    """A fresh `Progress`, or the one of the checkpoint to continue from, with every part's
-    state restored."""
-    path = checkpoint.resume_path(run_dir, parts.trainer.resume)
-    if path != rundir.checkpoint_file(run_dir, "last"):  # a fresh start, or another run's
-        rundir.check_no_results(run_dir)
-    if path is None:
-        return Progress()
-    state = checkpoint.load(path, checkpoint.STATE_KEYS)
-    checkpoint.check_compatible(state["config"], config, path)
-    parts.model.load_state_dict(state["model"])
-    parts.optimizer.load_state_dict(state["optimizer"])
-    parts.schedule.load_state_dict(state["scheduler"])
-    parts.scaler.load_state_dict(state["scaler"])
-    parts.early_stopping.load_state_dict(state["early_stopping"])
-    if parts.average is not None:
-        parts.average.load_state_dict(state["average"])
-    checkpoint.set_rng_state(state.get("rng_ranks", [state["rng"]])[parts.world.rank])
-    progress = Progress(**state["progress"])
-    if progress.best_model is not None:
-        progress.best_model = {k: v.to(parts.device) for k, v in progress.best_model.items()}
-    return progress
-
-
-def snapshot(
-    parts: Parts, progress: Progress, config_json: str, rng: list[dict[str, Any]]
-) -> dict[str, Any]:
-    """Everything needed to continue exactly where the run is now: plain state only. `rng`:
-    every rank's random state, by rank."""
-    model = parts.model.state_dict()
-    position = vars(progress).copy()  # not asdict: that deep-copies the best weights
-    now_best = parts.early_stopping.best_step == progress.step and evaluated(parts) is parts.model
-    if now_best and progress.best_model is not None:  # the best weights are the current:
-        position["best_model"] = model  # torch.save stores tensors it meets twice once
-    averaged = {} if parts.average is None else {"average": parts.average.state_dict()}
-    return (
-        averaged
-        | {
-            "model": model,
-            "optimizer": parts.optimizer.state_dict(),
-            "scheduler": parts.schedule.state_dict(),
-            "scaler": parts.scaler.state_dict(),
-            "early_stopping": parts.early_stopping.state_dict(),
-            "progress": position,
-            "rng": rng[0],
-            "config": config_json,
-        }
-        | ({"rng_ranks": rng} if len(rng) > 1 else {})
-    )

@@ -131,3 +131,36 @@ def test_the_documented_metrics_json_schema_is_the_written_one():
     table = page.split("<!-- summary-schema")[1].split("<!-- /summary-schema -->")[0]
     documented = re.findall(r"^\| `([a-z_]+)` \|", table, flags=re.M)
     assert documented == [f.name for f in dataclasses.fields(Summary)]
+
+
+def test_every_function_the_architecture_page_names_exists():
+    """docs/architecture.md names code as module.name (`train.run`, `cli/app.prepare_job`,
+    `state.PARTS`); each must still be defined there, so the page cannot describe code
+    that is gone."""
+    import re
+
+    page = (REPO / "docs" / "architecture.md").read_text()
+    named = set(re.findall(r"\b((?:\w+/)*\w+)\.([A-Za-z_]\w*)(\*?)", page))
+    missing, checked = [], 0
+    for module, name, star in sorted(named):
+        path = PACKAGE / f"{module}.py"
+        if not path.is_file() or name in ("py", "md", "json", "yaml", "pt"):  # file names
+            continue
+        checked += 1
+        defined = defined_names(path)
+        if not any(d == name or (star and d.startswith(name)) for d in defined):
+            missing.append(f"{module}.{name}{star}")
+    assert checked >= 20, "the page's names were not read"
+    assert not missing, f"docs/architecture.md names what no longer exists: {missing}"
+
+
+def defined_names(path: Path) -> set[str]:
+    """Every function, class and assigned name of a module, at any depth."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {t.id for t in targets if isinstance(t, ast.Name)}
+    return names

@@ -19,6 +19,7 @@ from optexp.checkpoint import CheckpointError
 from optexp.config import ConfigError
 from optexp.report import main as report_main
 from optexp.signals import StopRequest
+from optexp.state import KEYS as CHECKPOINT_KEYS
 from optexp.train import run
 from tests.conftest import REPO
 from tests.datafiles import write_image_folder
@@ -179,6 +180,24 @@ def test_a_stop_mid_epoch_resumes_from_that_batch_exactly(make_cfg, tmp_path, mo
     resumed = run(cfg, tmp_path / "stopped")
     assert {k: resumed[k] for k in COMPARED} == {k: whole[k] for k in COMPARED}
     assert resumed["final"]["train/loss"] == whole["final"]["train/loss"]
+
+
+def test_a_checkpoint_written_before_the_state_registry_resumes_exactly(
+    make_cfg, tmp_path, monkeypatch
+):
+    """Checkpoints older than `state.PARTS` had no "average" key without EMA or SWA: such a
+    file still resumes, to the uninterrupted run's numbers."""
+    cfg = make_cfg("trainer.epochs=2", "trainer.batch_size=32")
+    whole = run(cfg, tmp_path / "whole")
+    monkeypatch.setattr(train, "StopRequest", StopAfter)
+    run(cfg, tmp_path / "stopped")
+    monkeypatch.undo()
+    last = tmp_path / "stopped" / "checkpoints" / "last.pt"
+    old = checkpoint.load(last, CHECKPOINT_KEYS)
+    assert old.pop("average") == {}
+    torch.save(old, last)
+    resumed = run(cfg, tmp_path / "stopped")
+    assert {k: resumed[k] for k in COMPARED} == {k: whole[k] for k in COMPARED}
 
 
 class Exploit:
@@ -404,7 +423,7 @@ def test_two_processes_racing_for_a_run_directory_one_trains_and_a_kill_loses_no
     wait_for_epoch(winner, last, 1)
     winner.send_signal(signal.SIGKILL)
     winner.communicate()
-    assert checkpoint.load(last, checkpoint.STATE_KEYS)
+    assert checkpoint.load(last, CHECKPOINT_KEYS)
     resumed = optexp_cli(*args, run_dir=run_dir)  # the lock died with the process
     assert resumed.returncode == 0, resumed.stderr
     whole, again = metrics(tmp_path / "whole"), metrics(run_dir)
@@ -429,7 +448,7 @@ def test_sigkill_at_any_moment_leaves_a_loadable_last_pt_and_an_exact_resume(opt
         time.sleep(rng.uniform(0.0, 0.3))
         process.send_signal(signal.SIGKILL)
         process.communicate()
-        checkpoint.load(last, checkpoint.STATE_KEYS)  # loads, whatever the moment
+        checkpoint.load(last, CHECKPOINT_KEYS)  # loads, whatever the moment
     resumed = optexp_cli(*args, run_dir=killed)
     assert resumed.returncode == 0, resumed.stderr
     whole, again = metrics(tmp_path / "whole"), metrics(killed)
@@ -477,7 +496,7 @@ def test_sigkill_inside_a_checkpoint_write_keeps_the_previous_one_and_resumes_bi
     if write == 1:
         assert not last.exists()  # nothing to resume from: the re-run starts afresh
     else:
-        assert checkpoint.load(last, checkpoint.STATE_KEYS)["progress"]["epoch"] == write - 1
+        assert checkpoint.load(last, CHECKPOINT_KEYS)["progress"]["epoch"] == write - 1
     assert paused == last.with_name(".last.pt.tmp") and paused.stat().st_size > 0
     report_main([str(tmp_path / "killed"), "--format", "json"])  # the stray file is no run
     assert [row["status"] for row in json.loads(capsys.readouterr().out)["rows"]] == [

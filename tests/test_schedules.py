@@ -26,7 +26,7 @@ def lr_path(cfg, intervals, epochs=100, steps_per_epoch=1, metric=lambda t: 0.0)
     for t in range(intervals):
         lrs.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
-        schedule.after_step(t + 1)
+        schedule.after_step(t + 1, t + 1)
         schedule.after_epoch(t + 1, metric(t))  # the same calls for both intervals, as train.py
     return lrs
 

@@ -21,6 +21,7 @@ from optexp.errors import ConfigError
 from optexp.optim.sam import SAM
 from optexp.parts import build_parts
 from optexp.signals import StopRequest
+from optexp.state import RunState
 
 SMALL = ("trainer.tensorboard=false", "trainer.early_stopping.enabled=false")
 PLAIN = ("dataset=synthetic", "dataset.n_samples=400", "model.hidden=[16]", *SMALL)
@@ -150,10 +151,12 @@ def test_accumulated_batches_step_as_one_batch_of_them_all(make_cfg):
     def one_epoch(*overrides):
         train.seed_everything(0)
         parts = build_parts(make_cfg("optimizer=sgd", *PLAIN, *overrides))
-        progress = train.Progress()
-        batches = train.epoch_batches(parts, progress, _NoTracker())
-        train.train_steps(parts, progress, batches, StopRequest(), (math.inf, math.inf))
-        return parts, progress
+        state = RunState()
+        member = train.Member(parts, state, None, _NoTracker())
+        batches = steps.epoch_batches(parts, state, _NoTracker())
+        run_steps, stop = steps.RunSteps(parts), StopRequest()
+        train.train_steps([member], [0], run_steps, batches, stop, math.inf, math.inf)
+        return parts, state
 
     small, accumulated = one_epoch("trainer.batch_size=10", "trainer.accumulate_batches=3")
     large, whole = one_epoch("trainer.batch_size=30")
@@ -201,14 +204,14 @@ def test_ema_is_the_exponential_average_of_the_weights_after_each_step(make_cfg)
     expected = None
     for x, y in parts.data.train.batches(16):
         steps.optimizer_step(parts, [(x, y)], measure=False)
-        parts.average.after_step(1 if expected is None else 2)
+        parts.weights.after_step(1 if expected is None else 2, epoch=1)
         now = weights(parts.model)
         expected = (
             now
             if expected is None
             else [0.8 * e + 0.2 * w for e, w in zip(expected, now, strict=True)]
         )
-    averaged = list(parts.average.model.module.parameters())
+    averaged = list(parts.weights.model.module.parameters())
     for ours, theirs in zip(averaged, expected, strict=True):
         torch.testing.assert_close(ours, theirs)
 

@@ -180,3 +180,21 @@ def test_layer_statistics_match_the_weights_and_histograms_come_when_asked(make_
     assert {"weights/1.weight", "gradients/1.weight"} <= set(events.Tags()["histograms"])
     assert [e.step for e in events.Histograms("weights/1.weight")] == [2]  # every 2nd epoch
     assert not any("/1.weight" in key for key in first["final"])  # TensorBoard only
+
+
+def test_every_stateful_part_is_in_the_checkpoint_registry(make_cfg):
+    """A part of `Parts` holding state that `state.PARTS` does not name would be lost on
+    resume: every field with a non-empty state_dict must be registered, and every
+    registered name must be such a field, under one key each."""
+    import dataclasses
+
+    from optexp.parts import build_parts
+    from optexp.state import PARTS
+
+    parts = build_parts(make_cfg("trainer.ema.enabled=true", "scheduler=cosine"))
+    fields = {f.name: getattr(parts, f.name) for f in dataclasses.fields(parts)}
+    has_state = {name for name, part in fields.items() if hasattr(part, "state_dict")}
+    holds_state = {name for name in has_state if fields[name].state_dict()}
+    assert {"model", "optimizer", "schedule", "weights"} <= holds_state
+    assert holds_state - {"forward"} <= set(PARTS.values()) <= has_state  # forward: the model
+    assert len(set(PARTS.values())) == len(PARTS)

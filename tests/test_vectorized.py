@@ -14,9 +14,8 @@ import pytest
 
 from optexp import train
 from optexp.report import main as report_main
-from optexp.vector import loop as vector_loop
-from optexp.vector.group import Member, NotVectorizable
-from optexp.vector.loop import run_group
+from optexp.vector.group import NotVectorizable, RunSpec, run_group
+from optexp.vector.steps import GroupSteps
 
 TRAINER = (
     "trainer.batch_size=32",
@@ -29,9 +28,12 @@ MNIST1D = ("dataset=mnist1d", "dataset.num_samples=400", *TRAINER)
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw", "textbook/adam")
 
 
-def members(make_cfg, tmp_path: Path, *overrides: str, seeds=(0, 1, 2), base=SMALL) -> list[Member]:
+def members(
+    make_cfg, tmp_path: Path, *overrides: str, seeds=(0, 1, 2), base=SMALL
+) -> list[RunSpec]:
     return [
-        Member(make_cfg(*base, *overrides, f"seed={s}"), tmp_path / f"member{s}", {}) for s in seeds
+        RunSpec(make_cfg(*base, *overrides, f"seed={s}"), tmp_path / f"member{s}", {})
+        for s in seeds
     ]
 
 
@@ -61,6 +63,11 @@ def test_a_cnn_with_per_member_data_trains_as_its_separate_runs(make_cfg, tmp_pa
     results = run_group(group)
     for k in (0, 1):
         same_run(results[k], train.run(group[k].cfg, tmp_path / f"separate{k}"), rel=1e-4)
+        # A member's checkpoint holds its slices only, not the whole stack its modules view.
+        member, separate = (
+            p / "checkpoints" / "last.pt" for p in (group[k].run_dir, tmp_path / f"separate{k}")
+        )
+        assert member.stat().st_size == pytest.approx(separate.stat().st_size, rel=0.05)
 
 
 def test_grad_clip_and_dropout_run_per_member(make_cfg, tmp_path):
@@ -73,22 +80,22 @@ def test_grad_clip_and_dropout_run_per_member(make_cfg, tmp_path):
 
 def test_a_diverged_member_does_not_stop_the_others(make_cfg, tmp_path, monkeypatch):
     group = members(make_cfg, tmp_path)
-    step = vector_loop.group_step
+    step = GroupSteps.step
     calls = []
 
-    def poisoned(g, window, measure):  # member 1's weights go to NaN at its 5th step
+    def poisoned(g, window, measure, active):  # member 1's weights go to NaN at its 5th step
         calls.append(1)
         if len(calls) == 5:
             g.stack.params[0].data[1] = float("nan")
-        return step(g, window, measure)
+        return step(g, window, measure, active)
 
-    monkeypatch.setattr(vector_loop, "group_step", poisoned)
+    monkeypatch.setattr(GroupSteps, "step", poisoned)
     results = run_group(group)
     assert results[1]["status"] == "diverged"
     assert results[1]["epochs_completed"] == 0
     for k in (0, 2):
         assert results[k]["status"] == "completed"
-        monkeypatch.setattr(vector_loop, "group_step", step)
+        monkeypatch.setattr(GroupSteps, "step", step)
         same_run(results[k], train.run(group[k].cfg, tmp_path / f"separate{k}"))
 
 
@@ -103,20 +110,20 @@ def test_an_early_stopped_member_ends_alone(make_cfg, tmp_path):
 
 def test_a_group_killed_mid_epoch_continues_bit_equal(make_cfg, tmp_path, monkeypatch):
     whole = run_group(members(make_cfg, tmp_path / "whole"))
-    step, calls = vector_loop.group_step, []
+    step, calls = GroupSteps.step, []
 
-    def killed(g, window, measure):  # SIGTERM during the 14th step (of 9 per epoch)
+    def killed(g, window, measure, active):  # SIGTERM during the 14th step (of 9 per epoch)
         calls.append(1)
         if len(calls) == 14:
             os.kill(os.getpid(), signal.SIGTERM)
-        return step(g, window, measure)
+        return step(g, window, measure, active)
 
-    monkeypatch.setattr(vector_loop, "group_step", killed)
+    monkeypatch.setattr(GroupSteps, "step", killed)
     group = members(make_cfg, tmp_path / "killed")
     stopped = run_group(group)
     assert [r["status"] for r in stopped] == ["interrupted"] * 3
     assert stopped[0]["global_step"] == 14
-    monkeypatch.setattr(vector_loop, "group_step", step)
+    monkeypatch.setattr(GroupSteps, "step", step)
     alone = tmp_path / "alone"  # a member's checkpoint is its separate run's, too
     shutil.copytree(group[1].run_dir, alone)
     resumed = run_group(members(make_cfg, tmp_path / "killed"))

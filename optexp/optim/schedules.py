@@ -26,10 +26,11 @@ from torch.optim.swa_utils import SWALR
 
 from optexp.config import TrainerConfig
 from optexp.errors import ConfigError
+from optexp.joints import Joint
 
 
 @dataclass
-class Schedule:
+class Schedule(Joint):
     """A scheduler and when to step it: after every optimizer step or every epoch; then,
     with `trainer.swa` and its lr, SWA's phase (`swa`, after `swa_start` epochs)."""
 
@@ -38,13 +39,11 @@ class Schedule:
     swa: SWALR | None = None
     swa_start: int = 0
 
-    def after_step(self, epoch: int) -> None:
-        """`epoch`: the one being trained (1 for the first)."""
+    def after_step(self, step: int, epoch: int) -> None:
         if self.interval == "step" and not self.in_swa(epoch):
             self.scheduler.step()
 
     def after_epoch(self, epoch: int, monitored: float) -> None:
-        """`epoch`: the one just trained; `monitored`: its early-stopping metric."""
         if self.swa is not None and epoch >= self.swa_start:
             self.swa.step()  # the lr of the epochs after swa_start
         elif isinstance(self.scheduler, ReduceLROnPlateau):

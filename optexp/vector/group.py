@@ -2,10 +2,11 @@
 
 Each member is built exactly as its own run would be (`build_parts` after seeding with its
 seed); then the members' parameters are stacked (`optexp.vector.stack`) and one optimizer
-steps them all, which for an elementwise optimizer is K independent steps. Everything
-that is not a training step is the ordinary per-run code of `optexp.train` on the member's
-own parts, whose modules are views of their slices: validation, early stopping,
-divergence, checkpoints, TensorBoard and metrics.json. A member that ends (early
+steps them all (`optexp.vector.steps`), which for an elementwise optimizer is K
+independent steps. The loop is the one of `optexp.train`: validation, early stopping,
+divergence, checkpoints, TensorBoard and metrics.json are each member's ordinary per-run
+code on its own parts, whose modules are views of their slices, whose optimizer is its
+view of the stacked one and whose schedule is the group's. A member that ends (early
 stopping, divergence) is finished then and there, and its loss leaves the sum."""
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
+import time
 import warnings
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,16 +24,16 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from optexp import rundir, train
-from optexp.data import epoch_order
+from optexp.averaging import WeightAverage
 from optexp.optim import param_groups
-from optexp.optim.schedules import Schedule
 from optexp.parts import Parts, build, build_parts, build_schedule, fused_kernel
 from optexp.provenance import Launch
-from optexp.train import About, Progress
-from optexp.vector.stack import Stack, stacked_state
+from optexp.state import RunState, resume, seed_everything
+from optexp.steps import forked_rng
+from optexp.train import About, Member
+from optexp.vector.stack import MemberOptimizer, Stack, stacked_state
+from optexp.vector.steps import GroupSteps, member_losses
 
-# (x, y, shared): one batch for every member, or one per member stacked (shared False)
-GroupBatch = tuple[torch.Tensor, torch.Tensor, bool]
 # Optimizers whose step is elementwise: one step on the stack is K independent steps.
 ELEMENTWISE = {
     f"torch.optim.{name}" for name in ("SGD", "Adam", "AdamW", "Adagrad", "RMSprop", "Adamax")
@@ -44,7 +45,7 @@ class NotVectorizable(Exception):
 
 
 @dataclass
-class Member:
+class RunSpec:
     """One job of the group: what `optexp.train.run` would be given."""
 
     cfg: DictConfig
@@ -53,76 +54,60 @@ class Member:
     launch: Launch | None = None
 
 
-class GroupStepped:
-    """A member's schedule: the group's one schedule steps the stacked optimizer."""
-
-    def after_step(self, epoch: int) -> None:
-        pass
-
-    def after_epoch(self, epoch: int, monitored: float) -> None:
-        pass
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
+def run_group(specs: list[RunSpec]) -> list[dict[str, Any]]:
+    """Train the runs as one; return what each one's metrics.json holds. Raises
+    `NotVectorizable`, before anything is written, for what cannot be vectorized."""
+    started = time.perf_counter()
+    members, steps = build_group(specs)
+    return [dataclasses.asdict(summary) for summary in train.train(members, steps, started)]
 
 
-@dataclass
-class Group:
-    """The members' parts (their modules views of the stack) and progress, and the stack
-    with its one optimizer and schedule."""
-
-    parts: list[Parts]
-    progress: list[Progress]
-    about: list[About]
-    stack: Stack
-    optimizer: torch.optim.Optimizer
-    schedule: Schedule
-    shared_data: bool  # one dataset and batch order for all: the same data_seed
-    active: list[int]  # the members still training
-
-    @property
-    def lead(self) -> Parts:
-        return self.parts[self.active[0]]
-
-    @property
-    def place(self) -> Progress:
-        """Where the group is: every active member's step, epoch and batch."""
-        return self.progress[self.active[0]]
-
-
-def build_group(members: list[Member]) -> Group:
+def build_group(specs: list[RunSpec]) -> tuple[list[Member], GroupSteps]:
     """Every member's parts as its own run builds them, resumed from its checkpoint if it
     has one, then stacked; refused (`NotVectorizable`) where the stack would not train as
-    the separate runs do, as soon as the first member shows it."""
-    parts, progress, about = [], [], []
-    for member in members:
-        train.seed_everything(member.cfg.seed)
-        member_parts = build_parts(member.cfg)
-        refuse_unvectorizable(member_parts, member.cfg)
+    the separate runs do, as soon as the first member shows it, before any write."""
+    parts, states, about = [], [], []
+    for spec in specs:
+        seed_everything(spec.cfg.seed)
+        member_parts = build_parts(spec.cfg)
+        refuse_unvectorizable(member_parts, spec.cfg)
         if not parts:
-            check_traceable(member_parts, member.cfg)
-        config = OmegaConf.to_container(member.cfg, resolve=True)
-        progress.append(train.resume(member_parts, member.run_dir, config))
-        identity = rundir.identity(member.cfg, member_parts.device, member.choices)
-        about.append(About(member.run_dir, config, member.choices, identity))
+            check_traceable(member_parts, spec.cfg)
+        config = OmegaConf.to_container(spec.cfg, resolve=True)
+        states.append(resume(member_parts, spec.run_dir, config))
+        identity = rundir.identity(spec.cfg, member_parts.device, spec.choices)
+        about.append(About(spec.run_dir, config, spec.choices, identity, spec.launch))
         parts.append(member_parts)
-    refuse_unequal(parts, progress)
+    refuse_unequal(parts, states)
+    steps = stacked(specs[0].cfg, parts, resumed=bool(states[0].step or states[0].batches_done))
+    members = [
+        train.make_member(p, state, a, shows=k == 0, writes=True)
+        for k, (p, state, a) in enumerate(zip(steps.parts, states, about, strict=True))
+    ]
+    return members, steps
+
+
+def stacked(cfg: DictConfig, parts: list[Parts], resumed: bool) -> GroupSteps:
+    """The members' parameters stacked, with one optimizer and one schedule over them
+    (loaded with the members' states when `resumed`); each member's parts then hold its
+    views of them, and one copy of data the members share."""
     stack = Stack([p.model for p in parts])
-    optimizer = stacked_optimizer(members[0].cfg, parts[0], stack)
-    schedule = build_schedule(
-        members[0].cfg.scheduler, optimizer, parts[0].trainer, parts[0].steps_per_epoch
-    )
-    if progress[0].step or progress[0].batches_done:  # resumed: the members' states stacked
+    optimizer = stacked_optimizer(cfg, parts[0], stack)
+    schedule = build_schedule(cfg.scheduler, optimizer, parts[0].trainer, parts[0].steps_per_epoch)
+    if resumed:
         stacked_state(optimizer, [p.optimizer.state_dict() for p in parts])
         schedule.load_state_dict(parts[0].schedule.state_dict())
     shared = len({p.data_seed for p in parts}) == 1
-    data = [parts[0].data if shared else p.data for p in parts]  # one copy of shared data
-    parts = [
-        dataclasses.replace(p, optimizer=optimizer, schedule=GroupStepped(), data=d)
-        for p, d in zip(parts, data, strict=True)
+    views = [
+        dataclasses.replace(
+            p,
+            optimizer=MemberOptimizer(optimizer, k),
+            schedule=schedule,
+            data=parts[0].data if shared else p.data,
+        )
+        for k, p in enumerate(parts)
     ]
-    everyone = list(range(len(parts)))
-    return Group(parts, progress, about, stack, optimizer, schedule, shared, everyone)
+    return GroupSteps(views, stack, optimizer, schedule, shared)
 
 
 def refuse_unvectorizable(parts: Parts, cfg: DictConfig) -> None:
@@ -131,7 +116,10 @@ def refuse_unvectorizable(parts: Parts, cfg: DictConfig) -> None:
     reasons = [
         (parts.closure, f"{target} evaluates the loss itself (a closure)"),
         (target not in ELEMENTWISE, f"{target} is not known to step each element on its own"),
-        (parts.average is not None, "trainer.ema and trainer.swa average weights per run"),
+        (
+            isinstance(parts.weights, WeightAverage),
+            "trainer.ema and trainer.swa average weights per run",
+        ),
         (parts.penalty is not None, "a regularizer's penalty is not computed per member"),
         (parts.scaler.is_enabled(), "fp16's gradient scaler skips a step for every member"),
         (parts.trainer.compile, "trainer.compile compiles one run's model"),
@@ -146,12 +134,12 @@ def refuse_unvectorizable(parts: Parts, cfg: DictConfig) -> None:
             raise NotVectorizable(reason)
 
 
-def refuse_unequal(parts: list[Parts], progress: list[Progress]) -> None:
+def refuse_unequal(parts: list[Parts], states: list[RunState]) -> None:
     """The members must train alike and be at the same place (all fresh, or resumed from
     the same step)."""
     if len({p.batches_per_epoch for p in parts}) > 1:
         raise NotVectorizable("the members' training sets differ in size")
-    places = {(q.epoch, q.step, q.batches_done) for q in progress}
+    places = {(q.epoch, q.step, q.batches_done) for q in states}
     if len(places) > 1:
         raise NotVectorizable(f"the members' checkpoints are at different places: {sorted(places)}")
 
@@ -178,7 +166,7 @@ def check_traceable(lead: Parts, cfg: DictConfig) -> None:
     stack = Stack([copy.deepcopy(lead.model) for _ in range(2)])
     model = f"model={cfg.model._target_}"
     try:
-        with train.forked_rng(lead.device), warnings.catch_warnings(record=True) as seen:
+        with forked_rng(lead.device), warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("always")
             member_losses(lead.loss_fn, stack.forward(x, True), y, True).sum().backward()
     except RuntimeError as error:
@@ -187,35 +175,3 @@ def check_traceable(lead: Parts, cfg: DictConfig) -> None:
     for warning in seen:
         if (found := re.search(r"batching rule for (\S+?)\.? ", str(warning.message))) is not None:
             raise NotVectorizable(f"vmap has no batching rule for {found[1]} of {model}")
-
-
-def member_losses(
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    out: torch.Tensor,
-    target: torch.Tensor,
-    shared: bool,
-) -> torch.Tensor:
-    """(K,): each member's loss on its outputs, by the run's own loss function (a loop:
-    fewer operations than vmap's for one small call)."""
-    targets = [target] * len(out) if shared else list(target)
-    return torch.stack([loss_fn(o, t) for o, t in zip(out, targets, strict=True)])
-
-
-def group_batches(group: Group) -> Iterator[GroupBatch]:
-    """The next epoch's training batches from where the group is: the one order of a
-    shared data_seed, or each member's own batch, stacked."""
-    place = group.place
-    epoch, first = place.epoch + 1, place.batches_done
-    members = group.parts[:1] if group.shared_data else group.parts
-    iterators = [
-        p.data.train.batches(
-            p.batch_size, epoch_order(len(p.data.train), p.data_seed, epoch, p.device), first
-        )
-        for p in members
-    ]
-    for batch in zip(*iterators, strict=True):
-        if group.shared_data:
-            yield (*batch[0], True)
-        else:
-            xs, ys = zip(*batch, strict=True)
-            yield torch.stack(xs), torch.stack(ys), False

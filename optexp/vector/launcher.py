@@ -74,12 +74,11 @@ def run_together(launcher: Any, group: Jobs) -> dict[int, JobReturn]:
     ready = {num: r.return_value for num, r in returns.items() if isinstance(r.return_value, Job)}
     if len(ready) < 2:
         return returns | one_by_one(launcher, group, ready)
-    from optexp.vector.group import NotVectorizable
-    from optexp.vector.loop import run_group
+    from optexp.vector.group import NotVectorizable, run_group
 
     jobs = list(ready.values())
     try:
-        summaries = run_group([member(job) for job in jobs])
+        summaries = run_group([spec(job) for job in jobs])
     except NotVectorizable as reason:
         seeds = ",".join(str(job.cfg.seed) for job in jobs)
         print(f"optexp: seed={seeds} train one by one, not vectorized: {reason}", file=sys.stderr)
@@ -103,8 +102,8 @@ def one_by_one(launcher: Any, group: Jobs, ready: dict[int, Job]) -> dict[int, J
     return {num: run_one(launcher, num, overrides) for num, overrides in group if num in ready}
 
 
-def member(job: Job) -> Any:
-    from optexp.vector.group import Member
+def spec(job: Job) -> Any:
+    from optexp.vector.group import RunSpec
 
     choices, launch = chosen_options(job.hydra_cfg), Launch.from_hydra(job.hydra_cfg)
-    return Member(job.cfg, job.run_dir, choices, launch)
+    return RunSpec(job.cfg, job.run_dir, choices, launch)

@@ -116,6 +116,21 @@ def grouped_layers(template: nn.Module, names: list[str]) -> list[tuple[nn.Modul
     return layers
 
 
+class MemberOptimizer:
+    """Member `k`'s view of the stacked optimizer, for what is read of a run's own: the
+    learning rates it logs, the state its checkpoint keeps (`member_state`)."""
+
+    def __init__(self, stacked: torch.optim.Optimizer, k: int) -> None:
+        self.stacked, self.k = stacked, k
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return self.stacked.param_groups
+
+    def state_dict(self) -> dict[str, Any]:
+        return member_state(self.stacked, self.k)
+
+
 def member_state(optimizer: torch.optim.Optimizer, k: int) -> dict[str, Any]:
     """Member `k`'s slice of the stacked optimizer's state: the state dict its own run's
     optimizer would have (per-parameter tensors sliced, step counts as they are)."""
