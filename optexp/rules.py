@@ -95,6 +95,45 @@ SGD = {"momentum": FRACTION, "dampening": PROBABILITY, "nesterov": BOOL}
 RMSPROP = {"alpha": FRACTION, "eps": POSITIVE, "momentum": FRACTION, "centered": BOOL}
 DROPOUT_AND_NORM = {"dropout": FRACTION, "batch_norm": BOOL}
 WIDTHS = list_of(COUNT, "a list of integers >= 1, e.g. [32, 64]")
+# torch.optim's switches (the objective's sign, the implementation); pytorch_optimizer's
+# classes read maximize and foreach alike. Each optimizer takes some of them.
+SWITCHES = {
+    "maximize": BOOL,
+    "foreach": BOOL.or_null(),
+    "capturable": Rule(
+        lambda v: v is False,
+        "false (optexp captures no CUDA graph of the step: true only slows it, or fails on CPU)",
+    ),
+    "differentiable": Rule(
+        lambda v: v is False,
+        "false (optexp steps leaf parameters in place: autograd cannot go through the step)",
+    ),
+    "fused": BOOL.or_null(),
+}
+
+
+def switches(*names: str) -> dict[str, Rule]:
+    return {name: SWITCHES[name] for name in names}
+
+
+# optimizer.groups (optexp.optim.groups): a list of rules, each a mapping with a `match`.
+GROUP_RULES = Rule(
+    lambda v: (
+        isinstance(v, list)
+        and bool(v)
+        and all(isinstance(r, dict) and isinstance(r.get("match") or {}, dict) for r in v)
+    ),
+    "a list of rules, each {match: {conditions}, hyperparameters...}, e.g. [{match: {}}]",
+)
+SCHEDULE_FREE = {
+    "warmup_steps": COUNT0,
+    "r": NON_NEGATIVE,
+    "weight_lr_power": NON_NEGATIVE,
+    "foreach": BOOL.or_null(),
+}
+GROWTH = Rule(lambda v: number(v) and v >= 1, "a number >= 1 (absent: unbounded)")
+# A function that YAML cannot write (ADOPT's clip_lambda): only null (none) is allowed.
+NO_FUNCTION = Rule(lambda v: False, "null (absent: the class's own function)", nullable=True)
 
 # The parameters of the parts, keyed by what they check: a group's name for the keys
 # every target of the group reads alike (any optimizer's lr, a user's own optimizer
@@ -108,20 +147,88 @@ PARAMETER_RULES: dict[str, dict[str, Rule]] = {
         "weight_decay": NON_NEGATIVE,
         "full_batch": BOOL,  # optexp's own keys (optexp.parts.OWN_KEYS)
         "regularize_bias_and_norm": BOOL,
+        "bn_batches": COUNT0,
+        "groups": GROUP_RULES,
     },
-    "torch.optim.SGD": SGD,
-    "torch.optim.Adam": ADAM,
-    "torch.optim.AdamW": ADAM,
+    "schedulefree.AdamWScheduleFree": {"betas": BETAS, "eps": POSITIVE, **SCHEDULE_FREE},
+    "schedulefree.SGDScheduleFree": {"momentum": OPEN_FRACTION, **SCHEDULE_FREE},
+    "pytorch_optimizer.Muon": {
+        "momentum": FRACTION,
+        "nesterov": BOOL,
+        "ns_steps": COUNT,
+        "adamw_lr": POSITIVE,
+        "adamw_betas": BETAS,
+        "adamw_wd": NON_NEGATIVE,
+        "adamw_eps": POSITIVE,
+        "weight_decouple": BOOL,
+        "use_adjusted_lr": BOOL,
+        **switches("maximize", "foreach"),
+    },
+    "torch.optim.SGD": SGD | switches("maximize", "foreach", "differentiable", "fused"),
+    "torch.optim.Adam": ADAM | SWITCHES | {"decoupled_weight_decay": BOOL},
+    "torch.optim.AdamW": ADAM | SWITCHES,
     "torch.optim.Adagrad": {
         "lr_decay": NON_NEGATIVE,
         "initial_accumulator_value": NON_NEGATIVE,
         "eps": POSITIVE,
+        **switches("maximize", "foreach", "differentiable", "fused"),
     },
-    "torch.optim.RMSprop": RMSPROP,
+    "torch.optim.RMSprop": {
+        **RMSPROP,
+        **switches("maximize", "foreach", "capturable", "differentiable"),
+    },
     "optexp.optim.textbook.Momentum": {"momentum": FRACTION},
     "optexp.optim.textbook.AdaGrad": {"eps": POSITIVE},
     "optexp.optim.textbook.RMSprop": RMSPROP,
     "optexp.optim.textbook.Adam": ADAM,
+    "torch.optim.NAdam": {
+        "betas": BETAS,
+        "eps": POSITIVE,
+        "momentum_decay": NON_NEGATIVE,
+        "decoupled_weight_decay": BOOL,
+        **switches("maximize", "foreach", "capturable", "differentiable"),
+    },
+    "pytorch_optimizer.Lion": {
+        "betas": BETAS,
+        "weight_decouple": BOOL,
+        "fixed_decay": BOOL,
+        **switches("maximize", "foreach"),
+    },
+    "pytorch_optimizer.ADOPT": {
+        "betas": BETAS,
+        "eps": POSITIVE,
+        "weight_decouple": BOOL,
+        "fixed_decay": BOOL,
+        "clip_lambda": NO_FUNCTION,
+        **switches("maximize", "foreach"),
+    },
+    "pytorch_optimizer.SOAP": {
+        "betas": BETAS,
+        "shampoo_beta": FRACTION.or_null(),
+        "eps": POSITIVE,
+        "precondition_frequency": COUNT,
+        "max_precondition_dim": COUNT,
+        "merge_dims": BOOL,
+        "precondition_1d": BOOL,
+        "correct_bias": BOOL,
+        "normalize_gradient": BOOL,
+        "data_format": one_of("channels_first", "channels_last"),
+        "maximize": BOOL,
+    },
+    "prodigyopt.Prodigy": {
+        "lr": POSITIVE,  # 1; far from it, optexp.checks.advise_learning_rate_free warns
+        "betas": BETAS,
+        "beta3": FRACTION.or_null(),
+        "eps": POSITIVE,
+        "decouple": BOOL,
+        "use_bias_correction": BOOL,
+        "safeguard_warmup": BOOL,
+        "d0": POSITIVE,
+        "d_coef": POSITIVE,
+        "growth_rate": GROWTH,
+        "fsdp_in_use": BOOL,
+        "slice_p": COUNT,
+    },
     "torch.optim.LBFGS": {
         "max_iter": COUNT,
         "max_eval": COUNT.or_null(),
@@ -129,6 +236,7 @@ PARAMETER_RULES: dict[str, dict[str, Rule]] = {
         "line_search_fn": one_of("strong_wolfe").or_null("null | strong_wolfe"),
         "tolerance_grad": NON_NEGATIVE,
         "tolerance_change": NON_NEGATIVE,
+        "maximize": BOOL,
     },
     "optexp.optim.sam.SAM": {
         "base": Rule(
@@ -138,6 +246,7 @@ PARAMETER_RULES: dict[str, dict[str, Rule]] = {
         "rho": POSITIVE,
         "adaptive": BOOL,
         **SGD,  # the base optimizer's, when it is SGD (the default)
+        **switches("maximize", "foreach", "differentiable", "fused"),
     },
     "scheduler": {"interval": one_of("epoch", "step"), "warmup_epochs": NON_NEGATIVE},
     "torch.optim.lr_scheduler.ConstantLR": {"factor": in_range(0, 1, "(]"), "total_iters": COUNT0},
@@ -150,6 +259,10 @@ PARAMETER_RULES: dict[str, dict[str, Rule]] = {
     },
     "optexp.optim.schedules.cosine": {"eta_min": NON_NEGATIVE},
     "optexp.optim.schedules.CyclicSine": {"max_lr": POSITIVE, "step_size": COUNT},
+    "optexp.optim.schedules.wsd": {
+        "cooldown_fraction": in_range(0, 1, "(]"),
+        "cooldown_shape": one_of("linear", "1-sqrt"),
+    },
     "torch.optim.lr_scheduler.CyclicLR": {
         "base_lr": POSITIVE,
         "max_lr": POSITIVE,

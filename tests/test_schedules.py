@@ -17,10 +17,11 @@ OPTIONS = options(CONFIG_DIR / "scheduler")
 LR = 0.1
 
 
-def lr_path(cfg, intervals, epochs=100, steps_per_epoch=1, metric=lambda t: 0.0):
-    """The lr of each of the first `intervals` intervals, stepping as the loop does."""
+def lr_path(cfg, intervals, epochs=100, steps_per_epoch=1, metric=lambda t: 0.0, **trainer):
+    """The lr of each of the first `intervals` intervals, stepping as the loop does
+    (`trainer`: more TrainerConfig knobs, e.g. max_steps)."""
     optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=cfg.optimizer.lr)
-    trainer = TrainerConfig(epochs=epochs)
+    trainer = TrainerConfig(epochs=epochs, **trainer)
     schedule = build_schedule(cfg.scheduler, optimizer, trainer, steps_per_epoch)
     lrs = []
     for t in range(intervals):
@@ -48,6 +49,17 @@ def one_cycle(t, total, peak, pct=0.3, div=25.0, final_div=1e4):
     if t <= rise_end:
         return cos_between(peak / div, peak, t / rise_end)
     return cos_between(peak, peak / div / final_div, (t - rise_end) / (total - 1 - rise_end))
+
+
+def linear_to_zero(t, total):
+    return LR * max(1 - t / total, 0.0)
+
+
+def wsd(t, total, fraction=0.2, shape="linear"):
+    """Constant, then the last round(fraction * total) intervals down to 0."""
+    cooldown = max(round(fraction * total), 1)
+    s = min(max(t - (total - cooldown), 0) / cooldown, 1.0)
+    return LR * (1 - s if shape == "linear" else 1 - math.sqrt(s))
 
 
 # option, overrides, number of intervals, formula of t (lr = optimizer.lr = LR)
@@ -86,6 +98,15 @@ CASES = [
         lambda t: cos_between(LR, 0.0, (lambda c, p: c / p)(*restart_position(t, 2, 2))),
     ),
     ("one_cycle", [], 100, lambda t: one_cycle(t, 100, LR)),
+    ("linear_decay", [], 103, lambda t: linear_to_zero(t, 100)),  # 0 from t = 100 on
+    ("wsd", [], 103, lambda t: wsd(t, 100)),  # lr up to t = 80, then linear to 0
+    (
+        "wsd",
+        ["scheduler.cooldown_fraction=0.35", "scheduler.cooldown_shape=1-sqrt"],
+        103,
+        lambda t: wsd(t, 100, 0.35, "1-sqrt"),
+    ),
+    ("wsd", ["scheduler.cooldown_fraction=1"], 103, lambda t: linear_to_zero(t, 100)),
 ]
 
 
@@ -107,6 +128,8 @@ def test_schedule_follows_its_formula_at_every_interval(
     [
         ("cosine", lambda t: cos_between(LR, 0.0, t / 12)),
         ("one_cycle", lambda t: one_cycle(t, 12, LR)),
+        ("linear_decay", lambda t: linear_to_zero(t, 12)),
+        ("wsd", lambda t: wsd(t, 12)),
     ],
 )
 def test_run_length_schedules_follow_the_number_of_steps(make_cfg, option, formula):
@@ -114,6 +137,56 @@ def test_run_length_schedules_follow_the_number_of_steps(make_cfg, option, formu
     cfg = make_cfg(f"scheduler={option}", "scheduler.interval=step", f"optimizer.lr={LR}")
     expected = [formula(t) for t in range(12)]
     assert lr_path(cfg, 12, epochs=3, steps_per_epoch=4) == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("option", "formula"),
+    [
+        ("linear_decay", linear_to_zero),
+        ("wsd", wsd),
+        ("cosine", lambda t, n: cos_between(LR, 0, t / n)),
+    ],
+)
+@pytest.mark.parametrize(
+    ("trainer", "horizon"),
+    [
+        ({}, 30),  # 10 epochs of 3 steps
+        ({"max_steps": 17}, 17),  # the step budget ends the run first
+        ({"max_time": 1.0}, 30),  # a time budget may end it sooner: not known in advance
+        ({"max_steps": 17, "max_time": 1.0}, 17),
+    ],
+)
+def test_run_length_schedules_span_the_step_budget_not_the_time_budget(
+    make_cfg, option, formula, trainer, horizon
+):
+    cfg = make_cfg(f"scheduler={option}", "scheduler.interval=step", f"optimizer.lr={LR}")
+    lrs = lr_path(cfg, horizon + 3, epochs=10, steps_per_epoch=3, **trainer)
+    expected = [formula(t, horizon) for t in range(horizon + 1)]
+    assert lrs[: horizon + 1] == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    if option != "cosine":  # cosine would climb back; these stay at 0
+        assert lrs[horizon:] == [0.0] * 3
+
+
+def test_wsd_holds_its_horizon_across_a_resume(make_cfg):
+    """The cooldown's numbers are saved with the schedule, as torch's schedules save theirs:
+    a resume with a longer budget (trainer.max_steps may change) keeps the first one."""
+    cfg = make_cfg("scheduler=wsd", f"optimizer.lr={LR}")
+    first = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=LR)
+    schedule = build_schedule(cfg.scheduler, first, TrainerConfig(epochs=1), 10)
+    for step in range(1, 5):
+        first.step()
+        schedule.after_step(step, 1)
+    state = schedule.state_dict()
+    again = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=LR)
+    again.load_state_dict(first.state_dict())
+    resumed = build_schedule(cfg.scheduler, again, TrainerConfig(epochs=5), 10)
+    resumed.load_state_dict(state)
+    lrs = []
+    for step in range(5, 12):
+        again.step()
+        resumed.after_step(step, 1)
+        lrs.append(again.param_groups[0]["lr"])
+    assert lrs == pytest.approx([wsd(t, 10) for t in range(5, 12)], rel=1e-9, abs=1e-12)
 
 
 WARMUP = 3
@@ -129,6 +202,8 @@ WARMUP = 3
         ("cyclic_triangular", lambda t: LR + (6e-3 - LR) * (1 - abs(t % 200 - 100) / 100)),
         ("cosine", lambda t: cos_between(LR, 0.0, t / (20 - WARMUP))),
         ("cosine_restarts", lambda t: cos_between(LR, 0.0, (t % 10) / 10)),
+        ("linear_decay", lambda t: linear_to_zero(t, 20 - WARMUP)),
+        ("wsd", lambda t: wsd(t, 20 - WARMUP)),
     ],
 )
 def test_warmup_ramps_linearly_then_hands_over_to_the_schedule(make_cfg, option, main):
@@ -179,6 +254,8 @@ def test_plateau_follows_the_early_stopping_mode(make_cfg):
         (["scheduler=plateau", "scheduler.warmup_epochs=1"], "scheduler.warmup_epochs"),
         (["scheduler=plateau", "scheduler.interval=step"], "scheduler.interval"),
         (["scheduler=cyclic_sine", "scheduler.step_size=0"], "scheduler.step_size"),
+        (["scheduler=wsd", "scheduler.cooldown_fraction=0"], "scheduler.cooldown_fraction"),
+        (["scheduler=wsd", "scheduler.cooldown_shape=cos"], "scheduler.cooldown_shape"),
     ],
 )
 def test_impossible_schedule_settings_are_config_errors(make_cfg, overrides, key):
@@ -208,6 +285,62 @@ def test_logged_lr_of_a_real_run_follows_the_formula(make_cfg, tmp_path):
     assert [v for _, v in logged] == pytest.approx([v for _, v in expected], rel=1e-6)
 
 
+def logged_lr(run_dir):
+    """{x: lr} of a run's TensorBoard events (x is the step with eval_every_steps)."""
+    events = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0})
+    events.Reload()
+    return {e.step: e.value for e in events.Scalars("lr")}
+
+
+STEPS_PER_EPOCH = 5  # the digits' training split in batches of 256
+
+
+@pytest.mark.parametrize(
+    ("overrides", "warmup", "formula"),
+    [
+        (["scheduler=linear_decay"], 0, linear_to_zero),
+        (
+            ["scheduler=wsd", "scheduler.cooldown_fraction=0.5", "scheduler.cooldown_shape=1-sqrt"],
+            0,
+            lambda t, n: wsd(t, n, 0.5, "1-sqrt"),
+        ),
+        (["scheduler=linear_decay", "scheduler.warmup_epochs=0.4"], 2, linear_to_zero),
+        (["scheduler=wsd", "scheduler.warmup_epochs=0.4"], 2, wsd),
+    ],
+    ids=["linear_decay", "wsd-1-sqrt", "linear_decay-warmup", "wsd-warmup"],
+)
+@pytest.mark.parametrize("max_steps", [None, 17], ids=["epochs", "max_steps"])
+def test_real_runs_log_the_formula_and_end_at_zero(
+    make_cfg, tmp_path, overrides, warmup, formula, max_steps
+):
+    """The lr each evaluation logs is the formula at its step (the lr of the step after
+    it), and 0 after the budget's last step, whether epochs or max_steps end the run."""
+    cfg = make_cfg(
+        *overrides,
+        f"optimizer.lr={LR}",
+        f"trainer.max_steps={max_steps or 'null'}",
+        "trainer.epochs=4",
+        "trainer.eval_every_steps=2",
+        "trainer.early_stopping.enabled=false",
+        "model.hidden=[16]",
+        "trainer.batch_size=256",
+    )
+    summary = run(cfg, tmp_path)
+    horizon = min(4 * STEPS_PER_EPOCH, max_steps or math.inf)
+    assert (summary["status"], summary["global_step"]) == ("completed", horizon)
+
+    def expected(k):  # warm-up ramp, then the schedule over what is left
+        return LR * (k + 1) / (warmup + 1) if k < warmup else formula(k - warmup, horizon - warmup)
+
+    logged = logged_lr(tmp_path)
+    assert max(logged) == horizon and len(logged) >= horizon // 2
+    assert list(logged.values()) == pytest.approx([expected(k) for k in logged], rel=1e-6)
+    assert summary["final"]["lr"] == 0.0 and logged[horizon] == 0.0
+
+
+DECAY_TO_ZERO = {"linear_decay", "wsd"}  # lr 0 after the run's last step
+
+
 @pytest.mark.parametrize("option", OPTIONS)
 def test_every_scheduler_option_trains_an_epoch(make_cfg, tmp_path, option):
     cfg = make_cfg(
@@ -215,7 +348,9 @@ def test_every_scheduler_option_trains_an_epoch(make_cfg, tmp_path, option):
     )
     summary = run(cfg, tmp_path)
     assert summary["status"] == "completed"
-    assert math.isfinite(summary["final"]["train/loss"]) and summary["final"]["lr"] > 0
+    assert math.isfinite(summary["final"]["train/loss"])
+    lr = summary["final"]["lr"]
+    assert lr == 0.0 if option in DECAY_TO_ZERO else lr > 0
 
 
 def test_catalogue_has_every_schedule_of_techniques_md():
@@ -229,4 +364,6 @@ def test_catalogue_has_every_schedule_of_techniques_md():
         "cosine_restarts",
         "one_cycle",
         "plateau",
+        "linear_decay",
+        "wsd",
     } <= set(OPTIONS)

@@ -1,7 +1,7 @@
 """Learning-rate schedules: torch's schedulers, plus an optional linear warm-up in front
-and one stepping interface (per epoch or per optimizer step). The two schedules torch
-lacks in the form we want are below: the sine cycle, and cosine annealing whose length
-follows the run.
+and one stepping interface (per epoch or per optimizer step). The schedules torch lacks
+in the form we want are below: the sine cycle, and those whose length follows the run
+(cosine annealing, linear decay to zero, warmup-stable-decay).
 
 A schedule's `t` (torch's `last_epoch`) counts intervals (epochs or optimizer steps, as
 `scheduler.interval` says) from 0; optexp fills in `total_steps`, the number of intervals
@@ -17,6 +17,7 @@ from typing import Any
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import (
     CosineAnnealingLR,
+    LambdaLR,
     LinearLR,
     LRScheduler,
     ReduceLROnPlateau,
@@ -104,3 +105,44 @@ class CyclicSine(LRScheduler):
 def cosine(optimizer: Optimizer, total_steps: int, eta_min: float = 0.0) -> CosineAnnealingLR:
     """Cosine annealing from optimizer.lr to eta_min over the whole run: T_max = total_steps."""
     return CosineAnnealingLR(optimizer, T_max=total_steps, eta_min=eta_min)
+
+
+def linear_decay(optimizer: Optimizer, total_steps: int) -> LinearLR:
+    """lr = optimizer.lr * (1 - t / total_steps): linear decay to 0 at the end of the run."""
+    return LinearLR(optimizer, start_factor=1.0, end_factor=0.0, total_iters=total_steps)
+
+
+COOLDOWN_SHAPES = {"linear": lambda s: 1.0 - s, "1-sqrt": lambda s: 1.0 - math.sqrt(s)}
+
+
+class Cooldown:
+    """WSD's lr factor at t: 1 for `stable` intervals, then down to 0 over `cooldown`.
+
+    A class, not a closure, so that LambdaLR saves its numbers with the schedule: a
+    resumed run keeps the horizon it started with, as torch's schedulers keep theirs.
+    """
+
+    def __init__(self, stable: int, cooldown: int, shape: str):
+        self.stable, self.cooldown, self.shape = stable, cooldown, shape
+
+    def __call__(self, t: int) -> float:
+        progress = min(max(t - self.stable, 0) / self.cooldown, 1.0)
+        return COOLDOWN_SHAPES[self.shape](progress)
+
+
+def wsd(
+    optimizer: Optimizer,
+    total_steps: int,
+    cooldown_fraction: float = 0.2,
+    cooldown_shape: str = "linear",
+) -> LambdaLR:
+    """Warmup-stable-decay (the warm-up is optexp's `warmup_epochs`): optimizer.lr for
+    the first total_steps - C intervals, then a cooldown to 0 over the last
+    C = round(cooldown_fraction * total_steps) (at least 1): lr * (1 - s) (`linear`) or
+    lr * (1 - sqrt(s)) (`1-sqrt`), s = (t - total_steps + C) / C in [0, 1]."""
+    if cooldown_shape not in COOLDOWN_SHAPES:
+        raise ConfigError("scheduler.cooldown_shape", cooldown_shape, " | ".join(COOLDOWN_SHAPES))
+    if not 0 < cooldown_fraction <= 1:
+        raise ConfigError("scheduler.cooldown_fraction", cooldown_fraction, "a number in (0, 1]")
+    cooldown = max(round(cooldown_fraction * total_steps), 1)
+    return LambdaLR(optimizer, Cooldown(total_steps - cooldown, cooldown, cooldown_shape))
