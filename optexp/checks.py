@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import typing
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from optexp import intent
 from optexp.config import OptexpConfig, knob_rules
-from optexp.errors import ConfigError, Option
+from optexp.errors import Advice, ConfigError, Option
 from optexp.rules import FLOAT32_MAX, Rule, parameter_rules
 
 if TYPE_CHECKING:
@@ -37,6 +38,26 @@ ABSENT = object()  # a key the config does not have
 
 GROUPS_WITH_TARGET = ("dataset", "model", "loss", "optimizer")
 OPTIONAL_GROUPS = ("augmentation", "scheduler", "regularizer")
+
+
+# Optimizers that estimate their own step size: lr multiplies the estimate (1 is the
+# method); the knob that scales the step instead.
+LEARNING_RATE_FREE = {"prodigyopt.Prodigy": "optimizer.d_coef"}
+
+
+def advise_learning_rate_free(node: DictConfig) -> None:
+    """A warning (`Advice`) for a learning-rate-free optimizer's lr far from 1."""
+    lr, target = node.get("lr"), node.get("_target_")
+    if target not in LEARNING_RATE_FREE or not isinstance(lr, int | float) or 0.1 <= lr <= 10:
+        return
+    warnings.warn(
+        f"optimizer.lr={lr:g} with {intent.option('optimizer', target)}: it is learning-rate"
+        f" free and estimates its step size d itself; lr multiplies that estimate, so every"
+        f" step is {lr:g} times the estimated one. Leave lr=1; to scale the step, set"
+        f" {LEARNING_RATE_FREE[target]} (the authors: 0.1 to 10).",
+        Advice,
+        stacklevel=2,
+    )
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -67,6 +88,7 @@ def check_config(cfg: DictConfig) -> None:
     if errors:
         raise intent.closest(errors, cfg)
     check_trainer(cfg)
+    advise_learning_rate_free(cfg.optimizer)
 
 
 def check_trainer(cfg: DictConfig) -> None:
@@ -227,6 +249,41 @@ def check_closure(closure: bool, target: str, trainer: TrainerConfig, ranks: int
             trainer.accumulate_batches,
             "1",
             problem=f"cannot accumulate for {target}, which evaluates each batch itself",
+        )
+
+
+def check_optimizer_weights(target: str, trainer: TrainerConfig, scheduler: DictConfig) -> None:
+    """An optimizer that keeps the weights it is evaluated at (Schedule-Free) is itself the
+    average and the schedule: EMA or SWA on its training weights, or a schedule of
+    optexp's on its lr, is refused."""
+    option = intent.option("optimizer", target)
+    for name in ("ema", "swa"):
+        if getattr(trainer, name).enabled:
+            raise ConfigError(
+                f"trainer.{name}.enabled",
+                True,
+                f"false with optimizer={option}",
+                problem=f"would average {option}'s training weights, not those it evaluates at",
+            )
+    constant = scheduler.get("_target_") in (None, "torch.optim.lr_scheduler.ConstantLR")
+    if not constant or scheduler.get("factor", 1.0) != 1.0 or scheduler.get("warmup_epochs"):
+        raise ConfigError(
+            "scheduler",
+            Option(intent.chosen("scheduler") or scheduler.get("_target_")),
+            "constant (the optimizer's own warm-up: optimizer.warmup_steps)",
+            problem=f"would change the lr of optimizer={option}, which replaces a schedule",
+        )
+
+
+def check_sam_base(base_keeps_weights: bool, node: DictConfig) -> None:
+    """SAM steps its base optimizer: one that keeps evaluation weights (Schedule-Free)
+    would be evaluated at its training weights, silently."""
+    if base_keeps_weights:
+        raise ConfigError(
+            "optimizer.base",
+            node.get("base"),
+            "an optimizer without train() / eval() (not a Schedule-Free one)",
+            problem="keeps evaluation weights that SAM's steps do not switch to",
         )
 
 

@@ -8,16 +8,36 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from typing import Any, NoReturn
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 USER_ERROR = 2  # the exit status of every optexp command for an error the user can fix
 DEBUG_HINT = "(set OPTEXP_DEBUG=1 for the traceback)"
+DEFAULT_FORMAT = warnings.formatwarning
 
 
 class UserError(Exception):
     """An error the user can fix (config, paths, files): reported in one line, exit 2."""
+
+
+class Advice(UserWarning):
+    """A setting that is allowed but likely not what the user meant: one line on stderr,
+    `optexp: warning: ...` (the CLI's `warnings.formatwarning`), and the run goes on."""
+
+
+def one_line_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    line: str | None = None,
+) -> str:
+    """`warnings.formatwarning` for the CLI: `Advice` in one line, others as Python has them."""
+    if issubclass(category, Advice):
+        return f"optexp: warning: {message}\n"
+    return DEFAULT_FORMAT(message, category, filename, lineno, line)
 
 
 class ConfigError(UserError, ValueError):

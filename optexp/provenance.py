@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from omegaconf import DictConfig
 
 LIBRARIES = ("hydra-core", "omegaconf", "numpy", "tensorboard", "torchvision")
+# The packages optimizer options take their classes from, beside torch.optim: their
+# versions are part of what a run computed, so metrics.json records them (null: absent).
+OPTIMIZER_PACKAGES = ("pytorch_optimizer", "prodigyopt", "schedulefree")
 
 
 @dataclass
@@ -43,6 +46,7 @@ def versions() -> dict[str, str | None]:
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
+        **{name: _installed(name) for name in OPTIMIZER_PACKAGES},
         "optexp": optexp.__version__,
         "git_commit": _git_commit(),
     }
@@ -85,11 +89,15 @@ def _table(rows: dict[str, str]) -> str:
     return "| | |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows.items())
 
 
-def _version(distribution: str) -> str:
+def _installed(distribution: str) -> str | None:
     try:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:
-        return "not installed"
+        return None
+
+
+def _version(distribution: str) -> str:
+    return _installed(distribution) or "not installed"
 
 
 def _device_name(device: torch.device) -> str:

@@ -1,16 +1,25 @@
 """The optimizer group: textbook update rules against torch.optim, weight-decay groups,
-and one epoch with every option of optexp/configs/optimizer/."""
+the options of other packages (NAdamW, Lion, ADOPT, SOAP, Prodigy) against their
+definitions, and one epoch with every option of optexp/configs/optimizer/."""
 
 import math
+import warnings
+from importlib import metadata
 
+import prodigyopt
 import pytest
+import pytorch_optimizer
 import torch
 from omegaconf import OmegaConf
 from torch import nn
 
 from optexp import checkpoint
+from optexp.checks import check_config
+from optexp.config import UserError
+from optexp.errors import Advice
 from optexp.optim import param_groups, textbook
-from optexp.parts import build_parts
+from optexp.parts import OWN_KEYS, build_optimizer, build_parts
+from optexp.provenance import OPTIMIZER_PACKAGES, versions
 from optexp.train import run
 from tests.groups import CONFIG_DIR, options
 
@@ -167,3 +176,103 @@ def test_textbook_state_and_schedule_resume_exactly(make_cfg, tmp_path):
     for key in ("train/loss", "train/acc", "val/loss", "val/acc", "lr", "weight_norm"):
         assert resumed["final"][key] == straight["final"][key], key
     assert resumed["test"] == straight["test"]
+
+
+PACKAGED = {
+    "nadamw": torch.optim.NAdam,
+    "lion": pytorch_optimizer.Lion,
+    "adopt": pytorch_optimizer.ADOPT,
+    "soap": pytorch_optimizer.SOAP,
+    "prodigy": prodigyopt.Prodigy,
+}
+
+
+def option_node(option: str):
+    return OmegaConf.load(CONFIG_DIR / "optimizer" / f"{option}.yaml")
+
+
+@pytest.mark.parametrize("option", PACKAGED)
+def test_a_packaged_option_builds_its_class_with_the_values_of_its_file(make_cfg, option):
+    """Every knob of the file reaches the optimizer (training: the every-option test)."""
+    optimizer = build_parts(make_cfg(f"optimizer={option}", "model.hidden=[16]")).optimizer
+    assert type(optimizer) is PACKAGED[option]
+    node = OmegaConf.to_container(option_node(option))
+    knobs = {k: v for k, v in node.items() if k != "_target_" and k not in OWN_KEYS["optimizer"]}
+    for key, value in knobs.items():
+        # SOAP keeps data_format on itself, not in its defaults
+        built = optimizer.defaults.get(key, getattr(optimizer, key, None))
+        assert (list(built) if isinstance(built, tuple) else built) == value, key
+
+
+def test_nadamw_steps_as_torch_nadam_with_decoupled_decay_and_not_without():
+    """The file selects decoupled decay, and a momentum of b1 from the first step (as
+    AlgoPerf's NAdamW; torch's default momentum_decay starts at b1 / 2)."""
+    node = option_node("nadamw")
+    knobs = {k: node[k] for k in ("lr", "eps", "weight_decay", "momentum_decay")}
+    paths = {}
+    for name in ("option", "decoupled", "coupled"):
+        model, x, y = small_problem()
+        model[0].weight.data.mul_(20)  # large weights: their decay shows within 20 steps
+        if name == "option":
+            optimizer = build_optimizer(node, model, torch.device("cpu"))
+        else:
+            optimizer = torch.optim.NAdam(
+                param_groups(model, knobs["weight_decay"], False),
+                betas=tuple(node.betas),
+                decoupled_weight_decay=name == "decoupled",
+                **knobs,
+            )
+        paths[name] = train_steps(model, x, y, optimizer, 20)
+        mu_product = optimizer.state[model[0].weight]["mu_product"]  # prod of momenta
+        assert math.isclose(mu_product, node.betas[0] ** 20, rel_tol=1e-6)  # float32
+    for t, (ours, theirs) in enumerate(zip(paths["option"], paths["decoupled"], strict=True)):
+        assert torch.allclose(ours, theirs, rtol=0, atol=1e-12), f"differs at step {t + 1}"
+    assert (paths["option"][-1] - paths["coupled"][-1]).abs().max() > 1e-6
+
+
+def test_lion_steps_by_the_sign_of_its_interpolated_momentum():
+    """Chen et al. 2023, Program 1: u = sign(b1 * m + (1 - b1) * g); m = b2 * m + (1 - b2)
+    * g; theta -= lr * (u + weight_decay * theta). With m0 = 0 the first step is the sign
+    of the gradient; the second shows which beta does what."""
+    node = option_node("lion")
+    lr, wd, (b1, b2) = node.lr, node.weight_decay, node.betas
+    model, x, y = small_problem()
+    optimizer = build_optimizer(node, model, torch.device("cpu"))
+    momentum = [torch.zeros_like(p) for p in model.parameters()]
+    for t in range(2):
+        before = [p.detach().clone() for p in model.parameters()]
+        optimizer.zero_grad()
+        nn.functional.mse_loss(model(x[8 * t : 8 * t + 8]), y[8 * t : 8 * t + 8]).backward()
+        grads = [p.grad.clone() for p in model.parameters()]
+        optimizer.step()
+        for p, old, g, m in zip(model.parameters(), before, grads, momentum, strict=True):
+            decay = wd if p.ndim > 1 else 0.0  # optexp's groups: no decay on biases
+            step = torch.sign(b1 * m + (1 - b1) * g)
+            if t == 0:
+                assert torch.equal(step, torch.sign(g))
+            assert torch.allclose(p, old * (1 - lr * decay) - lr * step, rtol=0, atol=1e-15)
+            m.mul_(b2).add_(g, alpha=1 - b2)
+
+
+def test_prodigy_warns_of_an_lr_far_from_1(make_cfg):
+    with pytest.warns(Advice, match=r"optimizer.lr=0.01 with prodigyopt.Prodigy: .*learning-rate"):
+        check_config(make_cfg("optimizer=prodigy", "optimizer.lr=0.01"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_config(make_cfg("optimizer=prodigy"))  # lr=1
+        check_config(make_cfg("optimizer=adam", "optimizer.lr=0.01"))  # not Prodigy
+
+
+@pytest.mark.parametrize("option", ["adam", "sgd", "nadamw", "lion", "soap"])
+def test_a_wrong_optimizer_switch_is_refused_before_torch_sees_it(make_cfg, option):
+    """`maximize=[1]` once reached torch's fused Adam as a list, and ended in a traceback."""
+    with pytest.raises(UserError, match=r"^optimizer.maximize=\[1\] is not allowed.*true \| false"):
+        check_config(make_cfg(f"optimizer={option}", "+optimizer.maximize=[1]"))
+    check_config(make_cfg(f"optimizer={option}", "+optimizer.maximize=true"))
+
+
+def test_metrics_json_records_the_optimizer_packages_versions():
+    recorded = versions()
+    for name in OPTIMIZER_PACKAGES:
+        assert recorded[name] == metadata.version(name)
+    assert list(recorded).index("torch") < list(recorded).index("pytorch_optimizer")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import warnings
 
 import hydra
 from hydra._internal.utils import get_args_parser
@@ -16,12 +17,13 @@ from optexp.cli.app import train_from_config
 from optexp.cli.errors import as_user_error, command_line_error
 from optexp.cli.help import other_flags, print_help
 from optexp.cli.session import SESSION
-from optexp.errors import UserError, debug_requested
+from optexp.errors import UserError, debug_requested, one_line_warning
 from optexp.user_configs import search_first
 
 
 def main() -> None:
     SESSION.debug = debug_requested()  # before the line below, which Hydra would read
+    warnings.formatwarning = one_line_warning
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let Hydra's errors reach us instead of printing
     argv = sys.argv[1:]
     if "--version" in argv:  # Hydra's own flag prints only Hydra's version
