@@ -7,10 +7,16 @@ SWA recomputes them on the training data before the test (`update_bn`), as its p
 
 `trainer.evaluate_averaged` picks the weights that validation, early stopping, the best
 checkpoint and the test use, once averaging has begun; the others are logged beside them.
+
+An optimizer may keep an average of its own that it evaluates at (Schedule-Free's x):
+`OptimizerWeights`.
 """
 
 from __future__ import annotations
 
+import copy
+import itertools
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -58,12 +64,7 @@ class WeightAverage(EvaluationWeights):
     def before_test(self, batches: Any) -> None:
         """SWA's batch-norm statistics, recomputed on the training data for the averaged
         weights (a model without batch norm is left as it is)."""
-        norms = (nn.modules.batchnorm._BatchNorm,)
-        if (
-            self.swa.enabled
-            and self.started
-            and any(isinstance(m, norms) for m in self.model.modules())
-        ):
+        if self.swa.enabled and self.started and has_batch_norm(self.model):
             update_bn(batches, self.model)
 
     def evaluated_model(self) -> nn.Module:
@@ -84,3 +85,71 @@ class WeightAverage(EvaluationWeights):
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.model.load_state_dict(state)
+
+
+def keeps_evaluation_weights(optimizer: object) -> bool:
+    """An optimizer with `train()` and `eval()` methods evaluates at other weights than it
+    trains at: the ecosystem's convention (schedulefree), which a user's optimizer may
+    follow too. torch's optimizers have neither."""
+    return callable(getattr(optimizer, "train", None)) and callable(
+        getattr(optimizer, "eval", None)
+    )
+
+
+class OptimizerWeights(EvaluationWeights):
+    """The weights an optimizer says to evaluate at (its `eval()`), computed into a copy of
+    the model, while training goes on at its training weights (`train()`). The package's
+    own in-place `eval()` / `train()` round trip is not bit-exact: here the training
+    weights are put back as they were, so a run's trajectory does not depend on how often
+    it is evaluated. With batch norm, the statistics are recomputed at the evaluation
+    weights on `bn_batches` training batches (the schedulefree README's advice), with the
+    random state put back."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: Any,
+        batches: Callable[[], Iterable[Any]],
+        bn_batches: int,
+    ) -> None:
+        super().__init__(model)
+        self.optimizer, self.batches, self.bn_batches = optimizer, batches, bn_batches
+        self.copy = copy.deepcopy(model)
+        self.current = False  # whether `copy` holds the weights of the last step
+        optimizer.train()  # it starts in eval mode: steps need train mode
+
+    def after_step(self, step: int, epoch: int) -> None:
+        self.current = False
+
+    def evaluated_model(self) -> nn.Module:
+        if not self.current:
+            self._evaluation_weights()
+            self.current = True
+        return self.copy
+
+    @torch.no_grad()
+    def _evaluation_weights(self) -> None:
+        params = list(self.source.parameters())
+        training = [p.detach().clone() for p in params]
+        self.optimizer.eval()
+        for target, p in zip(self.copy.parameters(), params, strict=True):
+            target.copy_(p)
+        self.optimizer.train()
+        for p, saved in zip(params, training, strict=True):
+            p.copy_(saved)
+        for target, buffer in zip(self.copy.buffers(), self.source.buffers(), strict=True):
+            target.copy_(buffer)
+        if self.bn_batches and has_batch_norm(self.copy):
+            device = next(self.copy.parameters()).device
+            devices = [] if device.type == "cpu" else [device]
+            with torch.random.fork_rng(devices=devices, device_type=device.type):
+                update_bn(itertools.islice(self.batches(), self.bn_batches), self.copy)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The evaluation weights beside the checkpoint's training state (recomputed from
+        that state on resume: they are kept for whoever reads the checkpoint)."""
+        return {"evaluated": self.evaluated_model().state_dict()}
+
+
+def has_batch_norm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())

@@ -203,11 +203,18 @@ def evaluate(parts: Parts, split: Split | None, model: nn.Module | None = None) 
     return result
 
 
+# What an optimizer's parameter group says its step really is, by the tag it is logged
+# under: Schedule-Free's lr after its warm-up, Prodigy's estimate of the step size.
+STEP_SIZES = {"scheduled_lr": "lr/scheduled", "d": "lr/d"}
+
+
 def learning_rates(optimizer: torch.optim.Optimizer) -> dict[str, float]:
-    """`lr` of the first parameter group, and `lr/groupK` for the others if any."""
+    """`lr` of the first parameter group, and `lr/groupK` for the others if any; what the
+    first group says of its real step (`STEP_SIZES`)."""
     groups = optimizer.param_groups
     rates = {"lr": groups[0]["lr"]}
     rates |= {f"lr/group{k}": g["lr"] for k, g in enumerate(groups) if k > 0}
+    rates |= {tag: float(groups[0][key]) for key, tag in STEP_SIZES.items() if key in groups[0]}
     return rates
 
 

@@ -24,22 +24,26 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from optexp import checks, intent
-from optexp.averaging import WeightAverage
+from optexp.averaging import OptimizerWeights, WeightAverage, keeps_evaluation_weights
 from optexp.config import TrainerConfig
 from optexp.data import Data
 from optexp.data.augment import for_batches
 from optexp.errors import ConfigError, Option, UserError
 from optexp.joints import EvaluationWeights
 from optexp.optim import param_groups
+from optexp.optim.groups import exempt_bias_and_norm, rule_groups
 from optexp.optim.schedules import Schedule, swa_phase, with_warmup
 from optexp.stopping import EarlyStopping
 from optexp.world import World
 
 # optexp's own keys inside a group node: read here, not passed to the target.
 OWN_KEYS = {
-    "optimizer": ("regularize_bias_and_norm", "full_batch"),
+    "optimizer": ("regularize_bias_and_norm", "full_batch", "bn_batches", "groups"),
     "scheduler": ("interval", "warmup_epochs"),
 }
+# Training batches that recompute batch norm's statistics at an optimizer's own evaluation
+# weights, unless its node sets `bn_batches` (the schedulefree README: a few dozen).
+BN_BATCHES = 50
 # Devices where torch's Adam, AdamW, SGD and Adagrad have fused kernels.
 FUSED_DEVICES = ("cpu", "cuda")
 
@@ -103,7 +107,7 @@ def build_parts(cfg: DictConfig, world: World | None = None) -> Parts:
         schedule=build_schedule(cfg.scheduler, optimizer, trainer, steps_per_epoch),
         penalty=build_optional("regularizer", cfg.regularizer, model=model),
         augment=augment,
-        weights=WeightAverage.of(model, trainer),
+        weights=evaluation_weights(cfg, model, optimizer, trainer, data),
         autocast=autocast,
         scaler=scaler,
         early_stopping=EarlyStopping(**vars(trainer.early_stopping)),
@@ -150,6 +154,19 @@ def build_augmentation(node: DictConfig | None, data: Data, loss_fn: object) -> 
     return for_batches(augment)
 
 
+def evaluation_weights(
+    cfg: DictConfig, model: nn.Module, optimizer: Any, trainer: TrainerConfig, data: Data
+) -> EvaluationWeights:
+    """The weights evaluation uses: those an optimizer keeps (Schedule-Free's x), EMA's or
+    SWA's, or the trained ones; refused where they would silently be the wrong ones."""
+    checks.check_sam_base(keeps_evaluation_weights(getattr(optimizer, "base", None)), cfg.optimizer)
+    if not keeps_evaluation_weights(optimizer):
+        return WeightAverage.of(model, trainer)
+    checks.check_optimizer_weights(cfg.optimizer._target_, trainer, cfg.scheduler)
+    batches = partial(data.train.batches, trainer.eval_batch_size)
+    return OptimizerWeights(model, optimizer, batches, cfg.optimizer.get("bn_batches", BN_BATCHES))
+
+
 def needs_closure(optimizer: torch.optim.Optimizer) -> bool:
     """L-BFGS, and an optimizer class that says so (`requires_closure = True`, as
     `optexp.optim.sam.SAM` does), evaluate the loss themselves: step(closure)."""
@@ -159,12 +176,24 @@ def needs_closure(optimizer: torch.optim.Optimizer) -> bool:
 def build_optimizer(
     node: DictConfig, model: nn.Module, device: torch.device
 ) -> torch.optim.Optimizer:
-    """The optimizer over the model's parameter groups: biases and normalization weights
-    get no weight decay unless `regularize_bias_and_norm`."""
-    groups = param_groups(
-        model, node.get("weight_decay", 0.0), node.get("regularize_bias_and_norm", False)
+    """The optimizer over the model's parameter groups (`optimizer_groups`)."""
+    return build(
+        "optimizer", node, params=optimizer_groups(node, model), **fused_kernel(node, device)
     )
-    return build("optimizer", node, params=groups, **fused_kernel(node, device))
+
+
+def optimizer_groups(node: DictConfig, model: nn.Module) -> list[dict[str, Any]]:
+    """The parameter groups by the node's rules (`optimizer.groups`), else timm's: biases
+    and normalization weights get no weight decay unless `regularize_bias_and_norm`."""
+    decay, regularize_all = (
+        node.get("weight_decay", 0.0),
+        node.get("regularize_bias_and_norm", False),
+    )
+    if node.get("groups") is None:
+        return param_groups(model, decay, regularize_all)
+    rules = OmegaConf.to_container(node.groups, resolve=True)
+    groups = rule_groups(model, rules, intent.option("model", type(model).__name__))
+    return groups if regularize_all else exempt_bias_and_norm(groups, decay)
 
 
 def fused_kernel(node: DictConfig, device: torch.device) -> dict[str, bool]:

@@ -123,6 +123,12 @@ class Tracker:
             for tag, text in texts.items():
                 self.writer.add_text(tag, text, 0)
 
+    def note(self, tag: str, text: str) -> None:
+        """A line on the terminal (`optexp: TEXT`) and in TensorBoard's Text tab."""
+        self.log_text({tag: text})
+        if self.shows:
+            console.print(f"optexp: {text}", highlight=False, soft_wrap=True)
+
     def log_images(self, images: dict[str, torch.Tensor], step: int) -> None:
         """(C, H, W) images in [0, 1] by tag."""
         if self.writer is not None:

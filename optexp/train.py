@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from optexp import checkpoint, metrics, rundir
 from optexp.joints import Joint
 from optexp.metrics import NO_SUMS, IntervalRecord, diverged
+from optexp.optim.groups import describe
 from optexp.parts import Parts, build_parts
 from optexp.provenance import Launch, describe_run
 from optexp.rundir import Status, Summary
@@ -121,6 +122,8 @@ def train(members: list[Member], steps: Steps, started: float) -> list[Summary]:
             if member.state.fresh:  # once per run
                 config, device = member.about.config, member.parts.device
                 member.tracker.log_text(describe_run(config, device, member.about.launch))
+                if groups := describe(member.parts.optimizer.param_groups):
+                    member.tracker.note("run/optimizer_groups", f"parameter groups: {groups}")
         stop = context.enter_context(StopRequest())
         # Anomaly detection (debug): autograd names the forward operation behind a NaN gradient.
         detect = members[0].parts.trainer.detect_anomaly

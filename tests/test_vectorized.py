@@ -143,6 +143,7 @@ def pick_timing(result: dict) -> dict:
     [
         (("optimizer=lbfgs",), "evaluates the loss itself"),
         (("trainer.ema.enabled=true",), "average weights"),
+        (("optimizer=schedule_free_adamw",), "Schedule-Free's x"),
         (("regularizer=l2",), "penalty"),
         (("model=gru", *MNIST1D), "vmap cannot run"),
         (("+problem=lookup_transformer", *TRAINER), "no batching rule for aten::_scaled_dot"),

@@ -24,9 +24,15 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from optexp import rundir, train
-from optexp.averaging import WeightAverage
-from optexp.optim import param_groups
-from optexp.parts import Parts, build, build_parts, build_schedule, fused_kernel
+from optexp.joints import EvaluationWeights
+from optexp.parts import (
+    Parts,
+    build,
+    build_parts,
+    build_schedule,
+    fused_kernel,
+    optimizer_groups,
+)
 from optexp.provenance import Launch
 from optexp.state import RunState, resume, seed_everything
 from optexp.steps import forked_rng
@@ -115,11 +121,12 @@ def refuse_unvectorizable(parts: Parts, cfg: DictConfig) -> None:
     target = cfg.optimizer._target_
     reasons = [
         (parts.closure, f"{target} evaluates the loss itself (a closure)"),
-        (target not in ELEMENTWISE, f"{target} is not known to step each element on its own"),
         (
-            isinstance(parts.weights, WeightAverage),
-            "trainer.ema and trainer.swa average weights per run",
+            type(parts.weights) is not EvaluationWeights,
+            "its evaluation weights are kept per run (trainer.ema, trainer.swa, Schedule-Free's"
+            " x): they average weights per run",
         ),
+        (target not in ELEMENTWISE, f"{target} is not known to step each element on its own"),
         (parts.penalty is not None, "a regularizer's penalty is not computed per member"),
         (parts.scaler.is_enabled(), "fp16's gradient scaler skips a step for every member"),
         (parts.trainer.compile, "trainer.compile compiles one run's model"),
@@ -149,9 +156,7 @@ def stacked_optimizer(cfg: DictConfig, lead: Parts, stack: Stack) -> torch.optim
     groups of one member (weight decay off biases and norms, as each run has it)."""
     node = cfg.optimizer
     index = {id(p): i for i, p in enumerate(lead.model.parameters())}
-    groups = param_groups(
-        lead.model, node.get("weight_decay", 0.0), node.get("regularize_bias_and_norm", False)
-    )
+    groups = optimizer_groups(node, lead.model)
     for group in groups:
         group["params"] = [stack.params[index[id(p)]] for p in group["params"]]
     return build("optimizer", node, params=groups, **fused_kernel(node, lead.device))
