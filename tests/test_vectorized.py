@@ -25,7 +25,10 @@ TRAINER = (
 )
 SMALL = ("dataset=synthetic", "dataset.n_samples=300", "model.hidden=[16,16]", *TRAINER)
 MNIST1D = ("dataset=mnist1d", "dataset.num_samples=400", *TRAINER)
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw", "textbook/adam")
+OPTIMIZERS = (
+    *("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw", "textbook/adam"),
+    *("nadamw", "lion", "adopt"),
+)
 
 
 def members(

@@ -41,9 +41,11 @@ from optexp.vector.stack import MemberOptimizer, Stack, stacked_state
 from optexp.vector.steps import GroupSteps, member_losses
 
 # Optimizers whose step is elementwise: one step on the stack is K independent steps.
-ELEMENTWISE = {
-    f"torch.optim.{name}" for name in ("SGD", "Adam", "AdamW", "Adagrad", "RMSprop", "Adamax")
-} | {f"optexp.optim.textbook.{name}" for name in ("SGD", "Momentum", "AdaGrad", "RMSprop", "Adam")}
+ELEMENTWISE = (
+    {f"torch.optim.{n}" for n in ("SGD", "Adam", "AdamW", "Adagrad", "RMSprop", "Adamax", "NAdam")}
+    | {f"optexp.optim.textbook.{n}" for n in ("SGD", "Momentum", "AdaGrad", "RMSprop", "Adam")}
+    | {f"pytorch_optimizer.{n}" for n in ("Lion", "ADOPT")}
+)
 
 
 class NotVectorizable(Exception):
