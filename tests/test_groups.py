@@ -4,17 +4,14 @@ schedule, Muon's update against torch's own, and an exact resume."""
 
 from __future__ import annotations
 
-import signal
-
 import pytest
 import torch
 
-from optexp import train
 from optexp.errors import ConfigError
 from optexp.optim.groups import describe
 from optexp.parts import build_parts
-from optexp.signals import StopRequest
 from optexp.train import run
+from tests.resume import assert_resumes_exactly
 
 QUICK = ("trainer.tensorboard=false", "trainer.early_stopping.enabled=false")
 CNN = ("model=cnn", "model.channels=[4,8]", "trainer.batch_size=64", *QUICK)
@@ -97,30 +94,9 @@ def test_per_group_learning_rates_follow_one_schedule(make_cfg, tmp_path):
     assert lr / 1e-3 == pytest.approx(bias_lr / 0.01) == pytest.approx(0.25)
 
 
-class StopAfter(StopRequest):
-    """SIGTERM once the loop has asked 10 times (mid-epoch)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.remaining = 10
-
-    def __bool__(self) -> bool:
-        if self.remaining == 0:
-            self.signal = signal.SIGTERM
-        self.remaining -= 1
-        return super().__bool__()
-
-
 def test_muon_resumes_exactly_after_a_stop(make_cfg, tmp_path, monkeypatch):
     cfg = make_cfg("optimizer=muon", *CNN, "trainer.epochs=2")
-    whole = run(cfg, tmp_path / "whole")
-    monkeypatch.setattr(train, "StopRequest", StopAfter)
-    assert run(cfg, tmp_path / "stopped")["status"] == "interrupted"
-    monkeypatch.undo()
-    resumed = run(cfg, tmp_path / "stopped")
-    for key in ("test", "best", "global_step", "epochs_completed"):
-        assert resumed[key] == whole[key], key
-    assert resumed["final"]["train/loss"] == whole["final"]["train/loss"]
+    assert_resumes_exactly(cfg, tmp_path, monkeypatch, stop_at=10)
 
 
 @pytest.mark.parametrize(

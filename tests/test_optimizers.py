@@ -22,6 +22,7 @@ from optexp.parts import OWN_KEYS, build_optimizer, build_parts
 from optexp.provenance import OPTIMIZER_PACKAGES, versions
 from optexp.train import run
 from tests.groups import CONFIG_DIR, options
+from tests.resume import assert_resumes_exactly
 
 OPTIONS = options(CONFIG_DIR / "optimizer")
 TINY = ("trainer.epochs=1", "model.hidden=[16]", "trainer.batch_size=256")
@@ -276,3 +277,11 @@ def test_metrics_json_records_the_optimizer_packages_versions():
     for name in OPTIMIZER_PACKAGES:
         assert recorded[name] == metadata.version(name)
     assert list(recorded).index("torch") < list(recorded).index("pytorch_optimizer")
+
+
+@pytest.mark.parametrize("option", ["prodigy", "soap"])
+def test_optimizers_with_state_of_their_own_resume_exactly(make_cfg, tmp_path, monkeypatch, option):
+    """Prodigy's d and its running sums, SOAP's eigenbases and their refresh count: saved
+    after 5 steps, mid-epoch, and resumed: the run ends where the uninterrupted one does."""
+    cfg = make_cfg(f"optimizer={option}", "model.hidden=[16]", "trainer.epochs=2")
+    assert_resumes_exactly(cfg, tmp_path, monkeypatch, stop_at=6)

@@ -5,16 +5,14 @@ refused."""
 
 from __future__ import annotations
 
-import signal
-
 import pytest
 import torch
 
-from optexp import metrics, train
+from optexp import metrics
 from optexp.errors import ConfigError
 from optexp.parts import build_parts
-from optexp.signals import StopRequest
 from optexp.train import run
+from tests.resume import assert_resumes_exactly
 
 SMALL = (
     "optimizer=schedule_free_adamw",
@@ -24,7 +22,6 @@ SMALL = (
     "trainer.tensorboard=false",
     "trainer.early_stopping.enabled=false",
 )
-COMPARED = ("test", "best", "best_epoch", "epochs_completed", "status", "global_step")
 
 
 def last_checkpoint(run_dir):
@@ -67,30 +64,11 @@ def test_batch_norm_is_recomputed_at_x_without_changing_the_training(make_cfg, t
     assert all(torch.equal(ends[0][name], ends[1][name]) for name in ends[0])
 
 
-class StopAfter(StopRequest):
-    """SIGTERM once the loop has asked 12 times (mid-epoch: 11 steps into epoch 1 of 19)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.remaining = 12
-
-    def __bool__(self) -> bool:
-        if self.remaining == 0:
-            self.signal = signal.SIGTERM
-        self.remaining -= 1
-        return super().__bool__()
-
-
 @pytest.mark.parametrize("option", ["schedule_free_adamw", "schedule_free_sgd"])
 def test_a_stopped_run_resumes_exactly(make_cfg, tmp_path, monkeypatch, option):
+    """Stopped 11 steps into the first epoch of 20, x and y and z saved, resumed."""
     cfg = make_cfg(*SMALL, f"optimizer={option}")
-    whole = run(cfg, tmp_path / "whole")
-    monkeypatch.setattr(train, "StopRequest", StopAfter)
-    assert run(cfg, tmp_path / "stopped")["status"] == "interrupted"
-    monkeypatch.undo()
-    resumed = run(cfg, tmp_path / "stopped")
-    assert {k: resumed[k] for k in COMPARED} == {k: whole[k] for k in COMPARED}
-    assert resumed["final"]["train/loss"] == whole["final"]["train/loss"]
+    assert_resumes_exactly(cfg, tmp_path, monkeypatch, stop_at=12)
 
 
 def test_the_warmed_up_lr_is_logged_as_lr_scheduled(make_cfg, tmp_path):
