@@ -349,7 +349,11 @@ PARAMETER_RULES: dict[str, dict[str, Rule]] = {
         "p": PROBABILITY,
     },
     "regularizer": {"regularize_bias_and_norm": BOOL},
-    "optexp.regularizers.NormPenalty": {"l1": NON_NEGATIVE, "l2": NON_NEGATIVE},
+    "optexp.regularizers.NormPenalty": {
+        "l1": NON_NEGATIVE,
+        "l2": NON_NEGATIVE,
+        "match": Rule(lambda v: isinstance(v, dict), "conditions, e.g. {min_ndim: 2}").or_null(),
+    },
 }
 
 

@@ -62,7 +62,7 @@ def test_muon_on_a_model_without_a_hidden_matrix_is_refused_naming_the_rule(opte
     assert result.returncode == 2 and "Traceback" not in result.stderr
     line = result.stderr.splitlines()[0]
     assert line.startswith("optexp: error: optimizer.groups[0].match=")
-    assert "matches no parameter of model=linear" in line
+    assert "matches none of the parameters of model=linear" in line
     assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
@@ -71,7 +71,7 @@ def test_muon_on_a_model_without_a_hidden_matrix_is_refused_naming_the_rule(opte
     [
         ("[{match:{name:'*.bias'}}]", "optimizer.groups", "without one"),
         ("[{match:{size:2}},{match:{}}]", "optimizer.groups[0].match.size", "not a condition"),
-        ("[{match:{}},{match:{max_ndim:1}}]", "optimizer.groups[1].match", "matches no"),
+        ("[{match:{}},{match:{max_ndim:1}}]", "optimizer.groups[1].match", "matches none"),
     ],
 )
 def test_rules_that_leave_a_parameter_or_take_none_are_refused(make_cfg, groups, key, says):
@@ -113,3 +113,16 @@ def test_rule_groups_keep_weight_decay_off_biases_unless_asked(make_cfg, extra, 
     assert decays["5.weight"] == decays["5.bias"] == 0.5  # the output layer's own rule
     assert decays["1.weight"] == 0.01
     assert decays["1.bias"] == (0.0 if exempt else 0.01)
+
+
+def test_a_penalty_applies_to_the_parameters_its_match_picks(make_cfg):
+    """The L2 penalty by the rules' conditions: the hidden layers' weights only (not the
+    output layer's), where regularize_bias_and_norm would take every matrix."""
+    match = "{layer:[Linear],output:false,min_ndim:2}"
+    parts = build_parts(make_cfg("regularizer=l2", f"+regularizer.match={match}"))
+    assert {id(p) for p in parts.penalty.params} == {
+        id(parts.model.get_parameter(name)) for name in ("1.weight", "3.weight")
+    }
+    with pytest.raises(ConfigError) as refused:
+        build_parts(make_cfg("regularizer=l2", "+regularizer.match={layer:[Conv2d]}"))
+    assert refused.value.key == "regularizer.match"

@@ -64,25 +64,10 @@ def rule_groups(model: nn.Module, rules: list[dict[str, Any]], model_name: str) 
     a parameter is left without a group."""
     left, groups = parameters(model), []
     for index, rule in enumerate(rules):
-        match = dict(rule.get("match") or {})
-        settings = {k: v for k, v in rule.items() if k != "match"}
-        for key in match:
-            if key not in CONDITIONS:
-                raise ConfigError(
-                    f"optimizer.groups[{index}].match.{key}",
-                    match[key],
-                    f"a condition of {', '.join(CONDITIONS)}",
-                    problem="is not a condition a rule can test",
-                )
-        taken = [p for p in left if all(CONDITIONS[k](v, p) for k, v in match.items())]
-        if not taken:
-            raise ConfigError(
-                f"optimizer.groups[{index}].match",
-                match,
-                f"a rule that takes at least one parameter of model={model_name}",
-                problem=f"matches no parameter of model={model_name} left by the rules before it",
-            )
+        key = f"optimizer.groups[{index}].match"
+        taken = matching(left, dict(rule.get("match") or {}), key, model_name)
         left = [p for p in left if p not in taken]
+        settings = {k: v for k, v in rule.items() if k != "match"}
         groups.append({"params": [p.tensor for p in taken], "names": [p.name for p in taken]})
         groups[-1] |= settings
     if left:
@@ -94,6 +79,30 @@ def rule_groups(model: nn.Module, rules: list[dict[str, Any]], model_name: str) 
             problem=f"leave {len(left)} parameters of model={model_name} without one ({names})",
         )
     return groups
+
+
+def matching(
+    candidates: list[Parameter], match: dict[str, Any], key: str, model_name: str
+) -> list[Parameter]:
+    """The candidates that meet every condition of `match` (the setting `key`); refused
+    when a condition is unknown or none meets them all."""
+    for name in match:
+        if name not in CONDITIONS:
+            raise ConfigError(
+                f"{key}.{name}",
+                match[name],
+                f"a condition of {', '.join(CONDITIONS)}",
+                problem="is not a condition a rule can test",
+            )
+    taken = [p for p in candidates if all(CONDITIONS[k](v, p) for k, v in match.items())]
+    if not taken:
+        raise ConfigError(
+            key,
+            match,
+            f"a rule that takes at least one parameter of model={model_name}",
+            problem=f"matches none of the parameters of model={model_name} left to it",
+        )
+    return taken
 
 
 def exempt_bias_and_norm(groups: list[dict[str, Any]], weight_decay: float) -> list[dict]:
