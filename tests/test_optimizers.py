@@ -285,3 +285,10 @@ def test_optimizers_with_state_of_their_own_resume_exactly(make_cfg, tmp_path, m
     after 5 steps, mid-epoch, and resumed: the run ends where the uninterrupted one does."""
     cfg = make_cfg(f"optimizer={option}", "model.hidden=[16]", "trainer.epochs=2")
     assert_resumes_exactly(cfg, tmp_path, monkeypatch, stop_at=6)
+
+
+def test_prodigys_estimated_step_size_is_logged(make_cfg, tmp_path):
+    """lr/d: what Prodigy's step really is scaled by (its lr only multiplies it)."""
+    summary = run(make_cfg("optimizer=prodigy", *TINY), tmp_path)
+    assert summary["final"]["lr"] == 1.0
+    assert summary["final"]["lr/d"] > 1e-6  # grown from its d0 = 1e-6 by the first epoch
