@@ -20,12 +20,13 @@ pytestmark = [pytest.mark.xdist_group("slurm"), pytest.mark.usefixtures("slurm_c
 
 QUICK = ("trainer.epochs=1", "trainer.tensorboard=false", "trainer.checkpoint.keep_best=false")
 SLURM = ("hydra/launcher=slurm_cpu", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1")
-# About 50 s of training on one core. SLURM sends a time limit's warning at its first
-# time-limit check after the job starts, and checks every 30 s: the first start must outlast
-# that on a machine faster than this one. Small steps, so a stop lands mid-epoch.
+# About 50 s of training on one core (30 epochs took 5 s here). SLURM sends a time limit's
+# warning at its first time-limit check after the job starts, and checks every 30 s: the
+# first start must outlast that on a machine faster than this one. Small steps, so a stop
+# lands mid-epoch.
 LONG = (
     "trainer.batch_size=4",
-    "trainer.epochs=500",
+    "trainer.epochs=300",
     "trainer.early_stopping.enabled=false",
     "trainer.tensorboard=false",
 )
