@@ -49,23 +49,8 @@ class CheckpointError(UserError):
 def serialize(state: dict[str, Any]) -> memoryview:
     """The bytes of `torch.save(state)`: a copy, unaffected by later training steps."""
     buffer = io.BytesIO()
-    torch.save(compact(state, {}), buffer)
+    torch.save(state, buffer)
     return buffer.getbuffer()
-
-
-def compact(value: Any, copies: dict[int, torch.Tensor]) -> Any:
-    """`value` with each tensor that views a part of a larger storage (a vectorized
-    member's slice of the stack) copied: torch.save writes a view's whole storage. A
-    tensor met twice is copied once (`copies`), so torch.save still stores it once."""
-    if isinstance(value, dict):
-        return {k: compact(v, copies) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(compact(v, copies) for v in value)
-    if isinstance(value, torch.Tensor) and value.untyped_storage().nbytes() > value.nbytes:
-        if id(value) not in copies:
-            copies[id(value)] = value.clone()
-        return copies[id(value)]
-    return value
 
 
 def write(data: memoryview, *paths: Path) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import platform
 import shlex
 import subprocess
@@ -89,6 +90,7 @@ def _table(rows: dict[str, str]) -> str:
     return "| | |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows.items())
 
 
+@functools.cache  # read from the package's metadata file: once a process
 def _installed(distribution: str) -> str | None:
     try:
         return metadata.version(distribution)

@@ -34,6 +34,7 @@ class Stack:
                 tensor.data = stacked.data[k]
             for tensor, stacked in zip(model.buffers(), self.buffers, strict=True):
                 tensor.data = stacked[k]
+            model.register_state_dict_post_hook(copies)
         self.template = copy.deepcopy(models[0]).to("meta")  # the structure, no storage
         self.layers = grouped_layers(self.template, self.names)
 
@@ -88,6 +89,14 @@ class Stack:
         for p in self.params:
             if p.grad is not None:
                 p.grad.mul_(scale.view(-1, *[1] * (p.ndim - 1)).to(p.grad.dtype))
+
+
+def copies(module: nn.Module, state: dict[str, Any], prefix: str, metadata: Any) -> None:
+    """A member's state_dict holds copies of its slices: torch.save writes a view's whole
+    storage, the stack of every member."""
+    for key, value in state.items():
+        if isinstance(value, Tensor):
+            state[key] = value.clone()
 
 
 # Modules that act on each element alone: the same on a stack of members' activations.
