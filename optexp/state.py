@@ -51,16 +51,21 @@ class RunState:
 
 
 def snapshot(
-    parts: Parts, state: RunState, config_json: str, rng: list[dict[str, Any]]
+    parts: Parts,
+    state: RunState,
+    config_json: str,
+    rng: list[dict[str, Any]],
+    sums: list[list[float]] | None = None,
 ) -> dict[str, Any]:
-    """Everything needed to continue exactly where the run is now: plain state only. `rng`:
-    every rank's random state, by rank."""
+    """Everything needed to continue exactly where the run is now: plain state only. `rng`
+    and `sums`: every rank's random state and training sums since the last evaluation, by
+    rank (the progress holds rank 0's)."""
     saved = {key: getattr(parts, name).state_dict() for key, name in PARTS.items()}
     position = vars(state).copy()  # not asdict: that deep-copies the best weights
     best_now = parts.early_stopping.best_step == state.step
     if best_now and state.best_model is not None and parts.weights.evaluated_model() is parts.model:
         position["best_model"] = saved["model"]  # torch.save stores tensors it meets twice once
-    ranks = {"rng_ranks": rng} if len(rng) > 1 else {}
+    ranks = {"rng_ranks": rng, "sums_ranks": sums} if len(rng) > 1 else {}
     return saved | {"progress": position, "rng": rng[0], "config": config_json} | ranks
 
 
@@ -78,6 +83,8 @@ def resume(parts: Parts, run_dir: Path, config: dict[str, Any]) -> RunState:
         getattr(parts, name).load_state_dict(saved[key])
     checkpoint.set_rng_state(saved.get("rng_ranks", [saved["rng"]])[parts.world.rank])
     state = RunState(**saved["progress"])
+    if "sums_ranks" in saved:  # several ranks: each its own (older files: rank 0's for all)
+        state.sums = saved["sums_ranks"][parts.world.rank]
     if state.best_model is not None:
         state.best_model = {k: v.to(parts.device) for k, v in state.best_model.items()}
     return state

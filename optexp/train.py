@@ -311,11 +311,14 @@ def save(member: Member, writer: checkpoint.Writer, names: list[str]) -> None:
     if not names:
         return
     parts = member.parts
-    rng = parts.world.gather(checkpoint.rng_state())  # a collective: every rank saves alike
+    # A collective, so every rank saves alike: each rank's random state and, mid-epoch, its
+    # own training sums so far.
+    own = (checkpoint.rng_state(), member.state.sums)
+    rng, sums = zip(*parts.world.gather(own), strict=True)
     if parts.world.is_main:
         config = json.dumps(member.about.config)
         paths = [rundir.checkpoint_file(member.about.run_dir, name) for name in names]
-        writer.save(snapshot(parts, member.state, config, rng), *paths)
+        writer.save(snapshot(parts, member.state, config, list(rng), list(sums)), *paths)
 
 
 def conclude(member: Member, status: Status, started: float, signal: int | None) -> Summary:

@@ -73,6 +73,10 @@ def test_a_killed_or_stopped_group_resumes_to_the_uninterrupted_result(optexp_cl
         if stop == signal.SIGTERM:
             assert process.returncode == 128 + signal.SIGTERM, err
             assert metrics(run_dir)["status"] == "interrupted" and "to continue" in err
+            saved = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+            if saved["progress"]["batches_done"]:  # mid-epoch: each rank's own sums so far
+                assert len(saved["sums_ranks"]) == 2, saved["sums_ranks"]
+                assert saved["sums_ranks"][0] != saved["sums_ranks"][1]
         again = optexp_cli(*args, run_dir=run_dir, timeout=300)
         assert again.returncode == 0, again.stderr
         resumed = metrics(run_dir)
