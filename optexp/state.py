@@ -55,7 +55,7 @@ def snapshot(
     state: RunState,
     config_json: str,
     rng: list[dict[str, Any]],
-    sums: list[list[float]] | None = None,
+    sums: list[list[float]],
 ) -> dict[str, Any]:
     """Everything needed to continue exactly where the run is now: plain state only. `rng`
     and `sums`: every rank's random state and training sums since the last evaluation, by
