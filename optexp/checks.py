@@ -252,7 +252,9 @@ def check_closure(closure: bool, target: str, trainer: TrainerConfig, ranks: int
         )
 
 
-def check_optimizer_weights(target: str, trainer: TrainerConfig, scheduler: DictConfig) -> None:
+def check_optimizer_weights(
+    target: str, trainer: TrainerConfig, scheduler: DictConfig | None
+) -> None:
     """An optimizer that keeps the weights it is evaluated at (Schedule-Free) is itself the
     average and the schedule: EMA or SWA on its training weights, or a schedule of
     optexp's on its lr, is refused."""
@@ -265,6 +267,7 @@ def check_optimizer_weights(target: str, trainer: TrainerConfig, scheduler: Dict
                 f"false with optimizer={option}",
                 problem=f"would average {option}'s training weights, not those it evaluates at",
             )
+    scheduler = scheduler or DictConfig({})  # none: a constant lr
     constant = scheduler.get("_target_") in (None, "torch.optim.lr_scheduler.ConstantLR")
     if not constant or scheduler.get("factor", 1.0) != 1.0 or scheduler.get("warmup_epochs"):
         raise ConfigError(

@@ -35,6 +35,7 @@ from optexp.rules import (
     Rule,
     in_range,
     int_at_least,
+    integer,
     one_of,
 )
 
@@ -181,6 +182,37 @@ class LrRangeConfig:
     )
 
 
+TRIAL = Rule(
+    lambda v: v == "defaults" or (integer(v) and v >= 0),
+    "null (not a trial), an integer >= 0 (a point of search_space), or defaults",
+    nullable=True,
+)
+
+
+@dataclass
+class TargetConfig:
+    metric: str = knob("val/acc", one_of(*MONITORS), " | ".join(MONITORS))
+    value: float | None = knob(
+        None, NON_NEGATIVE.or_null(), "reached at or above (acc), at or below (loss) it"
+    )
+    chance: float | None = knob(
+        None, NON_NEGATIVE.or_null(), "a constant predictor's metric: costs are capped there"
+    )
+
+
+@dataclass
+class StudyConfig:
+    """A run of an optimizer study (optexp.search_space, docs/report.md): which study and
+    which trial, and the problem's target, set once in its problem file."""
+
+    index: int = knob(
+        0, COUNT0, "the study: it scrambles the trials (its presets seed runs with it)"
+    )
+    # an integer or "defaults": Any, as OmegaConf's structured configs have no Union
+    trial: Any = knob(None, TRIAL, "a point of search_space, or defaults (its fixed values only)")  # noqa: RUF009
+    target: TargetConfig = field(default_factory=TargetConfig)  # set in the problem file
+
+
 @dataclass
 class OptexpConfig:
     seed: int = knob(0, SEED, "model init, dropout, augmentation")
@@ -196,6 +228,8 @@ class OptexpConfig:
     regularizer: Any = None
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     lr_range: LrRangeConfig | None = None
+    study: StudyConfig = field(default_factory=StudyConfig)
+    search_space: Any = None  # the optimizer's (search_space/<optimizer>.yaml), for study.trial
 
 
 ConfigStore.instance().store(name="optexp_schema", node=OptexpConfig)

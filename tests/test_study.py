@@ -308,7 +308,9 @@ def test_bad_study_input_is_one_line_and_exit_2(capsys, two_problems, tmp_path):
     for p in ("p1", "p2"):
         events_run(flat, [f"+problem={p}", "optimizer.lr=0.1", "seed=0"], {"val/loss": [1.0]})
     assert "optimizer.lr does not vary" in one_line_error(capsys, flat, *tune, "--study", "x")
-    assert "--study needs --select-best-by" in one_line_error(capsys, root, "--study", "x")
+    assert "--study without --over reads a study's trials" in one_line_error(
+        capsys, root, "--study", "x"
+    )
 
 
 def test_a_study_refused_half_way_leaves_nothing_behind(capsys, two_problems, tmp_path):

@@ -24,6 +24,7 @@ from optexp.checks import check_config
 from optexp.cli.session import SESSION
 from optexp.errors import UserError
 from optexp.rundir import Status
+from optexp.search_space import with_trial
 from optexp.world import World
 
 CONFIG_MODULE = "optexp.configs"  # found by package: works from any folder, in any install
@@ -38,9 +39,9 @@ def train_from_config(cfg: DictConfig) -> float:
     if not isinstance(job, Job):
         return job
     try:
-        if cfg.get("lr_range") is not None:
-            return lr_range_test(cfg, job.run_dir)
-        summary = train(cfg, job.run_dir, job.hydra_cfg)
+        if job.cfg.get("lr_range") is not None:
+            return lr_range_test(job.cfg, job.run_dir)
+        summary = train(job.cfg, job.run_dir, job.hydra_cfg)
     except USER_ERRORS as error:
         return job.failed(error)
     finally:
@@ -50,7 +51,8 @@ def train_from_config(cfg: DictConfig) -> float:
 
 @dataclass
 class Job:
-    """A job checked and holding its run directory's lock, ready to train."""
+    """A job checked and holding its run directory's lock, ready to train: `cfg` with its
+    study trial's values (`optexp.search_space`)."""
 
     cfg: DictConfig
     run_dir: Path
@@ -82,7 +84,11 @@ def prepare_job(cfg: DictConfig) -> Job | float:
     SESSION.job_started = True
     hydra_cfg = HydraConfig.get()
     job = Job(cfg, Path(hydra_cfg.runtime.output_dir), hydra_cfg)
-    if job.in_sweep and (done := finished(job.run_dir, cfg, hydra_cfg)) is not None:
+    try:
+        job.cfg = with_trial(cfg)
+    except USER_ERRORS as error:
+        return job.failed(error)
+    if job.in_sweep and (done := finished(job.run_dir, job.cfg, hydra_cfg)) is not None:
         print(
             f"optexp: job {hydra_cfg.job.num}: {done['status']} already, skipped", file=sys.stderr
         )
@@ -90,7 +96,7 @@ def prepare_job(cfg: DictConfig) -> Job | float:
         return math.nan if objective is None else objective
     try:
         if job.in_sweep:  # a single run's config and lock: CheckBeforeRun, before Hydra wrote
-            check_config(cfg)
+            check_config(job.cfg)
             if World.from_environment().is_main:  # rank 0's, for a job on several ranks
                 rundir.acquire(job.run_dir)
     except USER_ERRORS as error:

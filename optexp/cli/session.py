@@ -28,6 +28,7 @@ from optexp.cli.errors import describe
 from optexp.cli.settings import check_hydra
 from optexp.errors import USER_ERROR, ConfigError, UserError, exit_with_error
 from optexp.rundir import Status
+from optexp.search_space import with_trial
 
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
@@ -123,7 +124,7 @@ class CheckBeforeRun(Callback):
         run_dir = Path(config.hydra.run.dir).absolute()
         try:
             check_hydra(config, multirun=False)
-            check_config(config)
+            check_config(with_trial(config))
             saved = run_dir / config.hydra.output_subdir  # never null: check_hydra refuses it
             found = rundir.AsFound.look(run_dir, [saved / name for name in rundir.HYDRA_FILES])
             if not one_of_many_ranks(config):  # rank 0 holds the lock (and restores)

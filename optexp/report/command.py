@@ -39,13 +39,22 @@ from optexp.report.study import (
     profiles,
     sensitivity_of_groups,
 )
+from optexp.report.targets import set_targets
+from optexp.report.trials import collect, is_trial_study, score
+from optexp.report.trials_page import write_page
 from optexp.report.uncertainty import bootstrap_study
+
+REFERENCE = "nadamw"  # what the trial study's verdict compares every method against
 
 
 def report(args: argparse.Namespace, settings: ReportSettings) -> str:
     """The table on stdout's text; the files written are named on stderr, one line each.
     `args` says what to read and write, `settings` how the figures and the study measure."""
     runs = find_runs(args.path)
+    if args.set_targets:
+        return "\n".join(set_targets(runs))
+    if args.study and args.over is None:
+        return trial_study(args, settings, runs)
     check_keys(runs, [*args.ignore, *([args.over] if args.over else [])])
     if args.sensitivity or args.study:  # before anything is written
         check_numeric(runs, args.over, "--sensitivity" if args.sensitivity else "--study")
@@ -71,6 +80,21 @@ def report(args: argparse.Namespace, settings: ReportSettings) -> str:
     for line in written:
         print(line, file=sys.stderr)
     return out
+
+
+def trial_study(args: argparse.Namespace, settings: ReportSettings, runs: list[Run]) -> str:
+    """--study alone: the page of a study's trials (experiment=study_optimizers)."""
+    if not is_trial_study(runs):
+        raise ReportError(
+            f"--study without --over reads a study's trials (runs with study.trial), and "
+            f"{args.path} holds none: name the key a grid tunes with --select-best-by and --over"
+        )
+    s = collect(runs, functools.cache(read_scalars))
+    reference = REFERENCE if REFERENCE in s.methods() else s.methods()[0]
+    scores = score(s, settings, reference)
+    with page.staged(args.study) as folder:
+        write_page(s, scores, settings, folder, command_line())
+    return f"wrote {args.study / 'README.md'} and its figures, csv and json"
 
 
 def check_keys(runs: Sequence[Run], keys: Iterable[str]) -> None:

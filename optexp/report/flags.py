@@ -230,9 +230,16 @@ def add_study_outputs(g: argparse._ArgumentGroup) -> None:
         "--study",
         type=folder_path,
         metavar="DIR",
-        help="with --select-best-by/--over: write DIR/README.md (tuned values, test metrics, "
-        "time-to-target, profile scores), its figures, and the numbers as csv and json; DIR "
-        f"is new, empty, or an earlier study's (marked by its {STUDY_MARKER} file)",
+        help="write DIR/README.md, its figures, and the numbers as csv and json: of a "
+        "study's trials (experiment=study_optimizers: no other flag needed), or with "
+        "--select-best-by/--over of a grid of one key; DIR is new, empty, or an earlier "
+        f"study's (marked by its {STUDY_MARKER} file)",
+    )
+    g.add_argument(
+        "--set-targets",
+        action="store_true",
+        help="read a reference sweep (experiment=study_targets) and write each problem's "
+        "validation target into its problem file (study.target), for the study to read",
     )
 
 
@@ -315,7 +322,7 @@ def check_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     refused rather than silently ignored. The defaults are `ReportSettings.from_args`'s."""
     if (args.select_best_by is None) != (args.over is None):
         p.error("--select-best-by and --over go together")
-    for dest in ("sensitivity", "profile", "study"):
+    for dest in ("sensitivity", "profile"):
         if getattr(args, dest) is not None and args.over is None:
             p.error(f"--{dest} needs --select-best-by and --over")
     for dest, partners in NEEDS.items():

@@ -73,11 +73,11 @@ def write_study(f: Findings, folder: Path, command: str) -> None:
     for p, intervals in zip(f.profiles, f.uncertainty.scores, strict=True):
         name = f"profile_{slug(p.name)}"
         draw_profile(p, f.settings, folder / f"{name}.png", colours, intervals)
-        _write_csv(folder / f"{name}.csv", _profile_rows(p))
-    _write_csv(folder / "tuned.csv", tuned_rows(f))
-    _write_csv(folder / "time_to_target.csv", run_rows(s))
-    _write_csv(folder / "scores.csv", score_rows(f))
-    _write_csv(folder / "budget.csv", budget_rows(f.curves))
+        write_csv(folder / f"{name}.csv", _profile_rows(p))
+    write_csv(folder / "tuned.csv", tuned_rows(f))
+    write_csv(folder / "time_to_target.csv", run_rows(s))
+    write_csv(folder / "scores.csv", score_rows(f))
+    write_csv(folder / "budget.csv", budget_rows(f.curves))
     (folder / "study.json").write_text(json.dumps(study_json(f), indent=2))
     (folder / "README.md").write_text(markdown_page(f, figures, command))
     (folder / STUDY_MARKER).write_text(
@@ -96,7 +96,7 @@ def write_problem_figures(f: Findings, problem: str, folder: Path, colours: dict
     series = sensitivity_series(s, problem, s.by, band)
     title = f"{problem}: {s.by} against {s.over}"
     draw_sensitivity(series, title, s.over, s.by, folder / f"sensitivity_{problem}.png", colours)
-    _write_csv(folder / f"sensitivity_{problem}.csv", _sensitivity_rows(series, s.over))
+    write_csv(folder / f"sensitivity_{problem}.csv", _sensitivity_rows(series, s.over))
     curves = [c for c in f.curves if c.problem == problem]
     title = f"{problem}: expected best {s.by} after k random trials of the grid"
     draw_budget(curves, title, s.by, folder / f"budget_{problem}.png", colours)
@@ -213,7 +213,7 @@ def _profile_rows(p: Profile) -> list[dict[str, Any]]:
     return [{"tau": tau} | {m: p.rho[m][i] for m in sorted(p.rho)} for i, tau in enumerate(p.taus)]
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     header = list(dict.fromkeys(k for r in rows for k in r))
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, header, lineterminator="\n")

@@ -106,7 +106,7 @@ def find_runs(root: Path) -> list[Run]:
 def read_run(path: Path) -> Run:
     hydra_dir = path / HYDRA_DIR
     overrides = parse_overrides(_override_lines(hydra_dir / "overrides.yaml"))
-    config = _load_yaml(hydra_dir / "config.yaml") or {}
+    config = load_yaml(hydra_dir / "config.yaml") or {}
     try:
         summary = load_summary(path)
     except UserError as error:
@@ -119,7 +119,7 @@ def read_run(path: Path) -> Run:
 
 
 def _override_lines(path: Path) -> list[str]:
-    lines = _load_yaml(path)
+    lines = load_yaml(path)
     if lines is None:
         return []
     if not isinstance(lines, list):
@@ -134,7 +134,7 @@ def _override_lines(path: Path) -> list[str]:
     return lines
 
 
-def _load_yaml(path: Path) -> Any:
+def load_yaml(path: Path) -> Any:
     if not path.exists():
         return None
     try:
