@@ -162,3 +162,16 @@ def with_trial(cfg: DictConfig) -> DictConfig:
             value = value * OmegaConf.select(cfg, s.times, throw_on_missing=True)
         OmegaConf.update(out, s.key, value, merge=False, force_add=False)
     return out
+
+
+def describe(cfg: DictConfig) -> str | None:
+    """`study 1, trial 3: optimizer.lr=0.0043 ...`: the searched values of a trial's
+    config (after `with_trial`), for the run's first line; None if it is not a trial."""
+    study = cfg.get("study")
+    if study is None or study.get("trial") is None:
+        return None
+    searched = [s for s in specs(cfg.search_space) if s.searched] if cfg.search_space else []
+    shown = " ".join(
+        f"{s.key}={OmegaConf.select(cfg, s.key):.4g}" for s in searched if not s.values
+    )
+    return f"study {study.index}, trial {study.trial}: {shown or 'fixed values only'}"

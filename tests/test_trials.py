@@ -5,6 +5,7 @@ loss cannot move, and the paired bootstrap."""
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from pathlib import Path
@@ -268,3 +269,34 @@ def test_study_alone_on_runs_that_are_not_trials_says_what_it_needs(tmp_path, ca
     err = capsys.readouterr().err
     assert "study.trial" in err and "--over" in err
     assert not (tmp_path / "page").exists()
+
+
+def test_a_slice_of_the_small_preset_runs_and_its_page_is_written_by_study_alone(
+    optexp_cli, tmp_path
+):
+    result = optexp_cli(
+        "-m",
+        "experiment=study_optimizers_small",
+        "+problem=digits_mlp",
+        "optimizer=nadamw,lion",
+        "study.index=0,1",
+        "study.trial=defaults,0,1",
+        "trainer.epochs=2",
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "study 1, trial 1: optimizer.lr=" in result.stdout
+    main([str(tmp_path / "sweep"), "--study", str(tmp_path / "page"), "--bootstrap", "50"])
+    page = (tmp_path / "page" / "README.md").read_text()
+    for method in ("nadamw", "lion"):
+        assert f"| {method} |" in page
+    rows = list(csv.DictReader((tmp_path / "page" / "trials.csv").open()))
+    assert len(rows) == 12 and sum(r["trial"] == "defaults" for r in rows) == 4
+    searched = [r for r in rows if r["trial"] != "defaults"]
+    assert all(1e-5 <= float(r["point.optimizer.lr"]) <= 1e-2 for r in searched)
+    lrs = {
+        (r["study"], r["trial"]): r["point.optimizer.lr"] for r in searched if r["method"] == "lion"
+    }
+    assert lrs["0", "0"] != lrs["1", "0"]  # each study its own scramble
+    for figure in ("profile_time.png", "profile_quality.png", "budget.png", "curves.png"):
+        assert (tmp_path / "page" / figure).stat().st_size > 0

@@ -24,6 +24,7 @@ from optexp.checks import check_config
 from optexp.cli.session import SESSION
 from optexp.errors import UserError
 from optexp.rundir import Status
+from optexp.search_space import describe as describe_trial
 from optexp.search_space import with_trial
 from optexp.world import World
 
@@ -113,6 +114,8 @@ def train(cfg: DictConfig, run_dir: Path, hydra_cfg: DictConfig) -> dict[str, An
     from optexp.train import run
 
     choices, launch = chosen_options(hydra_cfg), Launch.from_hydra(hydra_cfg)
+    if (trial := describe_trial(cfg)) is not None:
+        print(f"optexp: {trial}")
     trainer = cfg.trainer
     if trainer.devices * trainer.num_nodes > 1 or World.from_environment().size > 1:
         return distributed.run(cfg, run_dir, choices, launch)

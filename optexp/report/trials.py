@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -130,17 +131,21 @@ def collect(runs: Sequence[Run], scalars: Callable[[Any], Scalars]) -> TrialStud
 
 
 def bound_of(run: Run, problem: str) -> Bound:
-    node = (run.config.get("study") or {}).get("target")
-    if not node or node.get("value") is None:
-        raise ReportError(
-            f"problem {problem} has no study.target in its file: set it once with "
-            "optexp-report REFERENCE_RUNS --set-targets (docs/report.md)"
+    """The problem's target as the run's config saved it; without one, no trial reaches
+    it (a pilot's problems may have none yet), and stderr says how to set it."""
+    node = (run.config.get("study") or {}).get("target") or {}
+    metric = str(node.get("metric") or "val/acc")
+    value = node.get("value")
+    if value is None:
+        print(
+            f"optexp-report: problem {problem} has no study.target value, so no trial reaches "
+            "it: set it once with optexp-report REFERENCE_RUNS --set-targets (docs/report.md)",
+            file=sys.stderr,
         )
-    metric = str(node.get("metric", "val/acc"))
     chance = node.get("chance")
     if chance is None:
         chance = 0.0 if metric.endswith("acc") else INF
-    return Bound(Target(metric, float(node["value"])), float(chance))
+    return Bound(Target(metric, math.nan if value is None else float(value)), float(chance))
 
 
 def trial_of(run: Run, problem: str, bound: Bound, scalars: Callable[[Any], Scalars]) -> Trial:
@@ -187,6 +192,7 @@ class Cell:
     """One method on one problem: per study (in `TrialStudy.studies` order)."""
 
     time: list[float]  # epochs of the fastest trial to reach the target (inf: none)
+    seconds: list[float]  # the same trial's training and validation seconds until then
     val: list[float]  # the tuned trial's validation cost
     test: list[float]  # the tuned trial's test cost
     tuned: list[Trial | None]  # the best trial on validation
@@ -210,13 +216,14 @@ def median(values: Sequence[float]) -> float:
 
 
 def cell_of(s: TrialStudy, problem: str, method: str) -> Cell:
-    time, val, test, tuned, timed, d_time, d_test = [], [], [], [], [], [], []
+    time, seconds, val, test, tuned, timed, d_time, d_test = [], [], [], [], [], [], [], []
     for study in s.studies():
         trials = s.searched(problem, method, study)
         best = min(trials, key=lambda t: t.val, default=None)  # ties: the first trial
         hits = [t for t in trials if t.hit is not None]
         first = min(hits, key=lambda t: (t.hit.epoch, t.hit.seconds), default=None)  # type: ignore[union-attr]
         time.append(float(first.hit.epoch) if first and first.hit else INF)
+        seconds.append(first.hit.seconds if first and first.hit else INF)
         val.append(best.val if best else s.bounds[problem].cap)
         test.append(best.test if best else s.bounds[problem].cap)
         tuned.append(best)
@@ -224,7 +231,7 @@ def cell_of(s: TrialStudy, problem: str, method: str) -> Cell:
         default = s.defaults(problem, method, study)
         d_time.append(float(default.hit.epoch) if default and default.hit else INF)
         d_test.append(default.test if default else math.nan)
-    return Cell(time, val, test, tuned, timed, d_time, d_test, edges_of(tuned))
+    return Cell(time, seconds, val, test, tuned, timed, d_time, d_test, edges_of(tuned))
 
 
 def edges_of(tuned: Sequence[Trial | None]) -> list[str]:

@@ -17,6 +17,7 @@ from optexp.report.settings import ReportSettings
 from optexp.report.trial_figures import budget_figure, curves_figure
 from optexp.report.trials import (
     EDGE,
+    Bound,
     Cell,
     Scores,
     TrialStudy,
@@ -94,7 +95,7 @@ def protocol(s: TrialStudy, settings: ReportSettings) -> list[str]:
         default=0,
     )
     wall = sum(t.wall_s for t in s.trials if math.isfinite(t.wall_s))
-    targets = ", ".join(f"{p} {b.target.metric} {b.target.value:g}" for p, b in s.bounds.items())
+    targets = ", ".join(f"{p} {target_text(b)}" for p, b in sorted(s.bounds.items()))
     return [
         "## Protocol",
         "",
@@ -105,7 +106,9 @@ def protocol(s: TrialStudy, settings: ReportSettings) -> list[str]:
         f"- Targets, set once in each problem's file (`study.target`): {targets}.",
         "- Time: per study, the fastest trial to reach the target, in epochs (steps = epochs "
         "x the problem's steps per epoch, the same for every method); per problem the median "
-        "over studies (inf: more than half of the studies never reached it).",
+        "over studies (inf: more than half of the studies never reached it). Seconds (the "
+        "training and validation time of the same trial until then) are shown beside it but "
+        "not scored: on a shared 2-core machine they drift by 20-40 % between identical runs.",
         "- Quality: per study, the trial best on validation, its test cost (error, or loss "
         "capped at the problem's chance level; a diverged trial counts as chance).",
         f"- Scores: the area under each performance profile over tau in [1, {settings.tau_max:g}]"
@@ -180,18 +183,19 @@ def per_problem(s: TrialStudy, table: dict[tuple[str, str], Cell]) -> list[str]:
         lines += [
             f"### {problem}",
             "",
-            f"Target {b.target.metric} {b.target.value:g}; costs capped at {b.cap:g}.",
+            f"Target {target_text(b)}; costs capped at {b.cap:g}.",
             "",
             md_row(
                 [
                     "method",
                     "epochs to target (median; per study)",
+                    "seconds (median)",
                     "test cost (median)",
                     "defaults: epochs; test cost",
                     "tuned value at an edge",
                 ]
             ),
-            md_row(["---"] * 5),
+            md_row(["---"] * 6),
         ]
         for m in s.methods():
             c = table[problem, m]
@@ -201,6 +205,7 @@ def per_problem(s: TrialStudy, table: dict[tuple[str, str], Cell]) -> list[str]:
                     [
                         m,
                         f"{_epochs(c.median_time)} ({per})",
+                        _seconds(median(c.seconds)),
                         f"{c.median_test:.4g}",
                         f"{_epochs(median(c.defaults_time))}; {_num(median(c.defaults_test))}",
                         ", ".join(c.edges) or "-",
@@ -246,6 +251,16 @@ def problems_section(s: TrialStudy, table: dict[tuple[str, str], Cell]) -> list[
         lines += [md_row([a, *(_num(rho[a][b], ".2f") for b in problems)]) for a in problems]
     lines.append("")
     return lines
+
+
+def target_text(b: Bound) -> str:
+    if b.target.auto:  # no value in the problem's file
+        return f"{b.target.metric} not set (no trial reaches it)"
+    return f"{b.target.metric} {b.target.value:g}"
+
+
+def _seconds(x: float) -> str:
+    return "inf" if math.isinf(x) else f"{x:.2f}"
 
 
 def _epochs(x: float) -> str:
