@@ -17,6 +17,7 @@ from optexp.cli.app import train_from_config
 from optexp.cli.errors import as_user_error, command_line_error
 from optexp.cli.help import other_flags, print_help
 from optexp.cli.session import SESSION
+from optexp.cli.settings import check_one_option_per_group
 from optexp.errors import UserError, debug_requested, one_line_warning
 from optexp.user_configs import search_first
 
@@ -34,6 +35,8 @@ def main() -> None:
     args = parser.parse_args(argv)
     try:
         search_first(argv)  # every --config-dir, each checked
+        if not args.multirun:
+            check_one_option_per_group(args.overrides)
         if args.help and not other_flags(args):
             print_help(args.overrides)
             return

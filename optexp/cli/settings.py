@@ -102,7 +102,13 @@ def check_hydra(cfg: DictConfig, multirun: bool) -> None:
             f"optexp -m {preset or '...'} (a sweep runs with -m)",
             problem=f"defines a sweep{f' (set by {preset})' if preset else ''}",
         )
-    for override in OmegaConf.to_container(cfg.hydra.overrides.task, resolve=False):
+    check_one_option_per_group(OmegaConf.to_container(cfg.hydra.overrides.task, resolve=False))
+
+
+def check_one_option_per_group(overrides: list[str]) -> None:
+    """`optimizer=[sgd,adam]` on a single run: a list where one option goes (refused
+    before composing too, where the options' own defaults would clash first)."""
+    for override in overrides:
         group, _, value = override.partition("=")
         if group in (*GROUPS_WITH_TARGET, *OPTIONAL_GROUPS) and value.startswith("["):
             options = value.strip("[]")
