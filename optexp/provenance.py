@@ -1,5 +1,6 @@
-"""Where a run came from: the code and machine it ran on (`versions`), how it was started
-(`Launch`), and both as Markdown for TensorBoard's Text tab (`describe_run`)."""
+"""Where a run came from: the code it ran (`versions`), the machine and torch's settings
+its numbers depend on (`environment`), how it was started (`Launch`), and all of them as
+Markdown for TensorBoard's Text tab (`describe_run`)."""
 
 from __future__ import annotations
 
@@ -106,6 +107,42 @@ def _device_name(device: torch.device) -> str:
     import torch
 
     if device.type == "cuda":
-        return f"{device} ({torch.cuda.get_device_name(device)})"
-    cpu = platform.processor() or platform.machine()
-    return f"{device} ({cpu}, {torch.get_num_threads()} torch threads)"
+        return f"{device} ({processor(device)})"
+    return f"{device} ({processor(device)}, {torch.get_num_threads()} torch threads)"
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """What a run's numbers depend on beside the code, the config and the seeds: how many
+    threads torch splits its reductions over (sums in another order round differently),
+    the processor, and whether torch may pick nondeterministic or benchmarked kernels."""
+    import torch
+
+    return {
+        "torch_threads": torch.get_num_threads(),
+        "processor": processor(device),
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+    }
+
+
+def processor(device: torch.device) -> str:
+    """The GPU's name for a CUDA device, else the CPU's model."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return _cpu_model()
+
+
+@cache  # the machine does not change under a process
+def _cpu_model() -> str:
+    """/proc/cpuinfo's "model name" (Linux); elsewhere what `platform` knows."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and value.strip():
+            return value.strip()
+    return platform.processor() or platform.machine()

@@ -134,6 +134,8 @@ SCHEDULE_FREE = {
 GROWTH = Rule(lambda v: number(v) and v >= 1, "a number >= 1 (absent: unbounded)")
 # A function that YAML cannot write (ADOPT's clip_lambda): only null (none) is allowed.
 NO_FUNCTION = Rule(lambda v: False, "null (absent: the class's own function)", nullable=True)
+# The character-level text sets' knobs (optexp.data.text.char_windows)
+CHAR_WINDOWS = {"seq_len": COUNT, "max_chars": int_at_least(2).or_null(), "stride": COUNT}
 
 # The parameters of the parts, keyed by what they check: a group's name for the keys
 # every target of the group reads alike (any optimizer's lr, a user's own optimizer
@@ -334,6 +336,11 @@ PARAMETER_RULES: dict[str, dict[str, Rule]] = {
         "length": int_at_least(2),
         "vocab": int_at_least(2),
         "n_samples": int_at_least(10),
+    },
+    "optexp.data.text.lee_news": CHAR_WINDOWS,
+    "optexp.data.text.text_file": {
+        **CHAR_WINDOWS,
+        "url": Rule(lambda v: isinstance(v, str) and "://" in v, "a web address").or_null(),
     },
     "optexp.data.augment.FlipRotateJitter": {
         "flip": PROBABILITY,

@@ -90,6 +90,9 @@ class Summary:
     choices: dict[str, str]  # the option of each config group, e.g. {"optimizer": "adam"}
     config_digest: str  # the resolved config, hashed (`config_digest`)
     versions: dict[str, str | None]  # python, torch, optexp, git commit
+    # torch threads, processor, deterministic algorithms, cudnn.benchmark (absent in
+    # metrics.json files older than this field: readers use .get)
+    environment: dict[str, Any]
 
 
 def metrics_file(run_dir: Path) -> Path:
@@ -170,7 +173,7 @@ def check_no_results(run_dir: Path) -> None:
 
 def identity(cfg: DictConfig, device: Any, choices: dict[str, str]) -> dict[str, Any]:
     """The fields of a `Summary` that say what the run was."""
-    from optexp.provenance import versions
+    from optexp.provenance import environment, versions
 
     return {
         "seed": cfg.seed,
@@ -179,6 +182,7 @@ def identity(cfg: DictConfig, device: Any, choices: dict[str, str]) -> dict[str,
         "choices": choices,
         "config_digest": config_digest(cfg),
         "versions": versions(),
+        "environment": environment(device),
     }
 
 

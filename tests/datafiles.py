@@ -1,5 +1,6 @@
 """Tiny stand-ins for dataset files, written in the formats their readers expect:
-torchvision's MNIST idx files and CIFAR pickles, ImageFolder PNGs, .npz/.pt arrays."""
+torchvision's MNIST idx files and CIFAR pickles, ImageFolder PNGs, .npz/.pt arrays, a
+UTF-8 text file."""
 
 from __future__ import annotations
 
@@ -94,4 +95,32 @@ def save_arrays(path: Path, arrays: dict) -> Path:
         np.savez(path, **{k: np.asarray(v) for k, v in arrays.items()})
     else:
         torch.save(arrays, path)
+    return path
+
+
+def write_text(root: Path, name: str, n_chars: int = 2000) -> Path:
+    """root/<name>.txt: `n_chars` characters of English-like lines (what dataset=text_file
+    reads), the same every time."""
+    words = [
+        "to",
+        "be",
+        "or",
+        "not",
+        "that",
+        "is",
+        "the",
+        "question",
+        "whether",
+        "tis",
+        "nobler",
+        "in",
+        "mind",
+    ]
+    rng = np.random.default_rng(0)
+    text = ""
+    while len(text) < n_chars:
+        text += " ".join(rng.choice(words, 8)).capitalize() + ".\n"
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / f"{name}.txt"
+    path.write_text(text[:n_chars], encoding="utf-8")
     return path

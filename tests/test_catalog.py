@@ -12,6 +12,7 @@ from tests.datafiles import (
     array_set,
     save_arrays,
     write_image_folder,
+    write_text,
     write_torchvision_set,
 )
 from tests.groups import CONFIG_DIR, options
@@ -45,6 +46,11 @@ def dataset_overrides(option: str, tmp_path) -> list[str]:
         return ["dataset.n_samples=200", "dataset.dim=10", "loss=mse"]
     if option == "token_lookup":
         return ["dataset.n_samples=200"]
+    if option == "lee_news":
+        return ["dataset.max_chars=3000", "dataset.seq_len=16"]
+    if option == "text_file":
+        write_text(tmp_path / "data", "tiny")
+        return [f"data_dir={tmp_path / 'data'}", "dataset.name=tiny", "dataset.seq_len=16"]
     if option == "digits":
         return ["dataset.val_fraction=0.5", "dataset.test_fraction=0.45"]  # 90 to train on
     return []

@@ -41,6 +41,43 @@ def test_digits_are_scikit_learns_whether_read_from_its_file_or_through_load_dig
     assert torch.equal(x, expected[order]) and torch.equal(y, torch.tensor(bunch.target)[order])
 
 
+@pytest.mark.parametrize(
+    ("option", "loader", "features", "classes"),
+    [("breast_cancer", "load_breast_cancer", 30, 2), ("wine", "load_wine", 13, 3)],
+)
+def test_bundled_tables_are_scikit_learns_standardized_by_the_training_split(
+    option, loader, features, classes, monkeypatch
+):
+    import sklearn.datasets
+
+    bunch = getattr(sklearn.datasets, loader)()
+    file = {"breast_cancer": "breast_cancer.csv", "wine": "wine_data.csv"}[option]
+    monkeypatch.setattr(datasets.importlib.util, "find_spec", lambda name: None)  # no file
+    fallback = datasets._sklearn_table(file, loader)
+    monkeypatch.undo()
+    assert (datasets._sklearn_table(file, loader) == fallback).all()
+
+    data = getattr(datasets, option)(val_fraction=0.1, test_fraction=0.2, seed=3)
+    assert data.input_shape == (features,) and data.num_classes == classes
+    n = len(bunch.target)
+    n_val, n_test = round(n * 0.1), round(n * 0.2)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(3))  # `split`'s
+    x = torch.tensor(bunch.data, dtype=torch.float32)[order]
+    y = torch.tensor(bunch.target)[order]
+    raw = {
+        "val": slice(0, n_val),
+        "test": slice(n_val, n_val + n_test),
+        "train": slice(n_val + n_test, n),
+    }
+    mean, std = x[raw["train"]].mean(0), x[raw["train"]].std(0)  # training rows only
+    for name, rows in raw.items():
+        split = getattr(data, name)
+        assert torch.equal(split.y, y[rows])
+        assert torch.allclose(split.x, (x[rows] - mean) / std, atol=1e-5)
+    assert data.train.x.mean(0).abs().max() < 1e-5
+    assert torch.allclose(data.train.x.std(0), torch.ones(features), atol=1e-5)
+
+
 @pytest.mark.parametrize("option", sorted(TORCHVISION_SETS))
 def test_torchvision_sets_load_from_files_with_their_own_test_split(
     option, tmp_path, fake_checksums, make_cfg

@@ -1,17 +1,32 @@
 """The optimizer study's problems: their models (a GRU for signals, DeepOBS's noisy
-quadratic, a token transformer), their generated data, and the preset that sweeps them
-with the data varying along with the seed."""
+quadratic, a token transformer), their generated data, the preset that sweeps them with
+the data varying along with the seed, and every problem preset training a step, those
+that read files on a tiny fake of them (and refusing in one line without them)."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
 
 from optexp import models
-from optexp.config import ConfigError
+from optexp.config import ConfigError, UserError
 from optexp.data import generated
 from optexp.losses import MSELoss
+from optexp.train import run
+from tests.datafiles import write_text, write_torchvision_set
+from tests.groups import CONFIG_DIR, options
 from tests.test_presets import sweep_params
+
+PROBLEMS = options(CONFIG_DIR / "problem")
+ONE_STEP = (
+    "trainer.epochs=1",
+    "trainer.limit_batches=1",  # one batch of each split: one optimizer step, then val, test
+    "trainer.batch_size=16",
+    "trainer.tensorboard=false",
+    "trainer.checkpoint.keep_best=false",
+)
 
 
 def test_gru_reads_a_signal_one_position_at_a_time():
@@ -76,9 +91,66 @@ def test_the_autoencoder_set_reconstructs_mnist1d_signals(tmp_path):
         assert torch.equal(split.x, split.y)
 
 
-def test_the_study_sweeps_five_problems_or_more_with_the_data_varying_by_seed(make_cfg):
+def test_the_study_sweeps_four_problems_or_more_with_the_data_varying_by_study(make_cfg):
     problems = sweep_params("study_optimizers")["+problem"]
-    assert len(problems) >= 5
-    cfg = make_cfg("experiment=study_optimizers", "+problem=quadratic_deep", "seed=2")
-    assert cfg.data_seed == 2 and cfg.dataset.seed == 2
-    assert make_cfg("experiment=study_optimizers", "seed=1", "data_seed=0").data_seed == 0
+    assert len(problems) >= 4
+    cfg = make_cfg("experiment=study_optimizers", "+problem=digits_mlp", "study.index=2")
+    assert cfg.seed == 2 and cfg.data_seed == 2 and cfg.dataset.seed == 2
+    assert make_cfg("experiment=study_optimizers", "data_seed=0").data_seed == 0
+
+
+def problem_data(problem: str, data_dir) -> list[str]:
+    """What a problem needs to run here, offline and fast: a fake of its files in the
+    format its reader expects, or a small generated set."""
+    at = [f"data_dir={data_dir}"]
+    if problem == "cifar10_resnet18":  # CIFAR-10's python pickle batches
+        write_torchvision_set("cifar10", data_dir)
+        return [*at, "dataset.download=false"]
+    if problem == "shakespeare_char_lm":  # seq_len 128: each split needs 129 characters
+        write_text(data_dir, "tiny_shakespeare", n_chars=2000)
+        return at
+    if problem.startswith("mnist1d"):
+        return [*at, "dataset.num_samples=200"]
+    return at
+
+
+@pytest.mark.parametrize("problem", PROBLEMS)
+def test_every_problem_trains_a_step(make_cfg, tmp_path, fake_checksums, problem):
+    overrides = problem_data(problem, tmp_path / "data")
+    summary = run(make_cfg(f"+problem={problem}", *ONE_STEP, *overrides), tmp_path / "run")
+    assert summary["status"] == "completed" and summary["global_step"] == 1
+    assert math.isfinite(summary["test"]["loss"])
+
+
+def test_the_new_problems_are_there():
+    assert {"breast_cancer_mlp", "wine_mlp", "lee_news_char_lm"} <= set(PROBLEMS)
+    assert {"cifar10_resnet18", "shakespeare_char_lm"} <= set(PROBLEMS)
+
+
+@pytest.mark.parametrize(
+    ("problem", "where"),
+    [
+        ("cifar10_resnet18", "unpack it into {data}/ (giving {data}/cifar-10-batches-py/"),
+        (
+            "shakespeare_char_lm",
+            "tinyshakespeare/input.txt and save it as {data}/tiny_shakespeare.txt",
+        ),
+    ],
+)
+def test_a_problem_without_its_data_says_where_to_put_it_in_one_line(
+    make_cfg, tmp_path, problem, where
+):
+    data = tmp_path / "nowhere"
+    with pytest.raises(UserError) as raised:  # downloads fail at once here (conftest)
+        run(make_cfg(f"+problem={problem}", f"data_dir={data}"), tmp_path / "run")
+    message = str(raised.value)
+    assert "\n" not in message and where.format(data=data) in message, message
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_the_command_line_reports_missing_text_as_one_error_line(optexp_cli, tmp_path):
+    result = optexp_cli("+problem=shakespeare_char_lm", f"data_dir={tmp_path / 'nowhere'}")
+    assert result.returncode == 2
+    error, hint = result.stderr.strip().splitlines()
+    assert error.startswith("optexp: error: dataset=text_file: tiny_shakespeare.txt is not in")
+    assert hint == "(set OPTEXP_DEBUG=1 for the traceback)"

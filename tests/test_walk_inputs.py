@@ -38,6 +38,7 @@ from tests.datafiles import (
     array_set,
     save_arrays,
     write_image_folder,
+    write_text,
     write_torchvision_set,
 )
 
@@ -105,11 +106,14 @@ def bases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
         write_torchvision_set(option, root)
     images = write_image_folder(root / "images", classes=3, per_class=6)
     arrays = save_arrays(root / "set.npz", array_set())
+    write_text(root, "walk")
     data = [f"data_dir={root}", "trainer.tensorboard=false"]
     return {
         "": data,
         "dataset/image_folder": [*data, f"dataset.path={images}", "dataset.workers=0"],
         "dataset/arrays": [*data, f"dataset.path={arrays}"],
+        "dataset/text_file": [*data, "dataset.name=walk", "dataset.seq_len=16"],
+        "dataset/lee_news": [*data, "dataset.max_chars=5000", "dataset.seq_len=16"],
         **{f"dataset/{o}": [*data, "dataset.download=false"] for o in TORCHVISION_SETS},
         "loss/mse": [*data, "dataset=synthetic", "dataset.task=regression"],
         "model/cnn1d": [*data, "dataset=mnist1d", "dataset.num_samples=200"],

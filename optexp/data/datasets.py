@@ -45,17 +45,53 @@ def digits(val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0)
 
 
 def _digits_table() -> np.ndarray:
-    """The table scikit-learn ships as sklearn/datasets/data/digits.csv.gz, read as its
-    `load_digits` reads it, but without importing `sklearn.datasets`, whose imports (scipy
-    included) cost a good part of a short run. `load_digits` if the file moved."""
+    return _sklearn_table("digits.csv.gz", "load_digits", header=False)
+
+
+def breast_cancer(val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0) -> Data:
+    """Wisconsin diagnostic breast cancer (scikit-learn, bundled, offline): 569 samples of
+    30 features, 2 classes (0 malignant, 1 benign); standardized by the training split."""
+    table = _sklearn_table("breast_cancer.csv", "load_breast_cancer")
+    return _standardized(table, val_fraction, test_fraction, seed, num_classes=2)
+
+
+def wine(val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0) -> Data:
+    """UCI wine recognition (scikit-learn, bundled, offline): 178 samples of 13 chemical
+    measurements, 3 cultivars; standardized by the training split."""
+    table = _sklearn_table("wine_data.csv", "load_wine")
+    return _standardized(table, val_fraction, test_fraction, seed, num_classes=3)
+
+
+def _standardized(
+    table: np.ndarray, val_fraction: float, test_fraction: float, seed: int, num_classes: int
+) -> Data:
+    """Rows of features then a label, split by `seed`, every split standardized with the
+    training split's mean and std alone (validation and test must not shape the inputs)."""
+    x = torch.from_numpy(table[:, :-1]).float()
+    y = torch.from_numpy(table[:, -1]).long()
+    train, val, test = split(x, y, val_fraction, test_fraction, seed)
+    mean, std = train.x.mean(0), train.x.std(0)
+    std = torch.where(std > 0, std, 1.0)  # a feature constant in training: centred only
+
+    def scaled(s: Split) -> Split:
+        return Split((s.x - mean) / std, s.y)
+
+    return Data(scaled(train), scaled(val), None if test is None else scaled(test), num_classes)
+
+
+def _sklearn_table(file: str, loader: str, header: bool = True) -> np.ndarray:
+    """The table scikit-learn ships as sklearn/datasets/data/`file` (features, then the
+    label), read as its `loader` reads it, but without importing `sklearn.datasets`, whose
+    imports (scipy included) take about a second, most of a short run. `header`: the file
+    starts with a line of counts and class names. `loader` if the file moved."""
     spec = importlib.util.find_spec("sklearn")  # finds the package without importing it
     if spec is not None and spec.origin is not None:
-        path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
+        path = Path(spec.origin).parent / "datasets" / "data" / file
         if path.is_file():
-            return np.loadtxt(path, delimiter=",")
-    from sklearn.datasets import load_digits
+            return np.loadtxt(path, delimiter=",", skiprows=int(header))
+    import sklearn.datasets
 
-    bunch = load_digits()
+    bunch = getattr(sklearn.datasets, loader)()
     return np.column_stack([bunch.data, bunch.target])
 
 
