@@ -32,23 +32,28 @@ class SetTarget:
     chance: float | None  # kept from the problem file
 
 
-def reference_targets(runs: Sequence[Run]) -> list[SetTarget]:
+def reference_targets(
+    runs: Sequence[Run], metrics: dict[str, str] | None = None
+) -> list[SetTarget]:
+    """Each problem's target; `metrics`: problem -> the metric its file names now."""
+    metrics = metrics or {}
     by_problem: dict[str, list[Run]] = {}
     for r in runs:
         if r.status == Status.COMPLETED and "study.trial" in r.overrides:
             by_problem.setdefault(problem_of(r), []).append(r)
     if not by_problem:
         raise ReportError("no finished trial below: --set-targets reads a reference sweep's trials")
-    return [target_of(p, problem_runs) for p, problem_runs in sorted(by_problem.items())]
+    return [target_of(p, rs, metrics.get(p)) for p, rs in sorted(by_problem.items())]
 
 
 def problem_of(run: Run) -> str:
     return run.overrides.get("+problem") or run.value_of("problem")
 
 
-def target_of(problem: str, runs: Sequence[Run]) -> SetTarget:
+def target_of(problem: str, runs: Sequence[Run], metric: str | None = None) -> SetTarget:
+    """`metric`: the problem file's own, if it names one now; else the runs' config's."""
     node = (runs[0].config.get("study") or {}).get("target") or {}
-    metric = node.get("metric") or ("val/acc" if "val/acc" in runs[0].values else "val/loss")
+    metric = metric or node.get("metric") or "val/acc"
     higher = metric.endswith("acc")
     best_of = max if higher else min
     per_method: dict[str, dict[int, float]] = {}
@@ -103,25 +108,32 @@ def problem_file(run: Run, problem: str) -> Path:
 STUDY_BLOCK = re.compile(r"^study:.*\n(?:[ \t]+.*\n|\n)*", re.MULTILINE)
 
 
-def write_target(path: Path, t: SetTarget) -> None:
-    """Replace the file's top-level `study:` block, or append one; the rest stays as it is."""
+def write_target(path: Path, t: SetTarget) -> SetTarget:
+    """Replace the file's top-level `study:` block, or append one; the rest stays as it is.
+    Returns the target as written (with the file's chance level)."""
     text = path.read_text()
-    if t.chance is None:  # the file's own, when the runs predate it
-        node = ((load_yaml(path) or {}).get("study") or {}).get("target") or {}
-        t = dataclasses.replace(t, chance=node.get("chance"))
+    if (chance := file_target(path).get("chance")) is not None:  # the file's own, as it is now
+        t = dataclasses.replace(t, chance=chance)
     text = STUDY_BLOCK.sub("", text).rstrip("\n") + "\n" + snippet(t)
     try:
         path.write_text(text)
     except OSError as error:
         raise ReportError(f"cannot write {path}: {error.strerror or error}") from None
+    return t
 
 
 def set_targets(runs: Sequence[Run]) -> list[str]:
     """Write every problem's target; returns what was written, one line each."""
+    trials = [r for r in runs if "study.trial" in r.overrides]
+    paths = {problem_of(r): problem_file(r, problem_of(r)) for r in trials}
+    metrics = {p: m for p, path in paths.items() if (m := file_target(path).get("metric"))}
     lines = []
-    for t in reference_targets(runs):
-        first = next(r for r in runs if problem_of(r) == t.problem and "study.trial" in r.overrides)
-        path = problem_file(first, t.problem)
-        write_target(path, t)
-        lines.append(f"wrote {path}: {snippet(t).splitlines()[1].strip()}")
+    for t in reference_targets(runs, metrics):
+        t = write_target(paths[t.problem], t)
+        lines.append(f"wrote {paths[t.problem]}: {snippet(t).splitlines()[1].strip()}")
     return lines
+
+
+def file_target(path: Path) -> dict:
+    """The `study.target` node of a problem file as it is now."""
+    return ((load_yaml(path) or {}).get("study") or {}).get("target") or {}
