@@ -14,7 +14,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from optexp.errors import ConfigError
-from optexp.report import main, trials
+from optexp.report import main, trial_scores, trials
 from optexp.report.measures import Hit, Target
 from optexp.report.runs import Run
 from optexp.report.settings import ReportSettings
@@ -158,8 +158,8 @@ def test_a_diverged_trials_imputed_loss_cannot_move_the_budget_curves_or_the_sco
     assert trials.budget_curves(one, "p", "b") == trials.budget_curves(other, "p", "b")
     assert trials.budget_curves(one, "p", "b")[0] == [0.09, 0.09, 0.09]  # counted as chance
     settings = ReportSettings(bootstrap=50)
-    assert trials.score(one, settings, "a").profiles[1].scores == (
-        trials.score(other, settings, "a").profiles[1].scores
+    assert trial_scores.score(one, settings, "a").profiles[1].scores == (
+        trial_scores.score(other, settings, "a").profiles[1].scores
     )
     assert BOUND.cost(None) == pytest.approx(0.9)  # chance: 1 - 0.1
 
@@ -178,7 +178,7 @@ def test_the_budget_curve_is_the_best_of_the_first_k_trials():
 
 def test_the_bootstrap_is_paired_and_its_intervals_hold_the_estimate():
     s = small_study()
-    scores = trials.score(s, ReportSettings(bootstrap=200), "a")
+    scores = trial_scores.score(s, ReportSettings(bootstrap=200), "a")
     time = scores.intervals[0]
     for m, i in time.items():
         assert i.low <= i.estimate <= i.high, m
@@ -208,7 +208,7 @@ def test_a_planted_difference_is_found_and_an_absent_one_is_not_resolved():
                     )
                 )
     s = trials.TrialStudy(found, dict.fromkeys(("p1", "p2", "p3", "p4"), BOUND), len(found))
-    time = trials.score(s, ReportSettings(bootstrap=300), "slow").intervals[0]
+    time = trial_scores.score(s, ReportSettings(bootstrap=300), "slow").intervals[0]
     assert time["fast"].low > time["slow"].high
     assert time["twin"].overlaps(time["slow"])
 

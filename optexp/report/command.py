@@ -40,7 +40,8 @@ from optexp.report.study import (
     sensitivity_of_groups,
 )
 from optexp.report.targets import set_targets
-from optexp.report.trials import collect, is_trial_study, score
+from optexp.report.trial_scores import score
+from optexp.report.trials import collect, is_trial_study
 from optexp.report.trials_page import write_page
 from optexp.report.uncertainty import bootstrap_study
 

@@ -16,6 +16,7 @@ within each, studies, the same draw for every method (paired).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 import sys
@@ -25,11 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from optexp.report.bootstrap import Interval, interval, rank_probabilities
-from optexp.report.measures import INF, Hit, Profile, Target, make_profile, time_to_target
+from optexp.report.measures import INF, Hit, Target, time_to_target
 from optexp.report.runs import ReportError, Run, Scalars
-from optexp.report.settings import ReportSettings
-from optexp.rundir import Status
+from optexp.rundir import HYDRA_DIR, METRICS_FILE, Status, load_summary
 from optexp.search_space import Spec, specs, trial_values
 
 EDGE = 0.05  # a tuned value this close to an end of its range (on its scale) is flagged
@@ -71,10 +70,19 @@ class Trial:
 
 
 @dataclass
+class Machine:
+    """Where the trials ran and for how long: what the numbers depend on."""
+
+    environments: list[str] = field(default_factory=list)  # distinct, as metrics.json says
+    span_s: float = math.nan  # the first run's start to the last one's end
+
+
+@dataclass
 class TrialStudy:
     trials: list[Trial]
     bounds: dict[str, Bound]  # problem -> its target and chance level
     runs: int
+    machine: Machine = field(default_factory=lambda: Machine())
 
     def problems(self) -> list[str]:
         return sorted({t.problem for t in self.trials})
@@ -127,7 +135,22 @@ def collect(runs: Sequence[Run], scalars: Callable[[Any], Scalars]) -> TrialStud
         trials.append(trial_of(run, problem, bound, scalars))
     if not trials:
         raise ReportError("no finished trial in these runs (a study's runs set study.trial)")
-    return TrialStudy(trials, bounds, len(runs))
+    return TrialStudy(trials, bounds, len(runs), machine_of(runs))
+
+
+def machine_of(runs: Sequence[Run]) -> Machine:
+    """The runs' environments (torch threads, processor, ...) and the time they spanned,
+    from their files: Hydra's config is written as a run starts, metrics.json as it ends."""
+    environments, starts, ends = set(), [], []
+    for run in runs:
+        summary = load_summary(run.path) or {}
+        if env := summary.get("environment"):
+            environments.add(", ".join(f"{k} {v}" for k, v in sorted(env.items())))
+        with contextlib.suppress(OSError):
+            starts.append((run.path / HYDRA_DIR / "config.yaml").stat().st_mtime)
+            ends.append((run.path / METRICS_FILE).stat().st_mtime)
+    span = max(ends) - min(starts) if starts and ends else math.nan
+    return Machine(sorted(environments), span)
 
 
 def bound_of(run: Run, problem: str) -> Bound:
@@ -246,89 +269,6 @@ def edges_of(tuned: Sequence[Trial | None]) -> list[str]:
 
 def cells(s: TrialStudy) -> dict[tuple[str, str], Cell]:
     return {(p, m): cell_of(s, p, m) for p in s.problems() for m in s.methods()}
-
-
-# ---------------------------------------------------------------- scores and intervals
-
-
-@dataclass
-class Scores:
-    profiles: list[Profile]  # time to target, then final test cost
-    intervals: list[dict[str, Interval]]  # per profile: method -> its score's interval
-    ranks: list[dict[str, list[float]]]  # per profile: method -> P(rank 1), P(rank 2), ...
-    beats: list[dict[str, float]]  # per profile: method -> P(score above the reference's)
-    leave_one_out: list[dict[str, dict[str, float]]]  # per profile: problem left -> scores
-    reference: str
-
-
-PROFILES = ("epochs to target", "final test cost")
-
-
-def profile_costs(table: Mapping[tuple[str, str], Cell], which: int) -> dict[str, dict[str, float]]:
-    costs: dict[str, dict[str, float]] = {}
-    for (problem, method), c in table.items():
-        costs.setdefault(problem, {})[method] = c.median_time if which == 0 else c.median_test
-    return costs
-
-
-def score(s: TrialStudy, settings: ReportSettings, reference: str) -> Scores:
-    table = cells(s)
-    profiles, intervals, ranks, beats, loo = [], [], [], [], []
-    for which, name in enumerate(PROFILES):
-        costs = profile_costs(table, which)
-        p = make_profile(name, costs, settings.tau_max, settings.score_scale)
-        resampled = bootstrap_scores(s, table, which, settings)
-        profiles.append(p)
-        intervals.append(
-            {m: interval(p.scores[m], [r[m] for r in resampled], settings.ci) for m in p.scores}
-        )
-        ranks.append(rank_probabilities(resampled))
-        beats.append(
-            {m: statistics.fmean(r[m] > r[reference] for r in resampled) for m in p.scores}
-            if reference in p.scores
-            else {}
-        )
-        loo.append(leave_one_out(costs, settings))
-    return Scores(profiles, intervals, ranks, beats, loo, reference)
-
-
-def bootstrap_scores(
-    s: TrialStudy, table: Mapping[tuple[str, str], Cell], which: int, settings: ReportSettings
-) -> list[dict[str, float]]:
-    """Scores of `settings.bootstrap` resamples: the problems drawn with replacement, and
-    within each drawn problem its studies, the same draw for every method (paired)."""
-    rng = np.random.default_rng(settings.bootstrap_seed)
-    problems, methods, studies = s.problems(), s.methods(), len(s.studies())
-    per_study = {
-        (p, m): np.asarray(table[p, m].time if which == 0 else table[p, m].test, dtype=float)
-        for p in problems
-        for m in methods
-    }
-    out = []
-    for _ in range(settings.bootstrap):
-        costs: dict[str, dict[str, float]] = {}
-        for i, p in enumerate(rng.choice(problems, size=len(problems), replace=True)):
-            drawn = rng.integers(0, studies, size=studies)
-            costs[f"{p}#{i}"] = {m: float(np.median(per_study[p, m][drawn])) for m in methods}
-        out.append(make_profile("", costs, settings.tau_max, settings.score_scale).scores)
-    return out
-
-
-def leave_one_out(
-    costs: Mapping[str, Mapping[str, float]], settings: ReportSettings
-) -> dict[str, dict[str, float]]:
-    """Problem left out -> each method's score on the others."""
-    if len(costs) < 2:
-        return {}
-    return {
-        left: make_profile(
-            "",
-            {p: c for p, c in costs.items() if p != left},
-            settings.tau_max,
-            settings.score_scale,
-        ).scores
-        for left in sorted(costs)
-    }
 
 
 # ---------------------------------------------------------------- the problems

@@ -15,11 +15,11 @@ from optexp.report.page import STUDY_MARKER, write_csv
 from optexp.report.render import md_row
 from optexp.report.settings import ReportSettings
 from optexp.report.trial_figures import budget_figure, curves_figure
+from optexp.report.trial_scores import Scores
 from optexp.report.trials import (
     EDGE,
     Bound,
     Cell,
-    Scores,
     TrialStudy,
     cells,
     median,
@@ -96,6 +96,7 @@ def protocol(s: TrialStudy, settings: ReportSettings) -> list[str]:
     )
     wall = sum(t.wall_s for t in s.trials if math.isfinite(t.wall_s))
     targets = ", ".join(f"{p} {target_text(b)}" for p, b in sorted(s.bounds.items()))
+    machine = "; ".join(s.machine.environments) or "not recorded (runs older than the field)"
     return [
         "## Protocol",
         "",
@@ -103,6 +104,8 @@ def protocol(s: TrialStudy, settings: ReportSettings) -> list[str]:
         f"x {trials} quasi-random trials over each method's own search space "
         f"(`search_space/<optimizer>.yaml`); {s.runs} runs, their training {wall / 60:.1f} min "
         "summed (each run's `wall_s`).",
+        f"- Where: {machine}. The runs spanned {s.machine.span_s / 60:.1f} min from the first "
+        "start to the last end (sweeps run side by side overlap).",
         f"- Targets, set once in each problem's file (`study.target`): {targets}.",
         "- Time: per study, the fastest trial to reach the target, in epochs (steps = epochs "
         "x the problem's steps per epoch, the same for every method); per problem the median "

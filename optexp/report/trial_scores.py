@@ -1,0 +1,97 @@
+"""The scores of a trial study (`optexp.report.trials`): the performance profiles of the
+time to target and of the final test cost, each score's interval from a paired bootstrap
+over problems and, within each, studies, rank probabilities, P(above the reference), and
+the scores with each problem left out."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from optexp.report.bootstrap import Interval, interval, rank_probabilities
+from optexp.report.measures import Profile, make_profile
+from optexp.report.settings import ReportSettings
+from optexp.report.trials import Cell, TrialStudy, cells
+
+
+@dataclass
+class Scores:
+    profiles: list[Profile]  # time to target, then final test cost
+    intervals: list[dict[str, Interval]]  # per profile: method -> its score's interval
+    ranks: list[dict[str, list[float]]]  # per profile: method -> P(rank 1), P(rank 2), ...
+    beats: list[dict[str, float]]  # per profile: method -> P(score above the reference's)
+    leave_one_out: list[dict[str, dict[str, float]]]  # per profile: problem left -> scores
+    reference: str
+
+
+PROFILES = ("epochs to target", "final test cost")
+
+
+def profile_costs(table: Mapping[tuple[str, str], Cell], which: int) -> dict[str, dict[str, float]]:
+    costs: dict[str, dict[str, float]] = {}
+    for (problem, method), c in table.items():
+        costs.setdefault(problem, {})[method] = c.median_time if which == 0 else c.median_test
+    return costs
+
+
+def score(s: TrialStudy, settings: ReportSettings, reference: str) -> Scores:
+    table = cells(s)
+    profiles, intervals, ranks, beats, loo = [], [], [], [], []
+    for which, name in enumerate(PROFILES):
+        costs = profile_costs(table, which)
+        p = make_profile(name, costs, settings.tau_max, settings.score_scale)
+        resampled = bootstrap_scores(s, table, which, settings)
+        profiles.append(p)
+        intervals.append(
+            {m: interval(p.scores[m], [r[m] for r in resampled], settings.ci) for m in p.scores}
+        )
+        ranks.append(rank_probabilities(resampled))
+        beats.append(
+            {m: statistics.fmean(r[m] > r[reference] for r in resampled) for m in p.scores}
+            if reference in p.scores
+            else {}
+        )
+        loo.append(leave_one_out(costs, settings))
+    return Scores(profiles, intervals, ranks, beats, loo, reference)
+
+
+def bootstrap_scores(
+    s: TrialStudy, table: Mapping[tuple[str, str], Cell], which: int, settings: ReportSettings
+) -> list[dict[str, float]]:
+    """Scores of `settings.bootstrap` resamples: the problems drawn with replacement, and
+    within each drawn problem its studies, the same draw for every method (paired)."""
+    rng = np.random.default_rng(settings.bootstrap_seed)
+    problems, methods, studies = s.problems(), s.methods(), len(s.studies())
+    per_study = {
+        (p, m): np.asarray(table[p, m].time if which == 0 else table[p, m].test, dtype=float)
+        for p in problems
+        for m in methods
+    }
+    out = []
+    for _ in range(settings.bootstrap):
+        costs: dict[str, dict[str, float]] = {}
+        for i, p in enumerate(rng.choice(problems, size=len(problems), replace=True)):
+            drawn = rng.integers(0, studies, size=studies)
+            costs[f"{p}#{i}"] = {m: float(np.median(per_study[p, m][drawn])) for m in methods}
+        out.append(make_profile("", costs, settings.tau_max, settings.score_scale).scores)
+    return out
+
+
+def leave_one_out(
+    costs: Mapping[str, Mapping[str, float]], settings: ReportSettings
+) -> dict[str, dict[str, float]]:
+    """Problem left out -> each method's score on the others."""
+    if len(costs) < 2:
+        return {}
+    return {
+        left: make_profile(
+            "",
+            {p: c for p, c in costs.items() if p != left},
+            settings.tau_max,
+            settings.score_scale,
+        ).scores
+        for left in sorted(costs)
+    }
