@@ -13,10 +13,10 @@ The modules, each importing only those after it:
 flags, flag_values (the command line) -> command (what it does) -> page (the study's
 folder) -> markdown (its README) -> uncertainty (the bootstrap of a study), budget (the
 tuning budget) -> study (across problems) -> figures, render -> grouping -> runs
-(reading), measures, bootstrap (pure), settings; a study of trials (`--study` alone):
-trials_page -> trial_figures, trial_scores -> trials (reading and costing the trials),
-and targets (`--set-targets`) -> runs; (`ReportSettings`, what shapes the study
-and the figures: each default written there once, built from the flags in `main`).
+(reading), measures, bootstrap (pure), settings (`ReportSettings`, what shapes the study
+and the figures: each default written there once, built from the flags in `main`). A
+study of trials (`--study` alone): trials_page -> trial_figures, trial_scores -> trials
+(reading and costing the trials); `--set-targets`: targets -> runs.
 """
 
 from __future__ import annotations
