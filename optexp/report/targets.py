@@ -1,10 +1,12 @@
 """Targets set once (AlgoPerf's way): `optexp-report REFERENCE_RUNS --set-targets` reads a
 reference sweep (`experiment=study_targets`: the baselines with a larger budget of trials,
 in studies of their own) and writes each problem's validation target into its problem
-file, as `study.target`, for the study to read. Per baseline and study, the best trial's
-final validation value (the end of its run: not the best epoch, a maximum over noisy
-evaluations); per baseline, the median over studies; the target is the best baseline's.
-A study's methods never enter it, so adding or removing one moves no target."""
+file, as `study.target`, for the study to read. Per baseline and study, the best value
+any trial reached at its middle evaluation (half the budget: a study's methods get twice
+the time the reference needed, as AlgoPerf sets budgets that its target-setting runs
+reach their targets well within); per baseline, the median over studies; the target is
+the best baseline's. A study's methods never enter it, so adding or removing one moves
+no target."""
 
 from __future__ import annotations
 
@@ -17,8 +19,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from optexp.report.runs import ReportError, Run, load_yaml
-from optexp.rundir import HYDRA_DIR, Status, load_summary
+from optexp.report.runs import ReportError, Run, load_yaml, read_scalars
+from optexp.rundir import HYDRA_DIR, Status
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ def target_of(problem: str, runs: Sequence[Run], metric: str | None = None) -> S
     best_of = max if higher else min
     per_method: dict[str, dict[int, float]] = {}
     for r in runs:
-        if (value := final_value(r, metric)) is not None:
+        if (value := halfway_value(r, metric)) is not None:
             study = int((r.config.get("study") or {}).get("index", 0))
             per_study = per_method.setdefault(r.value_of("optimizer"), {})
             per_study[study] = best_of(per_study.get(study, value), value)
@@ -73,10 +75,14 @@ def target_of(problem: str, runs: Sequence[Run], metric: str | None = None) -> S
     )
 
 
-def final_value(run: Run, metric: str) -> float | None:
-    """The metric at the run's last evaluation, as its metrics.json says."""
-    value = ((load_summary(run.path) or {}).get("final") or {}).get(metric)
-    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+def halfway_value(run: Run, metric: str) -> float | None:
+    """The metric at the run's middle evaluation (epoch ceil(E / 2) of E), from its
+    TensorBoard scalars."""
+    curve = read_scalars(run.path).get(metric, {})
+    if not curve:
+        return None
+    value = curve.get(math.ceil(max(curve) / 2))
+    return float(value) if value is not None and math.isfinite(value) else None
 
 
 def snippet(t: SetTarget) -> str:
@@ -84,7 +90,8 @@ def snippet(t: SetTarget) -> str:
     return (
         "study:   # chance: what a constant predictor scores\n"
         f"  target: {{metric: {t.metric}, value: {t.value:.6g}{chance}}}   # optexp-report "
-        f"--set-targets: {t.method}'s median over {t.studies} studies of {t.trials} trials\n"
+        f"--set-targets: {t.method}'s at half its budget, median of {t.studies} studies x "
+        f"{t.trials} trials\n"
     )
 
 
