@@ -189,7 +189,11 @@ PACKAGED = {
 
 
 def option_node(option: str):
-    return OmegaConf.load(CONFIG_DIR / "optimizer" / f"{option}.yaml")
+    """The option's values as its file writes them (less Hydra's defaults list, which
+    links its search space)."""
+    node = OmegaConf.load(CONFIG_DIR / "optimizer" / f"{option}.yaml")
+    node.pop("defaults", None)
+    return node
 
 
 @pytest.mark.parametrize("option", PACKAGED)

@@ -62,6 +62,7 @@ def option_files() -> list[tuple[str, str]]:
 def knobs(group: str, option: str) -> Iterator[tuple[str, Any]]:
     """(full key, default) of each leaf of an option file that is no interpolation."""
     node = OmegaConf.load(CONFIG_DIR / group / f"{option}.yaml")
+    node.pop("defaults", None)  # Hydra's defaults list (an optimizer's search space), no knob
     for key, value in _leaves(OmegaConf.to_container(node, resolve=False), group):
         if not key.endswith("._target_") and not (isinstance(value, str) and "${" in value):
             yield key, value
