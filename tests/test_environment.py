@@ -32,22 +32,22 @@ def cpu_model() -> str:
 def torch_settings():
     """Changed by a test, put back after it: the rest of the suite runs as it was."""
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    benchmark = torch.backends.cudnn.benchmark
+    cudnn_benchmark = torch.backends.cudnn.benchmark
     yield
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(deterministic)
-    torch.backends.cudnn.benchmark = benchmark
+    torch.backends.cudnn.benchmark = cudnn_benchmark
 
 
 @pytest.mark.parametrize(
-    ("threads", "deterministic", "benchmark"), [(1, False, False), (2, True, True)]
+    ("threads", "deterministic", "cudnn_benchmark"), [(1, False, False), (2, True, True)]
 )
 def test_metrics_json_records_what_torch_reports(
-    make_cfg, tmp_path, torch_settings, threads, deterministic, benchmark
+    make_cfg, tmp_path, torch_settings, threads, deterministic, cudnn_benchmark
 ):
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(deterministic)
-    torch.backends.cudnn.benchmark = benchmark
+    torch.backends.cudnn.benchmark = cudnn_benchmark
     run(make_cfg(*QUICK, "trainer.device=cpu"), tmp_path)
 
     environment = json.loads((tmp_path / "metrics.json").read_text())["environment"]
