@@ -304,3 +304,24 @@ def test_a_slice_of_the_small_preset_runs_and_its_page_is_written_by_study_alone
     assert lrs["0", "0"] != lrs["1", "0"]  # each study its own scramble
     for figure in ("profile_time.png", "profile_quality.png", "budget.png", "curves.png"):
         assert (tmp_path / "page" / figure).stat().st_size > 0
+
+
+def test_the_verdict_reads_the_paired_difference_not_two_overlapping_intervals():
+    """Four problems on which `b` is always 1.5x slower than `a`: the paired difference of
+    the scores excludes 0, whatever each score's own interval."""
+    found = []
+    for problem, epochs in (("p1", 3), ("p2", 10), ("p3", 30), ("p4", 90)):
+        for study in range(3):
+            for method, factor in (("a", 1.0), ("b", 1.5)):
+                e = round(epochs * factor) + study
+                found.append(
+                    trials.Trial(
+                        problem, method, study, 0, "completed", 0.05, 0.05, Hit(e, e), {}, 1.0
+                    )
+                )
+    s = trials.TrialStudy(found, dict.fromkeys(("p1", "p2", "p3", "p4"), BOUND), len(found))
+    scores = trial_scores.score(s, ReportSettings(bootstrap=300), "a")
+    difference = scores.versus[0]["b"]
+    assert difference.high < 0 and difference.estimate == pytest.approx(
+        scores.profiles[0].scores["b"] - scores.profiles[0].scores["a"]
+    )

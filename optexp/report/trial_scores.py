@@ -23,6 +23,9 @@ class Scores:
     intervals: list[dict[str, Interval]]  # per profile: method -> its score's interval
     ranks: list[dict[str, list[float]]]  # per profile: method -> P(rank 1), P(rank 2), ...
     beats: list[dict[str, float]]  # per profile: method -> P(score above the reference's)
+    # per profile: method -> its score minus the reference's, with the interval of that
+    # difference over the same (paired) resamples
+    versus: list[dict[str, Interval]]
     leave_one_out: list[dict[str, dict[str, float]]]  # per profile: problem left -> scores
     reference: str
 
@@ -39,7 +42,7 @@ def profile_costs(table: Mapping[tuple[str, str], Cell], which: int) -> dict[str
 
 def score(s: TrialStudy, settings: ReportSettings, reference: str) -> Scores:
     table = cells(s)
-    profiles, intervals, ranks, beats, loo = [], [], [], [], []
+    profiles, intervals, ranks, beats, versus, loo = [], [], [], [], [], []
     for which, name in enumerate(PROFILES):
         costs = profile_costs(table, which)
         p = make_profile(name, costs, settings.tau_max, settings.score_scale)
@@ -54,8 +57,24 @@ def score(s: TrialStudy, settings: ReportSettings, reference: str) -> Scores:
             if reference in p.scores
             else {}
         )
+        versus.append(differences(p.scores, resampled, reference, settings.ci))
         loo.append(leave_one_out(costs, settings))
-    return Scores(profiles, intervals, ranks, beats, loo, reference)
+    return Scores(profiles, intervals, ranks, beats, versus, loo, reference)
+
+
+def differences(
+    scores: Mapping[str, float], resampled: list[dict[str, float]], reference: str, ci: float
+) -> dict[str, Interval]:
+    """Each method's score minus the reference's, its interval from the paired resamples:
+    the methods share each resample's problems and studies, so the difference's interval
+    is narrower than the two scores' intervals side by side suggest."""
+    if reference not in scores:
+        return {}
+    return {
+        m: interval(scores[m] - scores[reference], [r[m] - r[reference] for r in resampled], ci)
+        for m in scores
+        if m != reference
+    }
 
 
 def bootstrap_scores(

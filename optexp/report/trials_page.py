@@ -127,15 +127,24 @@ def protocol(s: TrialStudy, settings: ReportSettings) -> list[str]:
 
 def verdict(scores: Scores, settings: ReportSettings) -> list[str]:
     lines = ["## Verdict", ""]
-    for p, intervals, ranks, beats in zip(
-        scores.profiles, scores.intervals, scores.ranks, scores.beats, strict=True
+    for p, intervals, ranks, beats, versus in zip(
+        scores.profiles, scores.intervals, scores.ranks, scores.beats, scores.versus, strict=True
     ):
         ref = scores.reference
         lines += [
             f"### {p.name}",
             "",
-            md_row(["method", "score [interval]", "P(rank 1)", f"P(score > {ref})", "verdict"]),
-            md_row(["---"] * 5),
+            md_row(
+                [
+                    "method",
+                    "score [interval]",
+                    "P(rank 1)",
+                    f"P(score > {ref})",
+                    f"score - {ref}'s [paired interval]",
+                    "verdict",
+                ]
+            ),
+            md_row(["---"] * 6),
         ]
         for m in sorted(p.scores, key=lambda m: (-p.scores[m], m)):
             i = intervals[m]
@@ -146,7 +155,8 @@ def verdict(scores: Scores, settings: ReportSettings) -> list[str]:
                         i.show(".3f"),
                         percent(ranks[m][0]),
                         "-" if m == ref else percent(beats.get(m, math.nan)),
-                        "-" if m == ref else against(i, intervals.get(ref)),
+                        "-" if m == ref else versus[m].show("+.3f"),
+                        "-" if m == ref else against(versus[m]),
                     ]
                 )
             )
@@ -154,13 +164,12 @@ def verdict(scores: Scores, settings: ReportSettings) -> list[str]:
     return lines
 
 
-def against(i: Any, ref: Any) -> str:
-    """Above or below the reference only where the intervals do not overlap."""
-    if ref is None:
-        return "?"
-    if i.low > ref.high:
+def against(difference: Any) -> str:
+    """Above or below the reference only where the paired interval of the difference
+    excludes 0."""
+    if difference.low > 0:
         return "above the reference"
-    if i.high < ref.low:
+    if difference.high < 0:
         return "below the reference"
     return "not resolved"
 
@@ -327,13 +336,15 @@ def scores_json(scores: Scores) -> dict[str, Any]:
                 "scores": {m: [i.estimate, i.low, i.high] for m, i in intervals.items()},
                 "rank_probabilities": ranks,
                 "p_above_reference": beats,
+                "minus_reference": {m: [i.estimate, i.low, i.high] for m, i in versus.items()},
                 "leave_one_out": loo,
             }
-            for p, intervals, ranks, beats, loo in zip(
+            for p, intervals, ranks, beats, versus, loo in zip(
                 scores.profiles,
                 scores.intervals,
                 scores.ranks,
                 scores.beats,
+                scores.versus,
                 scores.leave_one_out,
                 strict=True,
             )
