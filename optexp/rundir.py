@@ -81,6 +81,9 @@ class Summary:
     final: dict[str, float]  # the last epoch's metrics (and timing)
     test: dict[str, float] | None  # with the `test_weights`; None if not tested
     test_weights: str  # best | last
+    # the training split with the test's weights, in evaluation mode; None if not tested
+    # (absent in metrics.json files older than this field: readers use .get)
+    train_eval: dict[str, float] | None
     objective: float  # what a sweeper optimizes: the best monitored value (worst if diverged)
     wall_s: float
     signal: int | None  # the signal that interrupted it

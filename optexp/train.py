@@ -324,8 +324,8 @@ def save(member: Member, writer: checkpoint.Writer, names: list[str]) -> None:
 def conclude(member: Member, status: Status, started: float, signal: int | None) -> Summary:
     """A run's end: its test (unless interrupted), metrics.json, TensorBoard's HParams."""
     parts, state, about = member.parts, member.state, member.about
-    test = None if status == Status.INTERRUPTED else test_metrics(parts, state)
-    summary = results(status, parts, state, test) | about.identity
+    test, train = (None, None) if status == Status.INTERRUPTED else final_metrics(parts, state)
+    summary = results(status, parts, state, test, train) | about.identity
     summary = Summary(**summary, wall_s=time.perf_counter() - started, signal=signal)
     if parts.world.is_main:
         rundir.write_summary(about.run_dir, summary)
@@ -335,18 +335,27 @@ def conclude(member: Member, status: Status, started: float, signal: int | None)
     return summary
 
 
-def test_metrics(parts: Parts, state: RunState) -> dict[str, float]:
+def final_metrics(parts: Parts, state: RunState) -> tuple[dict[str, float], dict[str, float]]:
     """The test split's metrics with the weights `trainer.test_weights` names (the
-    evaluation weights made ready first: SWA's batch norm statistics)."""
+    evaluation weights made ready first: SWA's batch norm statistics), and the training
+    split's with the same weights in the same evaluation mode: the generalization gap's
+    other side, free of dropout, augmentation and the running average over an epoch."""
     parts.weights.before_test(parts.data.train.batches(parts.trainer.eval_batch_size))
     model = parts.weights.evaluated_model()
     if parts.trainer.test_weights == "best" and state.best_model is not None:
         model.load_state_dict(state.best_model)
-    return metrics.evaluate(parts, parts.data.test, model)
+    return (
+        metrics.evaluate(parts, parts.data.test, model),
+        metrics.evaluate(parts, parts.data.train, model),
+    )
 
 
 def results(
-    status: Status, parts: Parts, state: RunState, test: dict[str, float] | None
+    status: Status,
+    parts: Parts,
+    state: RunState,
+    test: dict[str, float] | None,
+    train: dict[str, float] | None,
 ) -> dict[str, Any]:
     """What the run achieved: the first fields of its `Summary`."""
     stopper = parts.early_stopping
@@ -361,5 +370,6 @@ def results(
         "final": state.metrics,
         "test": test or None,
         "test_weights": parts.trainer.test_weights,
+        "train_eval": train or None,
         "objective": metrics.objective(status, stopper),
     }

@@ -46,6 +46,8 @@ class Metric:
 METRICS = {
     "test/acc": Metric("test acc", ("test", "acc"), True, ".4f"),
     "test/loss": Metric("test loss", ("test", "loss"), False, ".4f"),
+    "train_eval/acc": Metric("train acc (eval)", ("train_eval", "acc"), True, ".4f"),
+    "train_eval/loss": Metric("train loss (eval)", ("train_eval", "loss"), False, ".4f"),
     "val/acc": Metric("best val acc", ("best", "val/acc"), True, ".4f"),
     "val/loss": Metric("best val loss", ("best", "val/loss"), False, ".4f"),
     "epochs": Metric("epochs", ("epochs_completed",), False, ".1f"),
