@@ -150,7 +150,8 @@ def test_debug_preset_trains_two_batches_with_anomaly_detection(make_cfg, tmp_pa
     summary = run(make_cfg("debug=default", "trainer.tensorboard=false"), tmp_path)
     assert summary["status"] == "completed" and summary["global_step"] == 2
     assert seen[:2] == [(True, 64), (True, 64)]  # training batches: 2 x trainer.batch_size
-    assert sum(n for _, n in seen[2:]) == 2 * 128  # validation and test: 128 samples each
+    # validation, test and the clean pass over the training split: 128 samples each
+    assert sum(n for _, n in seen[2:]) == 3 * 128
     assert not torch.is_anomaly_enabled()  # switched off again after the run
 
 
