@@ -311,7 +311,12 @@ PARAMETER_RULES: dict[str, dict[str, Rule]] = {
         "stride": COUNT,
         **DROPOUT_AND_NORM,
     },
-    "dataset": {"val_fraction": OPEN_FRACTION, "test_fraction": FRACTION, "seed": SEED},
+    "dataset": {
+        "val_fraction": OPEN_FRACTION,
+        "test_fraction": FRACTION,
+        "seed": SEED,
+        "train_size": int_at_least(2).or_null(),  # at most the training split: its function's
+    },
     "optexp.data.datasets.torchvision_set": {"download": BOOL},
     "optexp.data.files.image_folder": {
         "image_size": COUNT,

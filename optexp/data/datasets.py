@@ -35,13 +35,30 @@ TORCHVISION_STATS = {
 }
 
 
-def digits(val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0) -> Data:
-    """scikit-learn's 8x8 handwritten digits (bundled, offline), pixels scaled to [0, 1]."""
+def digits(
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    train_size: int | None = None,
+) -> Data:
+    """scikit-learn's 8x8 handwritten digits (bundled, offline), pixels scaled to [0, 1].
+    `train_size`: train on the first N of the training split only (a set small enough to
+    overfit); validation and test stay as they are."""
     table = torch.from_numpy(_digits_table())  # 1797 rows: 64 pixels (0-16), then the label
     x = table[:, :-1].float().reshape(-1, 1, 8, 8) / 16.0  # N x 1 x 8 x 8
     y = table[:, -1].long()
     train, val, test = split(x, y, val_fraction, test_fraction, seed)
-    return Data(train, val, test, num_classes=10)
+    return Data(train_head(train, train_size), val, test, num_classes=10)
+
+
+def train_head(train: Split, train_size: int | None) -> Split:
+    """The first `train_size` samples of a (shuffled) training split, or all of it (null)."""
+    if train_size is None:
+        return train
+    if not 2 <= train_size <= len(train):
+        allowed = f"null, or an integer in [2, {len(train)}] (the training split's size)"
+        raise ConfigError("dataset.train_size", train_size, allowed)
+    return train.head(train_size)
 
 
 def _digits_table() -> np.ndarray:

@@ -86,6 +86,7 @@ def mnist1d(
     generator_seed: int = 42,
     val_fraction: float = 0.1,
     seed: int = 0,
+    train_size: int | None = None,
 ) -> Data:
     """MNIST-1D (Greydanus 2020): 10 digit templates turned into signals of length 40 by
     padding, scaling, translation, noise and shear. Made by the `mnist1d` package's own
@@ -93,14 +94,17 @@ def mnist1d(
     give the published set: the first 80 % (4000) train, the rest (1000) test. Samples
     are (1, 40), one channel, so 1-D convolutions apply. The arrays are cached in
     data_dir as an .npz named by the generator settings; validation is carved from the
-    training part by `seed` (data_seed)."""
+    training part by `seed` (data_seed). `train_size`: train on the first N of the rest
+    only (a set small enough to overfit); validation and test stay as they are."""
     if num_samples < 20:
         raise ConfigError("dataset.num_samples", num_samples, "an integer >= 20")
     arrays = mnist1d_arrays(Path(data_dir), num_samples, generator_seed)
     x, x_test = (torch.from_numpy(arrays[k]).float().unsqueeze(1) for k in ("x", "x_test"))
     y, y_test = (torch.from_numpy(arrays[k]).long() for k in ("y", "y_test"))
     train, val, _ = split(x, y, val_fraction, 0.0, seed)
-    return Data(train, val, Split(x_test, y_test), num_classes=10)
+    from optexp.data.datasets import train_head  # datasets imports this module
+
+    return Data(train_head(train, train_size), val, Split(x_test, y_test), num_classes=10)
 
 
 def mnist1d_arrays(root: Path, num_samples: int, generator_seed: int) -> dict[str, np.ndarray]:
