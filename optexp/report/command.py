@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from optexp.report import page
+from optexp.report import page, regularization_page, trials_page
 from optexp.report.budget import budget_curves, budget_profiles
 from optexp.report.figures import (
     Line,
@@ -40,12 +40,12 @@ from optexp.report.study import (
     sensitivity_of_groups,
 )
 from optexp.report.targets import set_targets
-from optexp.report.trial_scores import score
+from optexp.report.trial_scores import PROFILES, score
 from optexp.report.trials import collect, is_trial_study
-from optexp.report.trials_page import write_page
 from optexp.report.uncertainty import bootstrap_study
 
-REFERENCE = "nadamw"  # what the trial study's verdict compares every method against
+# What a trial study compares every method against, by the group its methods are options of
+REFERENCES = {"optimizer": "nadamw", "regularization": "none"}
 
 
 def report(args: argparse.Namespace, settings: ReportSettings) -> str:
@@ -84,17 +84,21 @@ def report(args: argparse.Namespace, settings: ReportSettings) -> str:
 
 
 def trial_study(args: argparse.Namespace, settings: ReportSettings, runs: list[Run]) -> str:
-    """--study alone: the page of a study's trials (experiment=study_optimizers)."""
+    """--study alone: the page of a study's trials (experiment=study_optimizers, or
+    study_regularizers: its methods are regularizations, scored on the final test cost)."""
     if not is_trial_study(runs):
         raise ReportError(
             f"--study without --over reads a study's trials (runs with study.trial), and "
             f"{args.path} holds none: name the key a grid tunes with --select-best-by and --over"
         )
     s = collect(runs, functools.cache(read_scalars))
-    reference = REFERENCE if REFERENCE in s.methods() else s.methods()[0]
-    scores = score(s, settings, reference)
+    reference = REFERENCES[s.method_key]
+    reference = reference if reference in s.methods() else s.methods()[0]
+    regularization = s.method_key == "regularization"
+    scores = score(s, settings, reference, PROFILES[1:] if regularization else PROFILES)
+    writer = regularization_page if regularization else trials_page
     with page.staged(args.study) as folder:
-        write_page(s, scores, settings, folder, command_line())
+        writer.write_page(s, scores, settings, folder, command_line())
     return f"wrote {args.study / 'README.md'} and its figures, csv and json"
 
 

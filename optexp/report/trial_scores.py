@@ -19,7 +19,7 @@ from optexp.report.trials import Cell, TrialStudy, cells
 
 @dataclass
 class Scores:
-    profiles: list[Profile]  # time to target, then final test cost
+    profiles: list[Profile]  # time to target, then final test cost (of those scored)
     intervals: list[dict[str, Interval]]  # per profile: method -> its score's interval
     ranks: list[dict[str, list[float]]]  # per profile: method -> P(rank 1), P(rank 2), ...
     beats: list[dict[str, float]]  # per profile: method -> P(score above the reference's)
@@ -40,10 +40,14 @@ def profile_costs(table: Mapping[tuple[str, str], Cell], which: int) -> dict[str
     return costs
 
 
-def score(s: TrialStudy, settings: ReportSettings, reference: str) -> Scores:
+def score(
+    s: TrialStudy, settings: ReportSettings, reference: str, names: tuple[str, ...] = PROFILES
+) -> Scores:
+    """The profiles `names` (of PROFILES: a study without targets has no time to score)."""
     table = cells(s)
     profiles, intervals, ranks, beats, versus, loo = [], [], [], [], [], []
-    for which, name in enumerate(PROFILES):
+    for name in names:
+        which = PROFILES.index(name)
         costs = profile_costs(table, which)
         p = make_profile(name, costs, settings.tau_max, settings.score_scale)
         resampled = bootstrap_scores(s, table, which, settings)

@@ -1,10 +1,11 @@
 """The optimizer study as AlgoPerf's external-tuning ruleset scores it, from runs of
 `experiment=study_optimizers` (`collect` -> `TrialStudy`, `score` -> `Scores`).
 
-A run is trial `study.trial` of study `study.index` of a method (the `optimizer` choice)
-on a problem (`+problem`); `study.trial=defaults` is the method at its own defaults (the
-self-tuning column). Every problem's target is its file's `study.target`, set once, so
-no method moves another's score. Per study, a method's time is its fastest trial to
+A run is trial `study.trial` of study `study.index` of a method (the `regularization`
+choice where the sweep sets one, else the `optimizer`) on a problem (`+problem`);
+`study.trial=defaults` is the method at its own defaults (the self-tuning column). Every
+problem's target is its file's `study.target`, set once, so no method moves another's
+score. Per study, a method's time is its fastest trial to
 reach the target (evaluations per epoch; inf if none did) and its quality the test cost
 of its best trial on validation; per problem, the median over studies.
 
@@ -60,13 +61,16 @@ class Trial:
     study: int
     trial: int | None  # None: the method's defaults
     status: str
-    val: float  # best validation cost
-    test: float  # test cost of the best validation weights
+    val: float  # validation cost of the weights tested (`trainer.test_weights`)
+    test: float  # test cost
     hit: Hit | None  # the first evaluation at the target
     curve: dict[int, float]  # validation cost per epoch
     wall_s: float
     positions: dict[str, float] = field(default_factory=dict)  # searched key -> [0, 1]
     point: dict[str, Any] = field(default_factory=dict)
+    train: float = math.nan  # the training split's cost, same weights (train_eval)
+    best_epoch: int = 0  # the epoch of the best validation
+    epochs: int = 0  # epochs trained
 
 
 @dataclass
@@ -83,6 +87,7 @@ class TrialStudy:
     bounds: dict[str, Bound]  # problem -> its target and chance level
     runs: int
     machine: Machine = field(default_factory=lambda: Machine())
+    method_key: str = "optimizer"  # the config group whose options are the methods
 
     def problems(self) -> list[str]:
         return sorted({t.problem for t in self.trials})
@@ -121,8 +126,19 @@ def is_trial_study(runs: Sequence[Run]) -> bool:
     return any("study.trial" in r.overrides for r in runs)
 
 
+METHOD_GROUPS = ("regularization", "optimizer")  # the first a sweep sets names the methods
+
+
+def method_key(runs: Sequence[Run]) -> str:
+    """The group whose options the sweep compares: `regularization` where a run sets it."""
+    set_ = {k.lstrip("+") for r in runs for k in r.overrides}
+    return next((g for g in METHOD_GROUPS if g in set_), METHOD_GROUPS[-1])
+
+
 def collect(runs: Sequence[Run], scalars: Callable[[Any], Scalars]) -> TrialStudy:
-    """Every finished or diverged trial of the runs, costed against its problem's target."""
+    """Every finished or diverged trial of the runs, costed against its problem's target
+    (a regularization study has none: it compares final test costs only)."""
+    key = method_key(runs)
     bounds: dict[str, Bound] = {}
     trials = []
     for run in runs:
@@ -131,11 +147,11 @@ def collect(runs: Sequence[Run], scalars: Callable[[Any], Scalars]) -> TrialStud
         problem = (
             run.value_of("+problem") if "+problem" in run.overrides else run.value_of("problem")
         )
-        bound = bounds.setdefault(problem, bound_of(run, problem))
-        trials.append(trial_of(run, problem, bound, scalars))
+        bound = bounds.setdefault(problem, bound_of(run, problem, key == "optimizer"))
+        trials.append(trial_of(run, problem, bound, scalars, key))
     if not trials:
         raise ReportError("no finished trial in these runs (a study's runs set study.trial)")
-    return TrialStudy(trials, bounds, len(runs), machine_of(runs))
+    return TrialStudy(trials, bounds, len(runs), machine_of(runs), key)
 
 
 def machine_of(runs: Sequence[Run]) -> Machine:
@@ -153,13 +169,14 @@ def machine_of(runs: Sequence[Run]) -> Machine:
     return Machine(sorted(environments), span)
 
 
-def bound_of(run: Run, problem: str) -> Bound:
+def bound_of(run: Run, problem: str, timed: bool = True) -> Bound:
     """The problem's target as the run's config saved it; without one, no trial reaches
-    it (a pilot's problems may have none yet), and stderr says how to set it."""
+    it (a pilot's problems may have none yet), and stderr says how to set it where the
+    study is `timed`."""
     node = (run.config.get("study") or {}).get("target") or {}
     metric = str(node.get("metric") or "val/acc")
     value = node.get("value")
-    if value is None:
+    if value is None and timed:
         print(
             f"optexp-report: problem {problem} has no study.target value, so no trial reaches "
             "it: set it once with optexp-report REFERENCE_RUNS --set-targets (docs/report.md)",
@@ -171,29 +188,47 @@ def bound_of(run: Run, problem: str) -> Bound:
     return Bound(Target(metric, math.nan if value is None else float(value)), float(chance))
 
 
-def trial_of(run: Run, problem: str, bound: Bound, scalars: Callable[[Any], Scalars]) -> Trial:
+def trial_of(
+    run: Run,
+    problem: str,
+    bound: Bound,
+    scalars: Callable[[Any], Scalars],
+    method_key: str = "optimizer",
+) -> Trial:
     study = run.config.get("study") or {}
     index, number = int(study.get("index", 0)), study.get("trial")
     number = None if number == "defaults" else number
     metric = bound.target.metric
     finished = run.status == Status.COMPLETED
+    summary = (load_summary(run.path) or {}) if finished else {}
     curves = scalars(run.path) if run.status != Status.FAILED else {}
-    test_metric = "test/" + metric.split("/")[1]
+    name = metric.split("/")[1]
     point, positions = trial_point(run.config, index, number)
     return Trial(
         problem=problem,
-        method=run.value_of("optimizer"),
+        method=run.value_of(method_key),
         study=index,
         trial=None if number is None else int(number),
         status=run.status,
-        val=bound.cost(run.values.get(metric) if finished else None),
-        test=bound.cost(run.values.get(test_metric) if finished else None),
+        val=bound.cost(tested_validation(summary, metric)),
+        test=bound.cost((summary.get("test") or {}).get(name)),
+        train=bound.cost((summary.get("train_eval") or {}).get(name)),
         hit=time_to_target(curves, bound.target) if run.status != Status.FAILED else None,
         curve={e: bound.cost(v) for e, v in curves.get(metric, {}).items()},
         wall_s=run.values.get("wall_s", math.nan),
         positions=positions,
         point=point,
+        best_epoch=int(summary.get("best_epoch") or 0),
+        epochs=int(summary.get("epochs_completed") or 0),
     )
+
+
+def tested_validation(summary: Mapping[str, Any], metric: str) -> float | None:
+    """The validation metric of the weights the test used: the best epoch's, or with
+    `test_weights=last` the last epoch's (tuning on the best epoch would then pick a
+    strength by weights it never tests)."""
+    which = "final" if summary.get("test_weights") == "last" else "best"
+    return (summary.get(which) or {}).get(metric)
 
 
 def trial_point(config: Mapping[str, Any], study: int, trial: Any) -> tuple[dict, dict]:

@@ -296,6 +296,7 @@ def trial_rows(s: TrialStudy) -> list[dict[str, Any]]:
             "status": t.status,
             "val_cost": t.val,
             "test_cost": t.test,
+            "train_cost": t.train,
             "epochs_to_target": "" if t.hit is None else t.hit.epoch,
             "wall_s": t.wall_s,
             **{f"point.{k}": v for k, v in t.point.items()},
