@@ -88,7 +88,23 @@ def check_config(cfg: DictConfig) -> None:
     if errors:
         raise intent.closest(errors, cfg)
     check_trainer(cfg)
+    check_regularization_order(cfg)
     advise_learning_rate_free(cfg.optimizer)
+
+
+def check_regularization_order(cfg: DictConfig) -> None:
+    """`+regularization=METHOD` after `+problem=NAME` on the command line: both set keys of
+    the whole config, the later one winning, and a problem's base (no weight decay, no
+    early stopping, the last weights tested) would silently undo the method."""
+    typed = intent.typed_keys(cfg)
+    both = "problem" in typed and "regularization" in typed
+    if both and typed.index("regularization") < typed.index("problem"):
+        raise ConfigError(
+            "regularization",
+            Option(intent.chosen("regularization", cfg) or "?"),
+            "+regularization=METHOD after +problem=NAME",
+            problem="comes before +problem on the command line, whose base would undo it",
+        )
 
 
 def check_trainer(cfg: DictConfig) -> None:
