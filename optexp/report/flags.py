@@ -53,7 +53,8 @@ DESCRIPTION = textwrap.fill(
     width=80,
 )
 METRICS_HELP = """\
-metrics: test/acc, test/loss (best weights); val/acc, val/loss (at the best
+metrics: test/acc, test/loss (best weights); train_eval/acc, train_eval/loss (the
+training split, same weights, evaluation mode); val/acc, val/loss (at the best
 epoch); epochs; wall_s."""
 EXAMPLES = """\
 examples:
@@ -231,7 +232,8 @@ def add_study_outputs(g: argparse._ArgumentGroup) -> None:
         type=folder_path,
         metavar="DIR",
         help="write DIR/README.md, its figures, and the numbers as csv and json: of a "
-        "study's trials (experiment=study_optimizers: no other flag needed), or with "
+        "study's trials (experiment=study_optimizers or study_regularizers: no other flag "
+        "needed; a sweep of +regularization is read as a regularization study), or with "
         "--select-best-by/--over of a grid of one key; DIR is new, empty, or an earlier "
         f"study's (marked by its {STUDY_MARKER} file)",
     )
