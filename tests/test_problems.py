@@ -109,8 +109,9 @@ def problem_data(problem: str, data_dir) -> list[str]:
     if problem == "shakespeare_char_lm":  # seq_len 128: each split needs 129 characters
         write_text(data_dir, "tiny_shakespeare", n_chars=2000)
         return at
-    if problem.startswith("mnist1d"):
-        return [*at, "dataset.num_samples=200"]
+    if problem.startswith("mnist1d"):  # 160 training signals: a small split must fit in them
+        small = ["dataset.train_size=100"] if problem == "mnist1d_small_mlp" else []
+        return [*at, "dataset.num_samples=200", *small]
     return at
 
 
