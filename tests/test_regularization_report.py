@@ -55,13 +55,15 @@ def planted(effects: dict[str, float], problems=("p1", "p2"), studies=3, n=10):
 def test_the_tuned_strength_is_the_planted_best_and_the_good_range_its_share():
     s = planted({"dropout": -0.05})
     table = trials.cells(s)
-    assert regularization.tuned_strength(table["p1", "dropout"]) == {"model.dropout": 0.25}
+    keys = regularization.searched_keys(s, "dropout")
+    assert regularization.tuned_strength(table["p1", "dropout"], keys) == {"model.dropout": 0.25}
     # study 0: val = 0.15 + |x - 0.3|, best 0.2 at x = 0.25 and 0.35; within 20 % (0.24):
     # those two of the ten points; within 90 % (0.38): x = 0.15 .. 0.45, four
     searched = s.searched("p1", "dropout", 0)
     assert regularization.good_range(searched) == pytest.approx(0.2)
     assert regularization.good_range(searched, margin=0.9) == pytest.approx(0.4)
     assert math.isnan(regularization.good_range(s.searched("p1", "none", 0)))  # no strength
+
 
 def test_a_planted_effect_is_found_on_every_problem_and_a_null_one_is_not_resolved():
     s = planted({"dropout": -0.05, "wd": 0.0})
@@ -95,9 +97,7 @@ def overrides(run: Path) -> dict[str, str]:
     return dict(line.lstrip("+").split("=", 1) for line in lines)
 
 
-def test_a_slice_of_the_small_preset_writes_a_page_whose_gap_is_the_runs_own(
-    optexp_cli, tmp_path
-):
+def test_a_slice_of_the_small_preset_writes_a_page_whose_gap_is_the_runs_own(optexp_cli, tmp_path):
     result = optexp_cli(
         "-m",
         "experiment=study_regularizers_small",

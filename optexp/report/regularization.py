@@ -45,14 +45,21 @@ def best_epoch_share(t: Trial | None) -> float:
     return t.best_epoch / t.epochs if t is not None and t.epochs else math.nan
 
 
+def varied(trials: Sequence[Trial]) -> frozenset[str]:
+    """The keys whose values differ between these trials: what was searched (a range or a
+    choice such as early stopping's patience), not what a search space fixes."""
+    keys = {k for t in trials for k in t.point}
+    return frozenset(k for k in keys if len({repr(t.point.get(k)) for t in trials}) > 1)
+
+
 def searched_keys(s: TrialStudy, method: str) -> frozenset[str]:
-    return frozenset(k for t in s.trials if t.method == method for k in t.positions)
+    return varied([t for t in s.trials if t.method == method and t.trial is not None])
 
 
 def good_range(trials: Sequence[Trial], margin: float = MARGIN) -> float:
     """The share of a study's trials whose validation error is within `margin` (relative)
     of the best one's: how wide the good range of strength is; nan with nothing searched."""
-    if not trials or not trials[0].positions:
+    if not varied(trials):
         return math.nan
     best = min(t.val for t in trials)
     return sum(t.val <= best * (1 + margin) for t in trials) / len(trials)
@@ -170,8 +177,7 @@ def findings(s: TrialStudy, table: Mapping[tuple[str, str], Cell], settings: Rep
     )
 
 
-def tuned_strength(cell: Cell) -> dict[str, float]:
+def tuned_strength(cell: Cell, keys: frozenset[str]) -> dict[str, float]:
     """Each searched key's median tuned value over the studies."""
-    found = [t for t in cell.tuned if t is not None and t.positions]
-    keys = sorted({k for t in found for k in t.positions})
-    return {k: median([float(t.point[k]) for t in found if k in t.point]) for k in keys}
+    found = [t for t in cell.tuned if t is not None]
+    return {k: median([float(t.point[k]) for t in found if k in t.point]) for k in sorted(keys)}

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from optexp.report.regularization import ALL, REFERENCE, Findings
+from optexp.report.regularization import ALL, REFERENCE, Findings, searched_keys
 from optexp.report.trial_figures import _panels
 from optexp.report.trials import Cell, TrialStudy, median
 
@@ -17,11 +17,11 @@ def gap_figure(
     """One panel per method with one searched key: each trial's test error (filled) and
     training error (hollow) at its strength, joined by the gap; the seeds' tuned trials
     starred; `none`'s median test error dashed."""
-    methods = [m for m in s.methods() if len(_keys(s, problem, m)) == 1]
+    methods = [m for m in s.methods() if len(searched_keys(s, m)) == 1]
     fig, axes = _panels(max(len(methods), 1))
     none = table.get((problem, REFERENCE))
     for ax, m in zip(axes, methods, strict=False):
-        (key,) = _keys(s, problem, m)
+        (key,) = searched_keys(s, m)
         trials = [t for st in s.studies() for t in s.searched(problem, m, st) if key in t.point]
         xs = [float(t.point[key]) for t in trials]
         for x, t in zip(xs, trials, strict=True):
@@ -56,10 +56,6 @@ def gap_figure(
     axes[0].legend(fontsize="x-small")
     fig.suptitle(problem)
     return fig
-
-
-def _keys(s: TrialStudy, problem: str, method: str) -> set[str]:
-    return {k for t in s.trials if (t.problem, t.method) == (problem, method) for k in t.positions}
 
 
 def pairs_figure(s: TrialStudy, found: Findings) -> Any:

@@ -19,6 +19,7 @@ from optexp.report.regularization import (
     REFERENCE,
     Findings,
     findings,
+    searched_keys,
     tuned_strength,
 )
 from optexp.report.regularization_figures import gap_figure, pairs_figure
@@ -161,7 +162,8 @@ def per_problem(
         key = (problem, m)
         against = found.against_none.get(m, {}).get(problem)
         gap_against = found.gap_against_none.get(m, {}).get(problem)
-        strength = ", ".join(f"{k} {v:.3g}" for k, v in tuned_strength(table[key]).items())
+        tuned = tuned_strength(table[key], searched_keys(s, m))
+        strength = ", ".join(f"{k} {v:.3g}" for k, v in tuned.items())
         lines.append(
             md_row(
                 [
