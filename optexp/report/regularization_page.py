@@ -148,6 +148,7 @@ def per_problem(
                 "tuned strength (median)",
                 "test error (median; per seed)",
                 "minus none's [interval]",
+                "at its default strength",
                 "gap (median)",
                 "gap minus none's [interval]",
                 "good range",
@@ -155,7 +156,7 @@ def per_problem(
                 "at an edge",
             ]
         ),
-        md_row(["---"] * 9),
+        md_row(["---"] * 10),
     ]
     order = sorted(s.methods(), key=lambda m: (median(found.test[problem, m]), m))
     for m in order:
@@ -171,6 +172,7 @@ def per_problem(
                     strength or "-",
                     f"{median(found.test[key]):.4f} ({_each(found.test[key])})",
                     against.show("+.4f") if against else "-",
+                    _num(median(table[key].defaults_test)),
                     f"{median(found.gap[key]):.4f}",
                     gap_against.show("+.4f") if gap_against else "-",
                     _share(found.good[key]),
@@ -269,6 +271,10 @@ def _verdict(i: Any, above: str, below: str) -> str:
     if i.high < 0:
         return f"({below})"
     return "(not resolved)"
+
+
+def _num(x: float) -> str:
+    return "-" if math.isnan(x) else f"{x:.4f}"
 
 
 def _each(values: np.ndarray) -> str:
