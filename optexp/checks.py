@@ -93,9 +93,8 @@ def check_config(cfg: DictConfig) -> None:
 
 
 def check_regularization_order(cfg: DictConfig) -> None:
-    """`+regularization=METHOD` after `+problem=NAME` on the command line: both set keys of
-    the whole config, the later one winning, and a problem's base (no weight decay, no
-    early stopping, the last weights tested) would silently undo the method."""
+    """`+regularization` typed after `+problem`: the later one wins, and a problem's base
+    (no weight decay, no early stopping, the last weights tested) would undo the method."""
     typed = intent.typed_keys(cfg)
     both = "problem" in typed and "regularization" in typed
     if both and typed.index("regularization") < typed.index("problem"):

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from optexp.errors import UserError
+from optexp.errors import ConfigError, UserError
 
 
 @dataclass
@@ -202,3 +202,13 @@ def split(
     val, test, train = order[:n_val], order[n_val : n_val + n_test], order[n_val + n_test :]
     test_split = Split(x[test], y[test]) if n_test else None
     return Split(x[train], y[train]), Split(x[val], y[val]), test_split
+
+
+def train_head(train: Split, train_size: int | None) -> Split:
+    """The first `train_size` samples of a (shuffled) training split, or all of it (null)."""
+    if train_size is None:
+        return train
+    if not 2 <= train_size <= len(train):
+        allowed = f"null, or an integer in [2, {len(train)}] (the training split's size)"
+        raise ConfigError("dataset.train_size", train_size, allowed)
+    return train.head(train_size)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from optexp.data import Data, Split, split
+from optexp.data import Data, Split, split, train_head
 
 # Earlier configs name these here (optexp-init's copies, users' own files): re-exported.
 from optexp.data.files import arrays, image_folder  # noqa: F401
@@ -49,16 +49,6 @@ def digits(
     y = table[:, -1].long()
     train, val, test = split(x, y, val_fraction, test_fraction, seed)
     return Data(train_head(train, train_size), val, test, num_classes=10)
-
-
-def train_head(train: Split, train_size: int | None) -> Split:
-    """The first `train_size` samples of a (shuffled) training split, or all of it (null)."""
-    if train_size is None:
-        return train
-    if not 2 <= train_size <= len(train):
-        allowed = f"null, or an integer in [2, {len(train)}] (the training split's size)"
-        raise ConfigError("dataset.train_size", train_size, allowed)
-    return train.head(train_size)
 
 
 def _digits_table() -> np.ndarray:

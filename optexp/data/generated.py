@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from optexp.data import Data, Split, split
+from optexp.data import Data, Split, split, train_head
 from optexp.errors import ConfigError, UserError
 
 SYNTHETIC_KINDS = {"classification": ("spirals", "blobs"), "regression": ("sine",)}
@@ -102,7 +102,6 @@ def mnist1d(
     x, x_test = (torch.from_numpy(arrays[k]).float().unsqueeze(1) for k in ("x", "x_test"))
     y, y_test = (torch.from_numpy(arrays[k]).long() for k in ("y", "y_test"))
     train, val, _ = split(x, y, val_fraction, 0.0, seed)
-    from optexp.data.datasets import train_head  # datasets imports this module
 
     return Data(train_head(train, train_size), val, Split(x_test, y_test), num_classes=10)
 

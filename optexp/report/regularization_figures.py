@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from optexp.report.regularization import ALL, REFERENCE, Findings, searched_keys
-from optexp.report.trial_figures import _panels
+from optexp.report.trial_figures import panels
 from optexp.report.trials import Cell, TrialStudy, median
 
 
@@ -18,7 +18,7 @@ def gap_figure(
     training error (hollow) at its strength, joined by the gap; the seeds' tuned trials
     starred; `none`'s median test error dashed."""
     methods = [m for m in s.methods() if len(searched_keys(s, m)) == 1]
-    fig, axes = _panels(max(len(methods), 1))
+    fig, axes = panels(max(len(methods), 1))
     none = table.get((problem, REFERENCE))
     for ax, m in zip(axes, methods, strict=False):
         (key,) = searched_keys(s, m)
@@ -62,7 +62,7 @@ def pairs_figure(s: TrialStudy, found: Findings) -> Any:
     """Per combination, one panel: for each problem and over all, each part's effect on
     the test error (against `none`), their sum and the combination's, with intervals."""
     pairs = sorted(found.pairs.items())
-    fig, axes = _panels(len(pairs))
+    fig, axes = panels(len(pairs))
     where = [*s.problems(), ALL]
     for ax, (both, (a, b)) in zip(axes, pairs, strict=True):
         for j, (name, offset) in enumerate(((a, -0.27), (b, -0.09), ("A + B", 0.09), (both, 0.27))):

@@ -129,6 +129,20 @@ def protocol(s: TrialStudy, settings: ReportSettings) -> list[str]:
     ]
 
 
+PER_PROBLEM = [
+    "method",
+    "tuned strength (median)",
+    "test error (median; per seed)",
+    "minus none's [interval]",
+    "at its default strength",
+    "gap (median)",
+    "gap minus none's [interval]",
+    "good range",
+    "best epoch / epochs",
+    "at an edge",
+]
+
+
 def per_problem(
     s: TrialStudy, table: dict[tuple[str, str], Cell], found: Findings, problem: str
 ) -> list[str]:
@@ -141,46 +155,9 @@ def per_problem(
             "(median over seeds).",
             "",
         ]
-    lines += [
-        md_row(
-            [
-                "method",
-                "tuned strength (median)",
-                "test error (median; per seed)",
-                "minus none's [interval]",
-                "at its default strength",
-                "gap (median)",
-                "gap minus none's [interval]",
-                "good range",
-                "best epoch / epochs",
-                "at an edge",
-            ]
-        ),
-        md_row(["---"] * 10),
-    ]
+    lines += [md_row(PER_PROBLEM), md_row(["---"] * len(PER_PROBLEM))]
     order = sorted(s.methods(), key=lambda m: (median(found.test[problem, m]), m))
-    for m in order:
-        key = (problem, m)
-        against = found.against_none.get(m, {}).get(problem)
-        gap_against = found.gap_against_none.get(m, {}).get(problem)
-        tuned = tuned_strength(table[key], searched_keys(s, m))
-        strength = ", ".join(f"{k} {v:.3g}" for k, v in tuned.items())
-        lines.append(
-            md_row(
-                [
-                    m,
-                    strength or "-",
-                    f"{median(found.test[key]):.4f} ({_each(found.test[key])})",
-                    against.show("+.4f") if against else "-",
-                    _num(median(table[key].defaults_test)),
-                    f"{median(found.gap[key]):.4f}",
-                    gap_against.show("+.4f") if gap_against else "-",
-                    _share(found.good[key]),
-                    _share(found.best_epoch[key]),
-                    ", ".join(table[key].edges) or "-",
-                ]
-            )
-        )
+    lines += [md_row(method_row(s, table, found, problem, m)) for m in order]
     lines += [
         "",
         f"At an edge: in most seeds the tuned strength lies in the outer {EDGE:.0%} of its "
@@ -188,6 +165,27 @@ def per_problem(
         "",
     ]
     return lines
+
+
+def method_row(
+    s: TrialStudy, table: dict[tuple[str, str], Cell], found: Findings, problem: str, m: str
+) -> list[str]:
+    key = (problem, m)
+    against = found.against_none.get(m, {}).get(problem)
+    gap_against = found.gap_against_none.get(m, {}).get(problem)
+    tuned = tuned_strength(table[key], searched_keys(s, m))
+    return [
+        m,
+        ", ".join(f"{k} {v:.3g}" for k, v in tuned.items()) or "-",
+        f"{median(found.test[key]):.4f} ({_each(found.test[key])})",
+        against.show("+.4f") if against else "-",
+        _num(median(table[key].defaults_test)),
+        f"{median(found.gap[key]):.4f}",
+        gap_against.show("+.4f") if gap_against else "-",
+        _share(found.good[key]),
+        _share(found.best_epoch[key]),
+        ", ".join(table[key].edges) or "-",
+    ]
 
 
 def pairs_section(s: TrialStudy, found: Findings) -> list[str]:

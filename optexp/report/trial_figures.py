@@ -12,7 +12,7 @@ from optexp.plotting import import_matplotlib, new_figure
 from optexp.report.trials import Bound, Cell, TrialStudy, budget_curves
 
 
-def _panels(count: int) -> tuple[Any, list[Any]]:
+def panels(count: int) -> tuple[Any, list[Any]]:
     import_matplotlib()
     cols = min(count, 3)
     rows = math.ceil(count / cols)
@@ -32,7 +32,7 @@ def cost_label(b: Bound) -> str:
 def budget_figure(s: TrialStudy, colours: dict[str, str]) -> Any:
     from matplotlib.ticker import MaxNLocator
 
-    fig, axes = _panels(len(s.problems()))
+    fig, axes = panels(len(s.problems()))
     for ax, problem in zip(axes, s.problems(), strict=True):
         for m in s.methods():
             curves = [c for c in budget_curves(s, problem, m) if c]
@@ -60,7 +60,7 @@ def curves_figure(
 ) -> Any:
     from matplotlib.ticker import MaxNLocator
 
-    fig, axes = _panels(len(s.problems()))
+    fig, axes = panels(len(s.problems()))
     for ax, problem in zip(axes, s.problems(), strict=True):
         for m in s.methods():
             c = table[problem, m]
