@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 console = Console()
+# Whether runs show their epochs and summary table: a sweep in this process shows its own
+# progress instead (`optexp.cli.progress.SweepProgress`), unless asked to show them.
+RUNS_SHOWN = True
 
 # TensorBoard's Custom Scalars tab: one chart per metric, each run a line, so it still
 # reads with twenty runs (the regexes match the tag in every run).
@@ -63,8 +66,8 @@ class Tracker:
             tb = str(rundir.tb_dir(run_dir))
             self.writer = SummaryWriter(tb, purge_step=start + 1)
             self.writer.add_custom_scalars(CURVES)
-        self.progress, self.shows = None, shows
-        if console.is_terminal and shows:
+        self.progress, self.shows = None, shows and RUNS_SHOWN
+        if console.is_terminal and self.shows:
             self.progress = Progress(
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),
@@ -171,6 +174,8 @@ def epoch_line(at: Position, epochs: int, metrics: dict[str, float]) -> str:
 
 
 def print_summary(summary: rundir.Summary, run_dir: Path) -> None:
+    if not RUNS_SHOWN:
+        return
     best, test = summary.best or {}, summary.test or {}
     rows = [
         ("train (best epoch)", best.get("train/loss"), best.get("train/acc")),

@@ -517,7 +517,8 @@ def test_sigkill_inside_a_checkpoint_write_keeps_the_previous_one_and_resumes_bi
 def test_an_interrupted_sweep_prints_the_command_that_continues_it(optexp_cli, tmp_path):
     sweep = tmp_path / "sweep"
     args = ("-m", "optimizer.lr=0.01,0.001", "trainer.epochs=3", "trainer.batch_size=1")
-    process = start(tmp_path, tmp_path / "unused", *args, f"hydra.sweep.dir={sweep}")
+    shown = "hydra.callbacks.progress.show_epochs=true"  # the epoch line to interrupt after
+    process = start(tmp_path, tmp_path / "unused", *args, shown, f"hydra.sweep.dir={sweep}")
     for line in process.stdout:
         if line.startswith("epoch 1/3"):
             break
