@@ -58,6 +58,9 @@ def gap_figure(
     return fig
 
 
+SUM = "the parts' effects added"
+
+
 def pairs_figure(s: TrialStudy, found: Findings) -> Any:
     """Per combination, one panel: for each problem and over all, each part's effect on
     the test error (against `none`), their sum and the combination's, with intervals."""
@@ -65,9 +68,9 @@ def pairs_figure(s: TrialStudy, found: Findings) -> Any:
     fig, axes = panels(len(pairs))
     where = [*s.problems(), ALL]
     for ax, (both, (a, b)) in zip(axes, pairs, strict=True):
-        for j, (name, offset) in enumerate(((a, -0.27), (b, -0.09), ("A + B", 0.09), (both, 0.27))):
+        for j, (name, offset) in enumerate(((a, -0.27), (b, -0.09), (SUM, 0.09), (both, 0.27))):
             for i, p in enumerate(where):
-                if name == "A + B":
+                if name == SUM:
                     y = found.against_none[a][p].estimate + found.against_none[b][p].estimate
                     ax.plot(i + offset, y, "D", color="grey", label=name if i == 0 else None)
                     continue
@@ -86,5 +89,5 @@ def pairs_figure(s: TrialStudy, found: Findings) -> Any:
         ax.set_ylabel("test error minus none's")
         ax.set_title(both, fontsize="medium")
         ax.grid(alpha=0.3, axis="y")
-        ax.legend(fontsize="x-small")
+        ax.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)
     return fig
