@@ -25,6 +25,7 @@ import numpy as np
 
 from optexp.report.bootstrap import Interval, interval
 from optexp.report.settings import ReportSettings
+from optexp.report.trial_scores import resamples
 from optexp.report.trials import Cell, Trial, TrialStudy, median
 
 REFERENCE = "none"  # what every regularizer is compared with
@@ -110,18 +111,11 @@ def effects(
         for p, d in per_problem.items():
             draws = rng.integers(0, len(d), size=(settings.bootstrap, len(d)))
             effect[p] = interval(float(np.median(d)), np.median(d[draws], axis=1), settings.ci)
-        rng = np.random.default_rng(settings.bootstrap_seed)
-        means = []
-        for _ in range(settings.bootstrap):
-            drawn = rng.choice(len(problems), size=len(problems))
-            means.append(
-                np.mean(
-                    [
-                        np.median(d[rng.integers(0, len(d), size=len(d))])
-                        for d in (per_problem[problems[i]] for i in drawn)
-                    ]
-                )
-            )
+        studies = len(per_problem[problems[0]])
+        means = [
+            np.mean([np.median(per_problem[p][drawn]) for p, drawn in draw])
+            for draw in resamples(problems, studies, settings)
+        ]
         estimate = float(np.mean([effect[p].estimate for p in problems]))
         effect[ALL] = interval(estimate, means, settings.ci)
         out[name] = effect

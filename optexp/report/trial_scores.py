@@ -6,7 +6,7 @@ the scores with each problem left out."""
 from __future__ import annotations
 
 import statistics
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,7 +86,6 @@ def bootstrap_scores(
 ) -> list[dict[str, float]]:
     """Scores of `settings.bootstrap` resamples: the problems drawn with replacement, and
     within each drawn problem its studies, the same draw for every method (paired)."""
-    rng = np.random.default_rng(settings.bootstrap_seed)
     problems, methods, studies = s.problems(), s.methods(), len(s.studies())
     per_study = {
         (p, m): np.asarray(table[p, m].time if which == 0 else table[p, m].test, dtype=float)
@@ -94,13 +93,25 @@ def bootstrap_scores(
         for m in methods
     }
     out = []
-    for _ in range(settings.bootstrap):
-        costs: dict[str, dict[str, float]] = {}
-        for i, p in enumerate(rng.choice(problems, size=len(problems), replace=True)):
-            drawn = rng.integers(0, studies, size=studies)
-            costs[f"{p}#{i}"] = {m: float(np.median(per_study[p, m][drawn])) for m in methods}
+    for draw in resamples(problems, studies, settings):
+        costs = {
+            f"{p}#{i}": {m: float(np.median(per_study[p, m][drawn])) for m in methods}
+            for i, (p, drawn) in enumerate(draw)
+        }
         out.append(make_profile("", costs, settings.tau_max, settings.score_scale).scores)
     return out
+
+
+def resamples(
+    problems: Sequence[str], studies: int, settings: ReportSettings
+) -> Iterator[list[tuple[str, np.ndarray]]]:
+    """`settings.bootstrap` resamples of a study: the problems drawn with replacement and,
+    within each drawn problem, its studies (their indices): the same draws, from the same
+    seed, wherever a study's numbers are resampled."""
+    rng = np.random.default_rng(settings.bootstrap_seed)
+    for _ in range(settings.bootstrap):
+        drawn = rng.choice(len(problems), size=len(problems), replace=True)
+        yield [(problems[i], rng.integers(0, studies, size=studies)) for i in drawn]
 
 
 def leave_one_out(
