@@ -1,6 +1,7 @@
 """A study's trials (AlgoPerf's external tuning): trial `study.trial` of study
-`study.index` is a point of the optimizer's search space, the file
-optexp/configs/search_space/<optimizer>.yaml that Hydra selects with the optimizer.
+`study.index` is a point of the config's `search_space`: the optimizer's
+(optexp/configs/search_space/<optimizer>.yaml, which Hydra selects with the optimizer),
+or a regularization method's (its own file's, optexp/configs/regularization/<method>.yaml).
 
 The points are a Halton sequence scrambled with the study's index (scipy's `qmc`): the
 first N of them cover every range evenly for any N, each study is an independent
