@@ -17,9 +17,10 @@ Parts (each prints its figures as a ratio, with the absolute numbers beside it):
   review   what TensorBoard's review costs: optexp as it is against optexp with the
            per-layer statistics, the run's text and the first batch's images patched
            out, alternating in one process (the whole call and the loop alone)
-  cnn      a CIFAR-10-shaped CNN with crop/flip augmentation on the GPU if there is one:
-           training images/s of optexp vs a hand-written loop (handwritten_cnn.py), and
-           the speed-up of bf16 and fp16 autocast and of channels-last over fp32
+  cnn      a CIFAR-10-shaped CNN with crop/flip augmentation on the GPU if there is one
+           (--device): training images/s of optexp vs a hand-written loop
+           (handwritten_cnn.py), and the speed-up of bf16 and fp16 autocast and of
+           channels-last over fp32
 
 Timings are medians. Wall time is the target; CPU time (user + system of the process)
 is printed beside it because it is less disturbed by other work on a shared machine.
@@ -331,7 +332,9 @@ def cnn_part(args: argparse.Namespace) -> None:
     from optexp.train import run
 
     torch.set_num_threads(args.threads)
-    cuda = torch.cuda.is_available()
+    cuda = torch.cuda.is_available() if args.device == "auto" else args.device == "cuda"
+    if cuda and not torch.cuda.is_available():
+        sys.exit("benchmarks/run.py: --device cuda, but torch sees no CUDA device")
     n_train = args.cnn_images or (50_000 if cuda else 2048)  # CIFAR-10's size on a GPU
     n_val = n_train // 8
     rng = np.random.default_rng(0)
@@ -358,7 +361,7 @@ def cnn_part(args: argparse.Namespace) -> None:
                 "dataset=arrays", f"dataset.path={arrays}", "model=cnn",
                 "augmentation=crop_flip", "trainer.batch_size=128", "trainer.epochs=2",
                 "trainer.early_stopping.enabled=false", "trainer.tensorboard=false",
-                "trainer.checkpoint.every=2", *options,
+                "trainer.checkpoint.every=2", f"trainer.device={device.type}", *options,
             ]  # fmt: skip
             with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
                 cfg = compose("config", overrides=overrides)
@@ -433,6 +436,12 @@ def main() -> None:
         type=int,
         default=None,
         help="training images of the cnn part (default: 50000 on a GPU, 2048 on a CPU)",
+    )
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="the cnn part's device, both sides (auto: cuda when torch sees one)",
     )
     args = parser.parse_args()
     parts = args.parts.split(",")

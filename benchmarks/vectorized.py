@@ -130,6 +130,8 @@ def step_part(reps: int, seeds: int, steps: int = 100) -> None:
         torch.stack([loss_fn(o, y) for o in out]).sum().backward()
         stacked.step()
 
+    # On a GPU the steps only queue kernels: wait for them before reading the clock.
+    finish = torch.cuda.synchronize if x.is_cuda else lambda: None
     layers = stack.layers
     sides = {
         "1 member": (None, step_one),
@@ -140,9 +142,11 @@ def step_part(reps: int, seeds: int, steps: int = 100) -> None:
     for rep in range(reps + 1):  # the first round warms up
         for name, (setup, work) in sides.items():
             stack.layers = setup
+            finish()
             started = time.perf_counter()
             for _ in range(steps):
                 work()
+            finish()
             if rep:
                 times[name].append((time.perf_counter() - started) / steps * 1e3)
     for name, ms in times.items():
