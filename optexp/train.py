@@ -184,7 +184,7 @@ def train_interval(
     records = {}
     for k in active:
         parts, state, (sums, norms) = members[k].parts, members[k].state, totals[k]
-        state.seconds = parts.world.maximum(state.seconds + elapsed)  # one clock for all ranks
+        state.seconds = parts.world.maximum(state.seconds + elapsed, parts.device)  # one clock
         sums = sums + torch.tensor(state.sums or NO_SUMS, device=sums.device)  # since the last
         if state.batches_done < parts.batches_per_epoch and not budget_spent:
             state.sums = sums.tolist()  # a stop signal: the place and the sums are kept

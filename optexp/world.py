@@ -69,13 +69,14 @@ class World:
         torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
         return int(flags[0].item()), bool(flags[1].item())
 
-    def maximum(self, value: float) -> float:
-        """The largest `value` of the ranks (the time budget's clock), the same everywhere."""
+    def maximum(self, value: float, device: torch.device) -> float:
+        """The largest `value` of the ranks (the time budget's clock), the same everywhere.
+        On `device`: nccl reduces CUDA tensors only."""
         import torch
 
         if self.size == 1:
             return value
-        values = torch.tensor([value], dtype=torch.float64)
+        values = torch.tensor([value], dtype=torch.float64, device=device)
         torch.distributed.all_reduce(values, op=torch.distributed.ReduceOp.MAX)
         return float(values.item())
 

@@ -187,8 +187,7 @@ def test_the_collectives_of_a_run_work_on_nccl(nccl):
 
 
 def test_the_run_clock_all_reduces_on_nccl(nccl):
-    """The run's clock (`World.maximum`, at every evaluation in train.py) all-reduces a
-    float64 tensor on the CPU. torch maps a group opened as "nccl" to CUDA tensors alone
-    (its BackendConfig: {'cuda': 'nccl'}), so this needs a CUDA tensor there or a
-    "cpu:gloo,cuda:nccl" group; gloo, as on CPU, takes both."""
-    assert TWO_RANKS.maximum(12.5) == 12.5
+    """The run's clock (`World.maximum`, at every evaluation in train.py) all-reduces on
+    the run's device: torch maps a group opened as "nccl" to CUDA tensors alone (its
+    BackendConfig: {'cuda': 'nccl'}), where gloo, as on CPU, takes both."""
+    assert TWO_RANKS.maximum(12.5, torch.device("cuda")) == 12.5
