@@ -127,3 +127,16 @@ def test_a_slice_of_the_small_preset_writes_a_page_whose_gap_is_the_runs_own(opt
             expected = gaps["dropout", r["study"], r["tuned_trial"]]
             assert float(r["gap"]) == pytest.approx(expected, abs=1e-9)
     assert (tmp_path / "page" / "gap_digits_small_mlp.png").stat().st_size > 0
+
+
+def test_a_method_not_run_on_a_problem_is_left_out_there_not_counted_as_chance():
+    s = planted({"dropout": -0.1, "wd": 0.1})
+    s.trials = [t for t in s.trials if (t.problem, t.method) != ("p2", "dropout")]
+    table = trials.cells(s)
+    assert ("p2", "dropout") not in table and ("p1", "dropout") in table
+    found = regularization.findings(s, table, SETTINGS)
+    assert set(found.against_none["dropout"]) == {"p1", regularization.ALL}
+    assert found.against_none["dropout"][regularization.ALL].estimate == pytest.approx(
+        found.against_none["dropout"]["p1"].estimate
+    )
+    assert s.on_every_problem().methods() == ["none", "wd"]

@@ -95,7 +95,10 @@ def trial_study(args: argparse.Namespace, settings: ReportSettings, runs: list[R
     reference = REFERENCES[s.method_key]
     reference = reference if reference in s.methods() else s.methods()[0]
     regularization = s.method_key == "regularization"
-    scores = score(s, settings, reference, PROFILES[1:] if regularization else PROFILES)
+    if regularization:  # a profile compares the methods run on every problem
+        scores = score(s.on_every_problem(), settings, reference, PROFILES[1:])
+    else:
+        scores = score(s, settings, reference)
     writer = regularization_page if regularization else trials_page
     with page.staged(args.study) as folder:
         writer.write_page(s, scores, settings, folder, command_line())

@@ -91,45 +91,58 @@ def per_study(
     return {key: np.array([measure(c, i) for i in studies]) for key, c in table.items()}
 
 
+@dataclass(frozen=True)
+class Contrast:
+    """Per-study differences from one problem's per-method arrays, where `methods` ran."""
+
+    methods: tuple[str, ...]
+    of: Callable[[Mapping[str, np.ndarray]], np.ndarray]
+
+
 def effects(
     values: Mapping[tuple[str, str], np.ndarray],
-    contrast: Mapping[str, Callable[[Mapping[str, np.ndarray]], np.ndarray]],
+    contrasts: Mapping[str, Contrast],
     problems: Sequence[str],
     settings: ReportSettings,
 ) -> dict[str, Effect]:
-    """For each named contrast (a function of one problem's per-method arrays, returning
-    per-study differences), the median over studies per problem and the mean of those over
-    problems, each with its bootstrap interval: per problem over its studies, over all
-    problems by drawing problems and then studies (a shared seed, so the draws are the
-    same for every contrast)."""
+    """For each named contrast, the median over studies per problem (where its methods
+    ran) and the mean of those over problems, each with its bootstrap interval: per problem
+    over its studies, over the problems by drawing problems and then studies (the same
+    draws for every contrast)."""
     rows = {p: {m: v for (q, m), v in values.items() if q == p} for p in problems}
-    diffs = {name: {p: f(rows[p]) for p in problems} for name, f in contrast.items()}
     out: dict[str, Effect] = {}
-    for name, per_problem in diffs.items():
+    for name, c in contrasts.items():
+        where = [p for p in problems if set(c.methods) <= rows[p].keys()]
+        per_problem = {p: c.of(rows[p]) for p in where}
         rng = np.random.default_rng(settings.bootstrap_seed)
         effect = {}
         for p, d in per_problem.items():
             draws = rng.integers(0, len(d), size=(settings.bootstrap, len(d)))
             effect[p] = interval(float(np.median(d)), np.median(d[draws], axis=1), settings.ci)
-        studies = len(per_problem[problems[0]])
+        if not where:
+            continue
+        studies = len(per_problem[where[0]])
         means = [
             np.mean([np.median(per_problem[p][drawn]) for p, drawn in draw])
-            for draw in resamples(problems, studies, settings)
+            for draw in resamples(where, studies, settings)
         ]
-        estimate = float(np.mean([effect[p].estimate for p in problems]))
+        estimate = float(np.mean([effect[p].estimate for p in where]))
         effect[ALL] = interval(estimate, means, settings.ci)
         out[name] = effect
     return out
 
 
-def versus(reference: str) -> Callable[[str], Callable[[Mapping[str, np.ndarray]], np.ndarray]]:
-    """Method -> its contrast with the reference: its value minus the reference's."""
-    return lambda m: lambda v: v[m] - v[reference]
+def versus(method: str) -> Contrast:
+    """The method's value minus `none`'s."""
+    return Contrast((method, REFERENCE), lambda v: v[method] - v[REFERENCE])
 
 
-def interaction(a: str, b: str, both: str) -> Callable[[Mapping[str, np.ndarray]], np.ndarray]:
+def interaction(a: str, b: str, both: str) -> Contrast:
     """The combination's effect minus the sum of its parts' (0: the effects add up)."""
-    return lambda v: (v[both] - v[REFERENCE]) - (v[a] - v[REFERENCE]) - (v[b] - v[REFERENCE])
+    return Contrast(
+        (a, b, both, REFERENCE),
+        lambda v: (v[both] - v[REFERENCE]) - (v[a] - v[REFERENCE]) - (v[b] - v[REFERENCE]),
+    )
 
 
 @dataclass
@@ -146,7 +159,9 @@ class Findings:
     interactions: dict[str, Effect]  # combination -> its interaction
 
 
-def findings(s: TrialStudy, table: Mapping[tuple[str, str], Cell], settings: ReportSettings):
+def findings(
+    s: TrialStudy, table: Mapping[tuple[str, str], Cell], settings: ReportSettings
+) -> Findings:
     problems = s.problems()
     test = per_study(s, table, lambda c, i: c.test[i])
     gaps = per_study(s, table, lambda c, i: gap(c.tuned[i]))
@@ -154,20 +169,18 @@ def findings(s: TrialStudy, table: Mapping[tuple[str, str], Cell], settings: Rep
         (p, m): np.array([good_range(s.searched(p, m, st)) for st in s.studies()]) for p, m in table
     }
     share = per_study(s, table, lambda c, i: best_epoch_share(c.tuned[i]))
-    others = [m for m in s.methods() if m != REFERENCE]
-    against = versus(REFERENCE) if REFERENCE in s.methods() else None
+    others = {m: versus(m) for m in s.methods() if m != REFERENCE}
     pairs = combinations(s)
+    joint = {m: interaction(a, b, m) for m, (a, b) in pairs.items()}
     return Findings(
         test,
         gaps,
         good,
         share,
-        effects(test, {m: against(m) for m in others}, problems, settings) if against else {},
-        effects(gaps, {m: against(m) for m in others}, problems, settings) if against else {},
+        effects(test, others, problems, settings),
+        effects(gaps, others, problems, settings),
         pairs,
-        effects(test, {m: interaction(a, b, m) for m, (a, b) in pairs.items()}, problems, settings)
-        if against
-        else {},
+        effects(test, joint, problems, settings),
     )
 
 

@@ -17,7 +17,7 @@ def gap_figure(
     """One panel per method with one searched key: each trial's test error (filled) and
     training error (hollow) at its strength, joined by the gap; the seeds' tuned trials
     starred; `none`'s median test error dashed."""
-    methods = [m for m in s.methods() if len(searched_keys(s, m)) == 1]
+    methods = [m for m in s.methods_on(problem) if len(searched_keys(s, m)) == 1]
     fig, axes = panels(max(len(methods), 1))
     none = table.get((problem, REFERENCE))
     for ax, m in zip(axes, methods, strict=False):
@@ -66,8 +66,8 @@ def pairs_figure(s: TrialStudy, found: Findings) -> Any:
     the test error (against `none`), their sum and the combination's, with intervals."""
     pairs = sorted(found.pairs.items())
     fig, axes = panels(len(pairs))
-    where = [*s.problems(), ALL]
     for ax, (both, (a, b)) in zip(axes, pairs, strict=True):
+        where = [p for p in (*s.problems(), ALL) if p in found.interactions[both]]
         for j, (name, offset) in enumerate(((a, -0.27), (b, -0.09), (SUM, 0.09), (both, 0.27))):
             for i, p in enumerate(where):
                 if name == SUM:

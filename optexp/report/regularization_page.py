@@ -156,7 +156,7 @@ def per_problem(
             "",
         ]
     lines += [md_row(PER_PROBLEM), md_row(["---"] * len(PER_PROBLEM))]
-    order = sorted(s.methods(), key=lambda m: (median(found.test[problem, m]), m))
+    order = sorted(s.methods_on(problem), key=lambda m: (median(found.test[problem, m]), m))
     lines += [md_row(method_row(s, table, found, problem, m)) for m in order]
     lines += [
         "",
@@ -205,6 +205,8 @@ def pairs_section(s: TrialStudy, found: Findings) -> list[str]:
     ]
     for problem in [*s.problems(), ALL]:
         for both, (a, b) in sorted(found.pairs.items()):
+            if problem not in found.interactions.get(both, {}):
+                continue  # not run on this problem
             ea, eb, eab = (found.against_none[m][problem] for m in (a, b, both))
             inter = found.interactions[both][problem]
             lines.append(
@@ -225,11 +227,13 @@ def pairs_section(s: TrialStudy, found: Findings) -> list[str]:
 
 def overall(s: TrialStudy, found: Findings, scores: Scores, settings: ReportSettings) -> list[str]:
     problems = s.problems()
+    left = sorted(set(s.methods()) - set(scores.profiles[0].scores))
     lines = [
         "## Over the problems",
         "",
         "Test error minus `none`'s: per problem (median over seeds) and the mean over "
-        "problems with its interval; a method helps where the interval lies below 0.",
+        "the problems it ran on, with its interval; a method helps where the interval "
+        "lies below 0.",
         "",
         md_row(["method", *problems, ALL, "helps on"]),
         md_row(["---"] * (len(problems) + 3)),
@@ -237,16 +241,17 @@ def overall(s: TrialStudy, found: Findings, scores: Scores, settings: ReportSett
     helps_everywhere = []
     for m in sorted(found.against_none, key=lambda m: found.against_none[m][ALL].estimate):
         e = found.against_none[m]
-        helped = [p for p in problems if e[p].high < 0]
+        ran = [p for p in problems if p in e]
+        helped = [p for p in ran if e[p].high < 0]
         if len(helped) == len(problems):
             helps_everywhere.append(m)
         lines.append(
             md_row(
                 [
                     m,
-                    *(f"{e[p].estimate:+.4f}" for p in problems),
+                    *(f"{e[p].estimate:+.4f}" if p in e else "not run" for p in problems),
                     f"{e[ALL].show('+.4f')} {_verdict(e[ALL], 'hurts', 'helps')}",
-                    f"{len(helped)} of {len(problems)}",
+                    f"{len(helped)} of {len(ran)}",
                 ]
             )
         )
@@ -257,7 +262,8 @@ def overall(s: TrialStudy, found: Findings, scores: Scores, settings: ReportSett
         + f" (its per-problem interval below 0 on all {len(problems)}).",
         "",
         "The profile's scores (area under the performance profile of the tuned test error, "
-        f"tau in [1, {settings.tau_max:g}]) against `none`:",
+        f"tau in [1, {settings.tau_max:g}]) against `none`, of the methods run on every "
+        "problem" + (f" (not {', '.join(left)})" if left else "") + ":",
         "",
     ]
     return lines + verdict(scores, settings)[2:]

@@ -98,6 +98,17 @@ class TrialStudy:
     def studies(self) -> list[int]:
         return sorted({t.study for t in self.trials})
 
+    def methods_on(self, problem: str) -> list[str]:
+        """The methods run on `problem` (a regularization that needs images is not run on
+        signals)."""
+        return sorted({t.method for t in self.trials if t.problem == problem})
+
+    def on_every_problem(self) -> TrialStudy:
+        """The study of the methods run on every problem: what a profile compares."""
+        common = set.intersection(*(set(self.methods_on(p)) for p in self.problems()))
+        kept = [t for t in self.trials if t.method in common]
+        return TrialStudy(kept, self.bounds, self.runs, self.machine, self.method_key)
+
     def searched(self, problem: str, method: str, study: int) -> list[Trial]:
         """The trials of one study, in trial order."""
         found = [
@@ -303,7 +314,8 @@ def edges_of(tuned: Sequence[Trial | None]) -> list[str]:
 
 
 def cells(s: TrialStudy) -> dict[tuple[str, str], Cell]:
-    return {(p, m): cell_of(s, p, m) for p in s.problems() for m in s.methods()}
+    """Each method on each problem it was run on."""
+    return {(p, m): cell_of(s, p, m) for p in s.problems() for m in s.methods_on(p)}
 
 
 # ---------------------------------------------------------------- the problems
