@@ -140,3 +140,28 @@ def test_a_method_not_run_on_a_problem_is_left_out_there_not_counted_as_chance()
         found.against_none["dropout"]["p1"].estimate
     )
     assert s.on_every_problem().methods() == ["none", "wd"]
+
+
+def test_an_early_stopped_trial_is_tested_not_counted_as_chance(tmp_path):
+    """Early stopping is a method of the study: its runs end `early_stopped`, with their
+    test metrics, and are read as such."""
+    from optexp.report.runs import Run
+
+    summary = {
+        "status": "early_stopped",
+        "best_epoch": 4,
+        "epochs_completed": 9,
+        "test_weights": "best",
+        "best": {"val/acc": 0.9},
+        "final": {"val/acc": 0.8},
+        "test": {"acc": 0.88},
+        "train_eval": {"acc": 0.97},
+    }
+    (tmp_path / "metrics.json").write_text(json.dumps(summary))
+    config = {"study": {"index": 0, "trial": 2}, "regularization": None}
+    run = Run(tmp_path, {"regularization": "early_stopping"}, "early_stopped", {}, config)
+    bound = trials.Bound(Target("val/acc", float("nan")), 0.1)
+    t = trials.trial_of(run, "p", bound, lambda path: {}, "regularization")
+    assert t.method == "early_stopping"
+    assert [t.val, t.test, t.train] == pytest.approx([0.1, 0.12, 0.03])  # best weights: 1 - 0.9
+    assert (t.best_epoch, t.epochs) == (4, 9)

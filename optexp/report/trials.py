@@ -29,7 +29,7 @@ import numpy as np
 
 from optexp.report.measures import INF, Hit, Target, time_to_target
 from optexp.report.runs import ReportError, Run, Scalars
-from optexp.rundir import HYDRA_DIR, METRICS_FILE, Status, load_summary
+from optexp.rundir import FINISHED, HYDRA_DIR, METRICS_FILE, Status, load_summary
 from optexp.search_space import Spec, specs, trial_values
 
 EDGE = 0.05  # a tuned value this close to an end of its range (on its scale) is flagged
@@ -153,7 +153,7 @@ def collect(runs: Sequence[Run], scalars: Callable[[Any], Scalars]) -> TrialStud
     bounds: dict[str, Bound] = {}
     trials = []
     for run in runs:
-        if run.status not in (Status.COMPLETED, Status.DIVERGED, Status.FAILED):
+        if run.status not in (*FINISHED, Status.FAILED):
             continue
         problem = (
             run.value_of("+problem") if "+problem" in run.overrides else run.value_of("problem")
@@ -210,7 +210,9 @@ def trial_of(
     index, number = int(study.get("index", 0)), study.get("trial")
     number = None if number == "defaults" else number
     metric = bound.target.metric
-    finished = run.status == Status.COMPLETED
+    # tested: every epoch trained, or stopped early (early stopping is a regularization
+    # method) or by trainer.max_time; a diverged or failed trial counts as chance
+    finished = run.status in (Status.COMPLETED, Status.EARLY_STOPPED, Status.TIME_LIMIT)
     summary = (load_summary(run.path) or {}) if finished else {}
     curves = scalars(run.path) if run.status != Status.FAILED else {}
     name = metric.split("/")[1]
