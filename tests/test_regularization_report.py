@@ -165,3 +165,16 @@ def test_an_early_stopped_trial_is_tested_not_counted_as_chance(tmp_path):
     assert t.method == "early_stopping"
     assert [t.val, t.test, t.train] == pytest.approx([0.1, 0.12, 0.03])  # best weights: 1 - 0.9
     assert (t.best_epoch, t.epochs) == (4, 9)
+
+
+def test_the_strength_axis_is_logarithmic_where_the_search_space_is():
+    from optexp.report.regularization_figures import on_log_scale
+
+    at = (0.1, 0.5, 0.9, 0.3)
+    linear = [trial("p", "m", 0, i, 0, 0, 0, {"k": u}) for i, u in enumerate(at)]
+    for t, u in zip(linear, at, strict=True):
+        t.point["k"] = 0.3 * u  # label smoothing's 0 to 0.3
+    logarithmic = [trial("p", "m", 0, i, 0, 0, 0, {"k": u}) for i, u in enumerate(at)]
+    for t, u in zip(logarithmic, at, strict=True):
+        t.point["k"] = 1e-5 * 1e3**u  # l2's 1e-5 to 1e-2
+    assert not on_log_scale(linear, "k") and on_log_scale(logarithmic, "k")

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from optexp.report.regularization import ALL, REFERENCE, Findings, searched_keys
 from optexp.report.trial_figures import panels
 from optexp.report.trials import Cell, TrialStudy, median
@@ -47,7 +49,7 @@ def gap_figure(
         )
         if none is not None:
             ax.axhline(median(none.test), color="grey", ls="--", lw=1, label="none: test")
-        if min(xs) > 0 and max(xs) / min(xs) > 20:
+        if on_log_scale(trials, key):
             ax.set_xscale("log")
         ax.set_title(m, fontsize="medium")
         ax.set_xlabel(key)
@@ -56,6 +58,17 @@ def gap_figure(
     axes[0].legend(fontsize="x-small")
     fig.suptitle(problem)
     return fig
+
+
+def on_log_scale(trials: list[Any], key: str) -> bool:
+    """Whether the key was searched on a log scale: its trials' positions in the range (on
+    the search space's scale) are linear in log(value), not in the value."""
+    found = [(float(t.point[key]), t.positions[key]) for t in trials if key in t.positions]
+    x, where = np.array([v for v, _ in found]), np.array([p for _, p in found])
+    if len(found) < 3 or x.min() <= 0 or np.ptp(x) == 0:
+        return False
+    residual = [np.polyfit(u, where, 1, full=True)[1] for u in (x, np.log(x))]
+    return float(np.sum(residual[1])) < float(np.sum(residual[0]))
 
 
 SUM = "the parts' effects added"
