@@ -112,6 +112,7 @@ def test_a_slice_of_the_small_preset_writes_a_page_whose_gap_is_the_runs_own(opt
     main([str(tmp_path / "sweep"), "--study", str(tmp_path / "page"), "--bootstrap", "50"])
     page = (tmp_path / "page" / "README.md").read_text()
     assert "| dropout |" in page and "Regularization study" in page
+    assert "Choice against strength: the methods' tuned test errors span" in page
 
     gaps = {}
     for summary_file in (tmp_path / "sweep").glob("*/metrics.json"):

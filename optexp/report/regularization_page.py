@@ -155,6 +155,7 @@ def per_problem(
             "(median over seeds).",
             "",
         ]
+    lines += [strength_against_choice(s, found, problem), ""]
     lines += [md_row(PER_PROBLEM), md_row(["---"] * len(PER_PROBLEM))]
     order = sorted(s.methods_on(problem), key=lambda m: (median(found.test[problem, m]), m))
     lines += [md_row(method_row(s, table, found, problem, m)) for m in order]
@@ -165,6 +166,24 @@ def per_problem(
         "",
     ]
     return lines
+
+
+def strength_against_choice(s: TrialStudy, found: Findings, problem: str) -> str:
+    """Which matters more here: the choice of regularizer (the spread of the methods' tuned
+    test errors) or its strength (the spread of a method's test errors over its trials)."""
+    methods = [m for m in s.methods_on(problem) if searched_keys(s, m)]
+    tuned = [median(found.test[problem, m]) for m in s.methods_on(problem)]
+    within = [
+        median([np.ptp([t.test for t in s.searched(problem, m, st)]) for st in s.studies()])
+        for m in methods
+    ]
+    return (
+        f"Choice against strength: the methods' tuned test errors span {np.ptp(tuned):.4f}; "
+        f"a method's over its strengths span {median(within):.4f} (median over methods of "
+        f"each seed's range; widest {max(within):.4f}, {methods[int(np.argmax(within))]})."
+        if within
+        else ""
+    )
 
 
 def method_row(
