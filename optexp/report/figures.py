@@ -21,7 +21,8 @@ from optexp.report.runs import METRICS, ReportError
 from optexp.report.settings import ReportSettings
 from optexp.rundir import TB_DIR
 
-# matplotlib's tab10, by hand: a method keeps its colour in every figure of a study
+# matplotlib's tab10, by hand: a method keeps its colour in every figure of a study; then
+# six dark colours of tab20b and black, so a study of up to 16 methods repeats none
 PALETTE = (
     "#1f77b4",
     "#ff7f0e",
@@ -33,6 +34,12 @@ PALETTE = (
     "#7f7f7f",
     "#bcbd22",
     "#17becf",
+    "#393b79",
+    "#637939",
+    "#8c6d31",
+    "#843c39",
+    "#7b4173",
+    "#000000",
 )
 
 
@@ -40,7 +47,7 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
 
 
 def method_colours(methods: Sequence[str]) -> dict[str, str]:
-    """One colour per method, by its place in name order (the palette repeats past 10)."""
+    """One colour per method, by its place in name order (the palette repeats past 16)."""
     return {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(sorted(set(methods)))}
 
 
