@@ -246,6 +246,7 @@ class RunRecord:
     hparams: dict[str, Any]  # the chosen options and the knobs of each part
     metrics: dict[str, float]  # best validation and test metrics
     images: dict[str, np.ndarray] = field(default_factory=dict)  # (H, W, C) by tag
+    texts: dict[str, str] = field(default_factory=dict)  # markdown by tag
 
 
 def run_record(
@@ -257,10 +258,23 @@ def run_record(
         if k.startswith("val/")
     }
     results = best | {f"test_{k}": v for k, v in (test or {}).items()}
-    images = {}
+    images, texts = {}, {}
     if (counts := test_confusion(parts)) is not None:
         images["images/test_confusion_matrix"] = plotting.confusion_image(counts)
-    return RunRecord(hparams(config, choices), results, images)
+        texts["run/test_confusion_matrix"] = confusion_table(counts)
+    return RunRecord(hparams(config, choices), results, images, texts)
+
+
+def confusion_table(counts: torch.Tensor) -> str:
+    """The confusion counts as a markdown table: a row per true class, a column per
+    predicted one."""
+    k = counts.shape[0]
+    rows = [
+        "| true \\ predicted | " + " | ".join(map(str, range(k))) + " |",
+        "|---" * (k + 1) + "|",
+        *(f"| **{i}** | " + " | ".join(map(str, row)) + " |" for i, row in enumerate(counts.tolist())),
+    ]
+    return "\n".join(rows)
 
 
 def test_confusion(parts: Parts) -> torch.Tensor | None:

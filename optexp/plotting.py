@@ -1,6 +1,6 @@
 """matplotlib without pyplot: a Figure on the Agg canvas, whatever MPLBACKEND says, saved
-with one error path. The report's figures (`optexp.report.figures`) and the confusion
-matrix in TensorBoard are drawn this way; matplotlib is imported only when one is drawn.
+with one error path. The report's figures (`optexp.report.figures`) are drawn this way, and the confusion
+matrix's colours are matplotlib's; matplotlib is imported only when one is drawn.
 """
 
 from __future__ import annotations
@@ -51,25 +51,15 @@ def save(figure: Any, path: Path, dpi: int = 110) -> None:
         raise UserError(f"cannot write {path}: {error}") from None
 
 
-def confusion_image(counts: torch.Tensor) -> np.ndarray:
-    """The confusion matrix drawn: rows the true class, columns the prediction, shaded by
-    the share of the row, counts written in the cells when there are few classes. An
-    (H, W, 4) uint8 array."""
-    import numpy as np
+def confusion_image(counts: torch.Tensor, side: int = 480) -> np.ndarray:
+    """The confusion matrix as a heat map about `side` pixels wide: rows the true class,
+    columns the prediction, each cell shaded by its share of the row (matplotlib's Blues).
+    An (H, W, 4) uint8 array. A colormap lookup, not a drawn figure: a sweep pays it at
+    every run's end (benchmarks/RESULTS.md); the counts go beside it as a table."""
+    import_matplotlib()
+    from matplotlib import colormaps
 
-    k = counts.shape[0]
     shares = counts.double() / counts.sum(1, keepdim=True).clamp_min(1)
-    figure = new_figure(figsize=(6, 5.4), layout=None)
-    figure.set_dpi(100)
-    ax = figure.subplots()
-    shown = ax.imshow(shares.numpy(), cmap="Blues", vmin=0, vmax=1)
-    figure.colorbar(shown, ax=ax, label="share of the true class")
-    ax.set(xlabel="predicted class", ylabel="true class", title="test set confusion matrix")
-    if k <= 20:
-        ax.set_xticks(range(k))
-        ax.set_yticks(range(k))
-        for (row, col), n in np.ndenumerate(counts.numpy()):
-            white = shares[row, col] > 0.5
-            ax.text(col, row, n, ha="center", va="center", fontsize=7, color="w" if white else "k")
-    figure.canvas.draw()
-    return np.asarray(figure.canvas.buffer_rgba()).copy()
+    cell = max(1, side // counts.shape[0])
+    pixels = colormaps["Blues"](shares.numpy(), bytes=True)
+    return pixels.repeat(cell, axis=0).repeat(cell, axis=1)

@@ -140,7 +140,7 @@ class Tracker:
 
     def log_results(self, record: RunRecord) -> None:
         """The run for TensorBoard's HParams dashboard, in this run's own directory; its
-        metrics and images at the run's last step, where they sit at the end of the curves."""
+        metrics, images and texts at the run's last step, where they sit at the end of the curves."""
         if self.writer is None:
             return
         from torch.utils.tensorboard.summary import hparams as hparams_summary
@@ -156,6 +156,8 @@ class Tracker:
         self._scalars(metrics, self.step)
         for tag, image in record.images.items():
             self.writer.add_image(tag, image, self.step, dataformats="HWC")
+        for tag, text in record.texts.items():
+            self.writer.add_text(tag, text, self.step)
 
     def _scalars(self, values: dict[str, float], step: int) -> None:
         """One event holding every scalar: what add_scalar writes per tag, at a tenth of the

@@ -146,3 +146,21 @@ def test_a_job_folder_name_is_one_level_and_short_whatever_the_values():
     assert all(len(name.encode()) <= NAME_BYTES and "/" not in name for name in names)
     assert names[0] != names[1]  # the digest of the whole tells them apart
     assert names[0] == job_folder(f"model.hidden=[{widths}],seed=0")  # a re-run finds it
+
+
+def test_the_optexp_sweeper_composes_one_job_per_override_value():
+    from hydra_plugins.optexp_sweeper.sweeper import covering
+
+    jobs = [(f"optimizer={o}", f"seed={s}", "x=1") for o in ("sgd", "adam") for s in (0, 1, 2)]
+    chosen = covering(jobs)
+    assert chosen == [jobs[0], jobs[1], jobs[2], jobs[3]]  # adam's first job brings adam
+    assert {o for job in chosen for o in job} == {o for job in jobs for o in job}
+    assert covering(jobs[:1] * 3) == jobs[:1]
+
+
+@pytest.mark.parametrize("preset", ["study_optimizers_small", "study_regularizers_small"])
+def test_the_study_presets_sweep_with_the_optexp_sweeper(preset):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[f"experiment={preset}"], return_hydra_config=True)
+    assert cfg.hydra.sweeper._target_.endswith("OptexpSweeper")
+    assert cfg.hydra.sweeper.params  # the preset's grid, which BasicSweeper's params hold

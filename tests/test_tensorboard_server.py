@@ -134,7 +134,8 @@ def test_tensorboard_shows_what_each_run_was_and_how_it_trained(tensorboard):
 
     texts = ask(tensorboard, "/data/plugin/text/tags")  # torch's add_text adds /text_summary
     for run in runs:
-        assert {"run/config/text_summary", "run/environment/text_summary"} <= set(texts[run])
+        ends = {"run/config/text_summary", "run/environment/text_summary"}
+        assert ends | {"run/test_confusion_matrix/text_summary"} <= set(texts[run])
         for tag in texts[run]:
             assert len(series(tensorboard, "text", run, tag)) == 1, (run, tag)
     config = series(tensorboard, "text", runs[0], "run/config/text_summary")[0]["text"]

@@ -31,7 +31,7 @@ from rich.progress import (
 )
 
 from optexp import rundir, tracking
-from optexp.cli.session import BASIC_SWEEPER
+from optexp.cli.session import BASIC_SWEEPERS
 
 BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher"
 
@@ -40,7 +40,7 @@ def sweep_size(config: DictConfig) -> int | None:
     """The number of jobs Hydra's own sweeper will launch: the product of each key's
     values, the command line's taking the place of the preset's (`hydra.sweeper.params`);
     None for another sweeper."""
-    if config.hydra.sweeper._target_ != BASIC_SWEEPER:
+    if config.hydra.sweeper._target_ not in BASIC_SWEEPERS:
         return None
     node = config.hydra.sweeper.get("params")
     params = OmegaConf.to_container(node, resolve=False) if node is not None else {}

@@ -30,7 +30,12 @@ from optexp.errors import USER_ERROR, ConfigError, UserError, exit_with_error
 from optexp.rundir import Status
 from optexp.search_space import with_trial
 
-BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+# Hydra's own sweeper and optexp's (hydra_plugins/optexp_sweeper), which differs only in
+# its check before launching: the sweepers that go on past a failed job.
+BASIC_SWEEPERS = (
+    "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
+    "hydra_plugins.optexp_sweeper.sweeper.OptexpSweeper",
+)
 
 
 class JobFailed(UserError):
@@ -65,7 +70,7 @@ class Session:
         if not isinstance(error, rundir.RunDirInUse):
             with contextlib.suppress(OSError):  # a full disk: the message above says why
                 rundir.write_failure(run_dir, reason)
-        if hydra_cfg.sweeper._target_ != BASIC_SWEEPER:
+        if hydra_cfg.sweeper._target_ not in BASIC_SWEEPERS:
             raise JobFailed(self.failed_jobs[-1])
         return math.nan
 
