@@ -213,8 +213,9 @@ def main() -> None:
             sweep = Path(folder) / str(rep)
             r = sweep_once(sweep_args(args.jobs, args.epochs, sweep, args.overrides), sweep)
             print(
-                f"{rep:>3}  {r['sweep_s']:7.2f}  {r['first_job_s']:11.2f}  {r['summed_wall_s']:13.2f}"
-                f"  {r['between_jobs_s']:14.3f}  {r['efficiency']:10.2f}"
+                f"{rep:>3}  {r['sweep_s']:7.2f}  {r['first_job_s']:11.2f}"
+                f"  {r['summed_wall_s']:13.2f}  {r['between_jobs_s']:14.3f}"
+                f"  {r['efficiency']:10.2f}"
             )
 
 

@@ -272,7 +272,10 @@ def confusion_table(counts: torch.Tensor) -> str:
     rows = [
         "| true \\ predicted | " + " | ".join(map(str, range(k))) + " |",
         "|---" * (k + 1) + "|",
-        *(f"| **{i}** | " + " | ".join(map(str, row)) + " |" for i, row in enumerate(counts.tolist())),
+        *(
+            f"| **{i}** | " + " | ".join(map(str, row)) + " |"
+            for i, row in enumerate(counts.tolist())
+        ),
     ]
     return "\n".join(rows)
 

@@ -1,6 +1,7 @@
 """matplotlib without pyplot: a Figure on the Agg canvas, whatever MPLBACKEND says, saved
-with one error path. The report's figures (`optexp.report.figures`) are drawn this way, and the confusion
-matrix's colours are matplotlib's; matplotlib is imported only when one is drawn.
+with one error path. The report's figures (`optexp.report.figures`) are drawn this way,
+and the confusion matrix's colours are matplotlib's; matplotlib is imported only when one
+is drawn.
 """
 
 from __future__ import annotations

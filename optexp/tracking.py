@@ -140,7 +140,7 @@ class Tracker:
 
     def log_results(self, record: RunRecord) -> None:
         """The run for TensorBoard's HParams dashboard, in this run's own directory; its
-        metrics, images and texts at the run's last step, where they sit at the end of the curves."""
+        metrics, images and texts at the run's last step, at the end of the curves."""
         if self.writer is None:
             return
         from torch.utils.tensorboard.summary import hparams as hparams_summary

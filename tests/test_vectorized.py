@@ -1,6 +1,7 @@
-"""Seeds trained as one stack (optexp.vector): each member equals its separate run, the
-outputs are those of separate runs, a member that diverges or stops leaves the others
-training, a group continues exactly, and what cannot be vectorized is said and run apart."""
+"""Seeds and trials trained as one stack (optexp.vector): each member equals its separate
+run (with its own hyperparameters and schedule, for a trial), the outputs are those of
+separate runs, a member that diverges or stops leaves the others training, a group
+continues exactly, and what cannot be vectorized is said and run apart."""
 
 from __future__ import annotations
 
@@ -57,6 +58,85 @@ def test_each_member_trains_as_its_separate_run(make_cfg, tmp_path, optimizer):
         separate = train.run(group[k].cfg, tmp_path / f"separate{k}")
         same_run(results[k], separate)
     assert results[0]["final"]["train/loss"] != results[2]["final"]["train/loss"]  # seeds differ
+
+
+# Each member's own optimizer values and warm-up (a study's trials), on a cosine schedule.
+TRIALS = {
+    "momentum": [
+        ("optimizer.lr=0.05", "optimizer.momentum=0.9", "scheduler.warmup_epochs=0"),
+        ("optimizer.lr=0.02", "optimizer.momentum=0.5", "scheduler.warmup_epochs=1"),
+    ],
+    "adamw": [
+        ("optimizer.lr=0.01", "optimizer.betas=[0.9,0.999]", "optimizer.weight_decay=0.01"),
+        ("optimizer.lr=0.003", "optimizer.betas=[0.7,0.99]", "optimizer.weight_decay=0.3"),
+    ],
+    "nadamw": [
+        ("optimizer.lr=0.01", "optimizer.eps=1e-8", "scheduler.warmup_epochs=1"),
+        ("optimizer.lr=0.004", "optimizer.eps=1e-6", "scheduler.warmup_epochs=2"),
+    ],
+    "lion": [
+        ("optimizer.lr=0.001", "optimizer.betas=[0.9,0.99]", "optimizer.weight_decay=0.1"),
+        ("optimizer.lr=0.0003", "optimizer.betas=[0.95,0.98]", "optimizer.weight_decay=1.0"),
+    ],
+}
+
+
+@pytest.mark.parametrize("optimizer", TRIALS)
+def test_trials_with_their_own_hyperparameters_train_as_their_separate_runs(
+    make_cfg, tmp_path, optimizer
+):
+    base = (*SMALL, f"optimizer={optimizer}", "scheduler=cosine", "scheduler.interval=step")
+    group = [
+        RunSpec(make_cfg(*base, *trial, f"seed={k}"), tmp_path / f"member{k}", {})
+        for k, trial in enumerate(TRIALS[optimizer])
+    ]
+    results = run_group(group)
+    for k, result in enumerate(results):
+        separate = train.run(group[k].cfg, tmp_path / f"separate{k}")
+        same_run(result, separate, rel=1e-4)
+        # its own schedule: the lr it logged is its separate run's
+        assert result["final"]["lr"] == pytest.approx(separate["final"]["lr"], rel=1e-6)
+
+
+def test_trials_an_optimizer_cannot_take_per_member_are_refused(make_cfg, tmp_path):
+    differing = [("optimizer.lr=0.01",), ("optimizer.lr=0.02",)]
+    group = [
+        RunSpec(make_cfg(*SMALL, "optimizer=adagrad", *lr, f"seed={k}"), tmp_path / f"m{k}", {})
+        for k, lr in enumerate(differing)
+    ]
+    with pytest.raises(
+        NotVectorizable, match=r"differ in optimizer\.lr, and torch\.optim\.Adagrad"
+    ):
+        run_group(group)
+    decays = [("optimizer.weight_decay=0",), ("optimizer.weight_decay=0.1",)]
+    group = [
+        RunSpec(make_cfg(*SMALL, "optimizer=adamw", *wd, f"seed={k}"), tmp_path / f"w{k}", {})
+        for k, wd in enumerate(decays)
+    ]
+    with pytest.raises(NotVectorizable, match="parameter groups differ"):
+        run_group(group)
+    assert not any(tmp_path.iterdir())
+
+
+def test_the_launcher_stacks_a_studys_trials_by_their_resolved_values(make_cfg, tmp_path):
+    """Trials are named by an index; the launcher groups them by the values it resolves to:
+    one stack per optimizer with a stacked step; otherwise only the seeds of one trial."""
+    from optexp.cli.app import Job
+    from optexp.search_space import with_trial
+    from optexp.vector.launcher import stack_groups
+
+    study = ("experiment=study_optimizers", "+problem=digits_mlp")
+    jobs, num = {}, 0
+    for optimizer in ("nadamw", "adamw", "muon"):
+        for index in (0, 1):
+            for trial in ("defaults", 0, 1):
+                picked = (f"optimizer={optimizer}", f"study.index={index}", f"study.trial={trial}")
+                jobs[num] = Job(with_trial(make_cfg(*study, *picked)), tmp_path / str(num), None)
+                num += 1
+    groups = [sorted(group) for group in stack_groups(jobs)]
+    assert groups[:2] == [list(range(0, 6)), list(range(6, 12))]  # nadamw's, adamw's
+    # muon has no stacked step: its trials apart, its defaults over the two studies (seeds)
+    assert groups[2:] == [[12, 15], [13], [14], [16], [17]]
 
 
 def test_a_cnn_with_per_member_data_trains_as_its_separate_runs(make_cfg, tmp_path):
@@ -179,11 +259,24 @@ def test_the_launcher_writes_separate_runs_that_the_report_reads(optexp_cli, tmp
     assert again.stderr.count("already, skipped") == 6
 
 
+def test_the_launcher_trains_each_optimizers_trials_as_one_stack(optexp_cli, tmp_path):
+    sweep = tmp_path / "sweep"
+    grid = ("optimizer=momentum,nesterov", "optimizer.lr=0.05,0.02", "seed=0,1")
+    args = ("-m", "hydra/launcher=vectorized", *SMALL, *grid, "trainer.epochs=1")
+    result = optexp_cli(*args, f"hydra.sweep.dir={sweep}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "jobs 0,1,2,3 trained as one stack" in result.stderr  # momentum's lr x seed
+    assert "jobs 4,5,6,7 trained as one stack" in result.stderr  # nesterov's
+    assert result.stdout.count(" completed ") == 8 and "(8/8 done)" in result.stdout
+    runs = sorted(sweep.glob("*/metrics.json"))
+    assert [json.loads(p.read_text())["status"] for p in runs] == ["completed"] * 8
+
+
 def test_the_launcher_runs_an_unvectorizable_group_one_by_one(optexp_cli, tmp_path):
     sweep = tmp_path / "sweep"
     args = ("-m", "hydra/launcher=vectorized", *SMALL, "seed=0,1", "optimizer=lbfgs")
     result = optexp_cli(*args, "trainer.epochs=1", f"hydra.sweep.dir={sweep}")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "seed=0,1 train one by one, not vectorized" in result.stderr
+    assert "jobs 0,1 train one by one, not vectorized" in result.stderr
     assert "evaluates the loss itself" in result.stderr
     assert len(list(sweep.glob("*/metrics.json"))) == 2

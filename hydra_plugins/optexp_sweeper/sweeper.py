@@ -1,10 +1,11 @@
 """`hydra/sweeper=optexp`, the studies' sweeper (and any large sweep's): Hydra's basic
 sweeper (the same overrides, `params`, batches and order) whose check before launching
-composes one job for each override value rather than every job. Hydra's composes every job there and again to run
-it, twice per job; this finds the same misspelled option or key (each value is composed)
-at a cost that grows with the values, not with their product (benchmarks/RESULTS.md). A
-composition error that only a combination of values shows (rare: optexp's options are open
-dicts, their keys checked in each job) is found when that job is composed instead."""
+composes one job for each override value rather than every job. Hydra's composes every
+job there and again to run it, twice per job; this finds the same misspelled option or key
+(each value is composed) at a cost that grows with the values, not with their product
+(benchmarks/RESULTS.md). A composition error that only a combination of values shows
+(rare: optexp's options are open dicts, their keys checked in each job) is found when
+that job is composed instead."""
 
 from collections.abc import Sequence
 from dataclasses import dataclass

@@ -37,8 +37,12 @@ USER_ERRORS = (UserError, OSError, OmegaConfBaseException)
 @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="config")
 def train_from_config(cfg: DictConfig) -> float:
     job = prepare_job(cfg)
-    if not isinstance(job, Job):
-        return job
+    return train_job(job) if isinstance(job, Job) else job
+
+
+def train_job(job: Job) -> float:
+    """Train a prepared job (or run its LR range test), its lock released at the end;
+    the objective for the sweeper."""
     try:
         if job.cfg.get("lr_range") is not None:
             return lr_range_test(job.cfg, job.run_dir)

@@ -85,7 +85,7 @@ class SweepProgress(Callback):
             self.progress.start()
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        if config.hydra.mode != RunMode.MULTIRUN:
+        if config.hydra.mode != RunMode.MULTIRUN or prepared_only(job_return):
             return
         summary = rundir.read_summary(Path(config.hydra.runtime.output_dir)) or {}
         status = summary.get("status") or (
@@ -116,6 +116,13 @@ class SweepProgress(Callback):
             f"in {seconds / 60:.1f} min",
             flush=True,
         )
+
+
+def prepared_only(job_return: JobReturn) -> bool:
+    """A job the vectorized launcher has prepared to train in a stack: it ends later."""
+    from optexp.cli.app import Job
+
+    return job_return.status == JobStatus.COMPLETED and isinstance(job_return.return_value, Job)
 
 
 def job_line(config: DictConfig, summary: dict[str, Any], status: str, done: str = "") -> str:

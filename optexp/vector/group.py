@@ -1,13 +1,17 @@
-"""Train the runs of a sweep that differ only in `seed` as one vectorized model.
+"""Train the runs of a sweep that differ only in their seeds and in elementwise optimizer
+hyperparameters (a study's trials) as one vectorized model.
 
 Each member is built exactly as its own run would be (`build_parts` after seeding with its
 seed); then the members' parameters are stacked (`optexp.vector.stack`) and one optimizer
 steps them all (`optexp.vector.steps`), which for an elementwise optimizer is K
-independent steps. The loop is the one of `optexp.train`: validation, early stopping,
-divergence, checkpoints, TensorBoard and metrics.json are each member's ordinary per-run
-code on its own parts, whose modules are views of their slices, whose optimizer is its
-view of the stacked one and whose schedule is the group's. A member that ends (early
-stopping, divergence) is finished then and there, and its loss leaves the sum."""
+independent steps: torch's own where the members' hyperparameters agree, a stacked step
+(`optexp.vector.optimizers`) where they differ. Each member keeps its own optimizer and
+schedule as the holders of its hyperparameters, which the stacked step reads before every
+step, so each member follows its own schedule. The loop is the one of `optexp.train`:
+validation, early stopping, divergence, checkpoints, TensorBoard and metrics.json are each
+member's ordinary per-run code on its own parts, whose modules are views of their slices
+and whose optimizer is its view of the stacked one. A member that ends (early stopping,
+divergence) is finished then and there, and its loss leaves the sum."""
 
 from __future__ import annotations
 
@@ -21,35 +25,29 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
 from optexp import rundir, train
 from optexp.joints import EvaluationWeights
-from optexp.parts import (
-    Parts,
-    build,
-    build_parts,
-    build_schedule,
-    fused_kernel,
-    optimizer_groups,
-)
+from optexp.parts import Parts, build, build_parts, fused_kernel, optimizer_groups
 from optexp.provenance import Launch
 from optexp.state import RunState, resume, seed_everything
 from optexp.steps import forked_rng
 from optexp.train import About, Member
+from optexp.vector.optimizers import STACKED, NotVectorizable
 from optexp.vector.stack import MemberOptimizer, Stack, stacked_state
 from optexp.vector.steps import GroupSteps, member_losses
 
-# Optimizers whose step is elementwise: one step on the stack is K independent steps.
+__all__ = ["NotVectorizable", "RunSpec", "run_group"]
+
+# Optimizers whose step is elementwise: one step on the stack is K independent steps. A
+# class of your own says so with `elementwise = True` (or `stacks_members = True`).
 ELEMENTWISE = (
     {f"torch.optim.{n}" for n in ("SGD", "Adam", "AdamW", "Adagrad", "RMSprop", "Adamax", "NAdam")}
     | {f"optexp.optim.textbook.{n}" for n in ("SGD", "Momentum", "AdaGrad", "RMSprop", "Adam")}
     | {f"pytorch_optimizer.{n}" for n in ("Lion", "ADOPT")}
 )
-
-
-class NotVectorizable(Exception):
-    """The group trains as separate runs instead; the message says why."""
 
 
 @dataclass
@@ -87,7 +85,8 @@ def build_group(specs: list[RunSpec]) -> tuple[list[Member], GroupSteps]:
         about.append(About(spec.run_dir, config, spec.choices, identity, spec.launch))
         parts.append(member_parts)
     refuse_unequal(parts, states)
-    steps = stacked(specs[0].cfg, parts, resumed=bool(states[0].step or states[0].batches_done))
+    resumed = bool(states[0].step or states[0].batches_done)
+    steps = stacked([spec.cfg for spec in specs], parts, resumed)
     members = [
         train.make_member(p, state, a, shows=k == 0, writes=True)
         for k, (p, state, a) in enumerate(zip(steps.parts, states, about, strict=True))
@@ -95,27 +94,31 @@ def build_group(specs: list[RunSpec]) -> tuple[list[Member], GroupSteps]:
     return members, steps
 
 
-def stacked(cfg: DictConfig, parts: list[Parts], resumed: bool) -> GroupSteps:
-    """The members' parameters stacked, with one optimizer and one schedule over them
-    (loaded with the members' states when `resumed`); each member's parts then hold its
-    views of them, and one copy of data the members share."""
+def stacked(cfgs: list[DictConfig], parts: list[Parts], resumed: bool) -> GroupSteps:
+    """The members' parameters stacked, with one optimizer over them (loaded with the
+    members' states when `resumed`); each member's parts then hold its views of them, its
+    own schedule, and one copy of data the members share."""
     stack = Stack([p.model for p in parts])
-    optimizer = stacked_optimizer(cfg, parts[0], stack)
-    schedule = build_schedule(cfg.scheduler, optimizer, parts[0].trainer, parts[0].steps_per_epoch)
+    optimizer = stacked_optimizer(cfgs, parts, stack)
     if resumed:
         stacked_state(optimizer, [p.optimizer.state_dict() for p in parts])
-        schedule.load_state_dict(parts[0].schedule.state_dict())
-    shared = len({p.data_seed for p in parts}) == 1
+    for p in parts:  # its own optimizer now holds hyperparameters only, which its schedule
+        p.optimizer.state.clear()  # sets; the stacked one holds the state and steps
+        p.optimizer._opt_called = True  # type: ignore[attr-defined]  # torch: "stepped", no warning
+    datasets = {
+        repr((p.data_seed, OmegaConf.to_container(c.dataset, resolve=True)))
+        for p, c in zip(parts, cfgs, strict=True)
+    }
+    shared = len(datasets) == 1  # the same data and batch order: one copy
     views = [
         dataclasses.replace(
             p,
-            optimizer=MemberOptimizer(optimizer, k),
-            schedule=schedule,
+            optimizer=MemberOptimizer(optimizer, k, p.optimizer),
             data=parts[0].data if shared else p.data,
         )
         for k, p in enumerate(parts)
     ]
-    return GroupSteps(views, stack, optimizer, schedule, shared)
+    return GroupSteps(views, stack, optimizer, shared)
 
 
 def refuse_unvectorizable(parts: Parts, cfg: DictConfig) -> None:
@@ -128,7 +131,7 @@ def refuse_unvectorizable(parts: Parts, cfg: DictConfig) -> None:
             "its evaluation weights are kept per run (trainer.ema, trainer.swa, Schedule-Free's"
             " x): they average weights per run",
         ),
-        (target not in ELEMENTWISE, f"{target} is not known to step each element on its own"),
+        (not elementwise(target), f"{target} is not known to step each element on its own"),
         (parts.penalty is not None, "a regularizer's penalty is not computed per member"),
         (parts.scaler.is_enabled(), "fp16's gradient scaler skips a step for every member"),
         (parts.trainer.compile, "trainer.compile compiles one run's model"),
@@ -153,15 +156,76 @@ def refuse_unequal(parts: list[Parts], states: list[RunState]) -> None:
         raise NotVectorizable(f"the members' checkpoints are at different places: {sorted(places)}")
 
 
-def stacked_optimizer(cfg: DictConfig, lead: Parts, stack: Stack) -> torch.optim.Optimizer:
+def stacked_optimizer(
+    cfgs: list[DictConfig], parts: list[Parts], stack: Stack
+) -> torch.optim.Optimizer:
     """The optimizer of the members' config over the stacked parameters, in the parameter
-    groups of one member (weight decay off biases and norms, as each run has it)."""
-    node = cfg.optimizer
+    groups of one member (weight decay off biases and norms, as each run has it): torch's
+    own where every member's hyperparameters agree, else a stacked step taking them per
+    member (`optexp.vector.optimizers`)."""
+    node, lead = cfgs[0].optimizer, parts[0]
     index = {id(p): i for i, p in enumerate(lead.model.parameters())}
     groups = optimizer_groups(node, lead.model)
     for group in groups:
         group["params"] = [stack.params[index[id(p)]] for p in group["params"]]
-    return build("optimizer", node, params=groups, **fused_kernel(node, lead.device))
+    differing = differing_hyperparameters(parts, cfgs)
+    if not differing:
+        return build("optimizer", node, params=groups, **fused_kernel(node, lead.device))
+    stacking = stacked_step(node._target_)
+    if stacking is None:
+        named = ", ".join(sorted(STACKED))
+        raise NotVectorizable(
+            f"the members differ in {', '.join(differing)}, and {node._target_} has no stacked"
+            f" step taking them per member (optexp.vector.optimizers has: {named})"
+        )
+    given = dict(lead.optimizer.defaults)  # what torch's (or its) optimizer was given
+    given["maximize"] = given.get("maximize") or getattr(lead.optimizer, "maximize", False)
+    return stacking(groups, **given)
+
+
+def differing_hyperparameters(parts: list[Parts], cfgs: list[DictConfig]) -> list[str]:
+    """The hyperparameters (`optimizer.KEY`, or the scheduler) that differ between the
+    members; `NotVectorizable` where they differ in what no step takes per member: the
+    parameter groups, or a setting that is not a number."""
+    owns = [p.optimizer.param_groups for p in parts]
+    if len({tuple(len(g["params"]) for g in groups) for groups in owns}) > 1:
+        raise NotVectorizable("the members' parameter groups differ (weight_decay 0 in some)")
+    differing = []
+    settings = parts[0].optimizer.defaults  # not what a schedule records (initial_lr)
+    for g, group in enumerate(owns[0]):
+        for key, value in group.items():
+            values = [groups[g][key] for groups in owns]
+            if key not in settings or all(v == value for v in values):
+                continue
+            if not all(is_number(v) for v in values):
+                raise NotVectorizable(f"the members differ in optimizer.{key}: {values[:3]}")
+            differing.append(f"optimizer.{key}")
+    schedules = {str(OmegaConf.to_container(cfg.scheduler, resolve=True)) for cfg in cfgs}
+    return sorted(set(differing)) + (["scheduler"] if len(schedules) > 1 else [])
+
+
+def is_number(value: Any) -> bool:
+    if isinstance(value, tuple | list):
+        return all(is_number(v) for v in value)
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def elementwise(target: str) -> bool:
+    """Whether the optimizer's step treats each element on its own (a stack of members
+    steps as K separate runs)."""
+    if target in ELEMENTWISE:
+        return True
+    cls = get_object(target)  # imported already: the members' own optimizers were built
+    return bool(getattr(cls, "elementwise", False) or getattr(cls, "stacks_members", False))
+
+
+def stacked_step(target: str) -> type[torch.optim.Optimizer] | None:
+    """The class that steps the stack with hyperparameters per member: optexp's for
+    `target`, or `target` itself if it says `stacks_members = True`."""
+    if target in STACKED:
+        return STACKED[target]
+    cls = get_object(target)  # imported already: the members' own optimizers were built
+    return cls if getattr(cls, "stacks_members", False) else None
 
 
 def check_traceable(lead: Parts, cfg: DictConfig) -> None:

@@ -126,18 +126,21 @@ def grouped_layers(template: nn.Module, names: list[str]) -> list[tuple[nn.Modul
 
 
 class MemberOptimizer:
-    """Member `k`'s view of the stacked optimizer, for what is read of a run's own: the
-    learning rates it logs, the state its checkpoint keeps (`member_state`)."""
+    """Member `k`'s view of the stacked optimizer, for what is read of a run's own: its
+    parameter groups (`own`: its own optimizer's, whose hyperparameters its schedule sets
+    and the stacked step reads), the state its checkpoint keeps (`member_state`)."""
 
-    def __init__(self, stacked: torch.optim.Optimizer, k: int) -> None:
-        self.stacked, self.k = stacked, k
+    def __init__(self, stacked: torch.optim.Optimizer, k: int, own: torch.optim.Optimizer) -> None:
+        self.stacked, self.k, self.own = stacked, k, own
 
     @property
     def param_groups(self) -> list[dict[str, Any]]:
-        return self.stacked.param_groups
+        return self.own.param_groups
 
     def state_dict(self) -> dict[str, Any]:
-        return member_state(self.stacked, self.k)
+        return member_state(self.stacked, self.k) | {
+            "param_groups": self.own.state_dict()["param_groups"]
+        }
 
 
 def member_state(optimizer: torch.optim.Optimizer, k: int) -> dict[str, Any]:
@@ -146,7 +149,10 @@ def member_state(optimizer: torch.optim.Optimizer, k: int) -> dict[str, Any]:
     state = optimizer.state_dict()
     shapes = {i: p.shape for i, p in enumerate(_params(optimizer))}
     sliced = {
-        i: {key: _slice(v, shapes[i], k) for key, v in entry.items()}
+        i: {
+            key: v[k].clone() if per_member(optimizer, key, v, shapes[i]) else v
+            for key, v in entry.items()
+        }
         for i, entry in state["state"].items()
     }
     return {"state": sliced, "param_groups": state["param_groups"]}
@@ -154,25 +160,33 @@ def member_state(optimizer: torch.optim.Optimizer, k: int) -> dict[str, Any]:
 
 def stacked_state(optimizer: torch.optim.Optimizer, states: Sequence[dict[str, Any]]) -> None:
     """Load the members' optimizer states (`member_state`'s) into the stacked optimizer."""
-    shapes = {i: p.shape[1:] for i, p in enumerate(_params(optimizer))}
+    params = _params(optimizer)
     first = states[0]
     merged = {
         i: {
             key: torch.stack([s["state"][i][key] for s in states])
-            if isinstance(v, Tensor) and v.ndim and v.shape == shapes[i]
+            if per_member(optimizer, key, v, params[i].shape, member=True)
             else v
             for key, v in entry.items()
         }
         for i, entry in first["state"].items()
     }
-    optimizer.load_state_dict({"state": merged, "param_groups": first["param_groups"]})
+    optimizer.load_state_dict(
+        {"state": merged, "param_groups": optimizer.state_dict()["param_groups"]}
+    )
+
+
+def per_member(
+    optimizer: torch.optim.Optimizer, key: str, value: Any, shape: torch.Size, member: bool = False
+) -> bool:
+    """Whether a state entry is one per member: shaped as the parameter (a member's as its
+    slice, with `member`), or named per member by a stacked step (`per_member_state`)."""
+    if not isinstance(value, Tensor):
+        return False
+    if key in getattr(optimizer, "per_member_state", ()):
+        return True
+    return bool(value.ndim) and value.shape == (shape[1:] if member else shape)
 
 
 def _params(optimizer: torch.optim.Optimizer) -> list[Tensor]:
     return [p for group in optimizer.param_groups for p in group["params"]]
-
-
-def _slice(value: Any, shape: torch.Size, k: int) -> Any:
-    if isinstance(value, Tensor) and value.ndim and value.shape == shape:
-        return value[k].clone()
-    return value

@@ -1,18 +1,19 @@
 """A group's stacked step, as the loop (`optexp.train.Steps`) asks for it: every active
 member's loss on its batch, one backward through the stack, one optimizer step on the
-stacked parameters; for an elementwise optimizer, K independent steps."""
+stacked parameters with each member's hyperparameters as its own schedule has set them;
+for an elementwise optimizer, K independent steps."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from optexp.data import epoch_order
 from optexp.joints import Joint
 from optexp.metrics import NO_SUMS
-from optexp.optim.schedules import Schedule
 from optexp.parts import Parts
 from optexp.state import RunState
 from optexp.tracking import Tracker
@@ -24,18 +25,26 @@ GroupBatch = tuple[torch.Tensor, torch.Tensor, bool]
 
 @dataclass
 class GroupSteps:
-    """The members' parts (their modules views of the stack), the stack, its one
-    optimizer and its one schedule, which is every member's."""
+    """The members' parts (their modules views of the stack, their optimizers views of
+    the stacked one over their own parameter groups), the stack and its one optimizer."""
 
     parts: list[Parts]
     stack: Stack
     optimizer: torch.optim.Optimizer
-    schedule: Schedule
     shared_data: bool  # one dataset and batch order for all: the same data_seed
 
     @property
     def joints(self) -> Sequence[Joint]:
-        return (self.schedule,)
+        return [p.schedule for p in self.parts]  # each member's own, on its own groups
+
+    def set_hyperparameters(self) -> None:
+        """The stacked optimizer's hyperparameters from the members' own parameter groups:
+        a number where they agree, a (K,) tensor where they differ (a stacked step's)."""
+        own = [p.optimizer.param_groups for p in self.parts]
+        device = self.parts[0].device
+        for g, group in enumerate(self.optimizer.param_groups):
+            for key in own[0][g].keys() & group.keys() - {"params"}:  # not the stack's counts
+                group[key] = agreed([groups[g][key] for groups in own], device)
 
     def batches(self, place: RunState, tracker: Tracker) -> Iterator[GroupBatch]:
         """The next epoch's training batches from where the group is: the one order of a
@@ -85,6 +94,7 @@ class GroupSteps:
             grad_norms = stack.grad_norms()
             if lead.trainer.grad_clip:
                 stack.clip(grad_norms, lead.trainer.grad_clip)
+        self.set_hyperparameters()
         self.optimizer.step()
         return stats, grad_norms
 
@@ -109,6 +119,15 @@ class GroupSteps:
         none = torch.zeros(size, len(NO_SUMS), device=device)
         sums = torch.stack(stats).sum(0) if stats else none
         return [(sums[k], None if grad_norms is None else grad_norms[k]) for k in range(size)]
+
+
+def agreed(values: list[Any], device: torch.device) -> Any:
+    """The members' value when they agree; else one (K,) float64 tensor per number."""
+    if all(v == values[0] for v in values):
+        return values[0]
+    if isinstance(values[0], tuple | list):
+        return tuple(agreed(list(column), device) for column in zip(*values, strict=True))
+    return torch.tensor(values, dtype=torch.float64, device=device)
 
 
 def batch_size(y: torch.Tensor, shared: bool) -> int:
