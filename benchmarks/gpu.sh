@@ -4,7 +4,8 @@
 #   - the CIFAR-10-shaped CNN: optexp's training against the hand-written loop
 #     (benchmarks/run.py --parts cnn), and AMP's speed-up over fp32 (bf16, fp16; and
 #     channels-last) of the same run;
-#   - seeds as one vectorized group against separate runs (benchmarks/vectorized.py).
+#   - seeds, and trials (one learning rate each), as one vectorized group against separate
+#     runs (benchmarks/vectorized.py).
 # About 5 minutes on one H100. Run from anywhere, with optexp's dependencies installed
 # (pip install -e ".[dev]"):
 #
@@ -55,8 +56,8 @@ section "CNN: optexp vs the hand-written loop (time ratio: optexp / reference), 
 "$PYTHON" benchmarks/run.py --parts cnn --device cuda --reps "$REPS"
 cnn=$?
 
-section "vectorized seeds vs separate runs (each time also as a multiple of one seed's)"
-"$PYTHON" benchmarks/vectorized.py --parts step,default --reps 1 --seeds "$SEEDS"
+section "vectorized seeds and trials vs separate runs (each time also as a multiple of one run's)"
+"$PYTHON" benchmarks/vectorized.py --parts step,default,trials --reps 1 --seeds "$SEEDS"
 vectorized=$?
 
 section "done"

@@ -13,6 +13,14 @@ study: every problem of the study preset (experiment=study_optimizers, so data_s
 follows the seed) with Adam at lr 1e-3 and `--study-seeds` seeds, cut to `--study-epochs`
 epochs: the separate runs against the group (a model vmap cannot run trains one by one),
 with the largest relative difference of a member's test loss from its separate run.
+trials: the default experiment's `--seeds` trials (learning rates 3e-4 to 3e-3, log-spaced,
+each its own seed) as separate runs and as one group with a stacked step per member.
+sweeps: the optimizer study's sweeps as a user runs them (`optexp -m`, one thread), each
+`--sweeps` preset three ways: Hydra's basic launcher (separate runs), the vectorized
+launcher over seeds only (`hydra.launcher.trials=false`) and over seeds and trials; the
+sweep's seconds once each, and how far the vectorized runs' final test losses are from the
+separate ones: how many are equal bit for bit, and the largest relative difference among
+the runs that ended alike (a diverged run's loss is noise; their statuses are compared).
 Wall times are medians over `--reps` after one warm-up of each side, the sides alternating.
 """
 
@@ -20,10 +28,12 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
 import platform
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -179,13 +189,72 @@ def study_part(reps: int, epochs: int, seeds: int) -> None:
           f"({ratio:.2f}x faster)")  # fmt: skip
 
 
+def trials_part(reps: int, seeds: int) -> None:
+    lrs = [3e-4 * 10 ** (k / max(seeds - 1, 1)) for k in range(seeds)]
+    cfgs = [configs(range(k, k + 1), f"optimizer.lr={lr:.3g}")[0] for k, lr in enumerate(lrs)]
+    sides = {"1 trial": separate(cfgs[:1]), f"{seeds} separate": separate(cfgs)}
+    sides[f"{seeds} trials vectorized"] = together(cfgs)
+    times = median_times(sides, reps)
+    one = times["1 trial"]
+    cells = "  ".join(f"{name} {t:.2f} s ({t / one:.2f}x)" for name, t in times.items())
+    print(f"default experiment, trials: {cells}", flush=True)
+
+
+# The study's sweeps the `sweeps` part times: the small preset and one full problem.
+SWEEPS = {
+    "small": ("experiment=study_optimizers_small",),
+    "digits": ("experiment=study_optimizers", "+problem=digits_mlp"),
+}
+LAUNCHERS = {
+    "separate": (),
+    "vectorized, seeds": ("hydra/launcher=vectorized", "hydra.launcher.trials=false"),
+    "vectorized, seeds and trials": ("hydra/launcher=vectorized",),
+}
+
+
+def sweeps_part(names: list[str]) -> None:
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    for name in names:
+        ends: dict[str, dict[str, tuple[str, float]]] = {}
+        for launcher, chosen in LAUNCHERS.items():
+            folder = Path(tempfile.mkdtemp(prefix="optexp-bench-"))
+            command = [sys.executable, "-m", "optexp", "-m", *SWEEPS[name], *chosen]
+            started = time.perf_counter()
+            subprocess.run([*command, f"hydra.sweep.dir={folder}"], check=True, env=env,
+                           capture_output=True)  # fmt: skip
+            seconds = time.perf_counter() - started
+            ends[launcher] = run_ends(folder)
+            shutil.rmtree(folder, ignore_errors=True)
+            pairs = [(ends["separate"][job], end) for job, end in ends[launcher].items()]
+            alike = [(a, b) for (s, a), (t, b) in pairs if s == t != "diverged"]
+            equal = sum(a == b for a, b in alike)
+            gap = max((abs(b - a) / abs(a) for a, b in alike), default=0.0)
+            print(
+                f"sweep {name} ({len(pairs)} runs), {launcher}: {seconds:.1f} s; statuses as "
+                f"separate: {sum(s == t for (s, _), (t, _) in pairs)}; test loss equal: {equal} "
+                f"of {len(alike)} not diverged, largest relative difference {gap:.1e}",
+                flush=True,
+            )
+
+
+def run_ends(sweep: Path) -> dict[str, tuple[str, float]]:
+    """Each job's status and final test loss, by its folder's name."""
+    ends = {}
+    for path in sweep.glob("*/metrics.json"):
+        summary = json.loads(path.read_text())
+        loss = (summary.get("test") or {}).get("loss")
+        ends[path.parent.name] = (summary["status"], loss if isinstance(loss, float) else 0.0)
+    return ends
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--study-epochs", type=int, default=3)
     parser.add_argument("--study-seeds", type=int, default=3, help="the preset has 3")
-    parser.add_argument("--parts", default="step,default,study")
+    parser.add_argument("--parts", default="step,default,study", help="or trials, sweeps")
+    parser.add_argument("--sweeps", default="small", help=f"of {','.join(SWEEPS)}")
     args = parser.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.2f}")  # fmt: skip
@@ -196,6 +265,10 @@ def main() -> None:
         default_part(args.reps, args.seeds)
     if "study" in parts:
         study_part(args.reps, args.study_epochs, args.study_seeds)
+    if "trials" in parts:
+        trials_part(args.reps, args.seeds)
+    if "sweeps" in parts:
+        sweeps_part(args.sweeps.split(","))
 
 
 if __name__ == "__main__":

@@ -21,10 +21,10 @@ import torch
 
 from optexp import checkpoint, distributed, train
 from optexp.parts import build_parts
-from optexp.vector.group import run_group
+from optexp.vector.group import RunSpec, run_group
 from optexp.world import World
 from tests.conftest import REPO
-from tests.test_vectorized import MNIST1D, SMALL, members, same_run
+from tests.test_vectorized import MNIST1D, SMALL, TRIALS, members, same_run
 
 pytestmark = [
     pytest.mark.cuda,
@@ -115,6 +115,26 @@ def test_a_vectorized_cnn_on_the_gpu_trains_as_its_separate_runs(make_cfg, tmp_p
         separate = train.run(group[k].cfg, tmp_path / f"separate{k}")
         assert results[k]["device"].startswith("cuda")
         same_run(results[k], separate, rel=1e-4)
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "nadamw"])
+def test_trials_stacked_on_the_gpu_train_as_their_separate_runs(make_cfg, tmp_path, optimizer):
+    """The stacked step with hyperparameters per member, its (K,) tensors on the GPU."""
+    group = [
+        RunSpec(
+            make_cfg(
+                *SMALL, f"optimizer={optimizer}", "scheduler=cosine", *trial, CUDA, f"seed={k}"
+            ),
+            tmp_path / f"member{k}",
+            {},
+        )
+        for k, trial in enumerate(TRIALS[optimizer])
+    ]
+    results = run_group(group)
+    for k, result in enumerate(results):
+        separate = train.run(group[k].cfg, tmp_path / f"separate{k}")
+        assert result["device"].startswith("cuda")
+        same_run(result, separate, rel=1e-4)
 
 
 def test_the_vectorized_launcher_stacks_seeds_on_the_gpu(optexp_cli, tmp_path):

@@ -66,6 +66,14 @@ TRIALS = {
         ("optimizer.lr=0.05", "optimizer.momentum=0.9", "scheduler.warmup_epochs=0"),
         ("optimizer.lr=0.02", "optimizer.momentum=0.5", "scheduler.warmup_epochs=1"),
     ],
+    "nesterov": [
+        ("optimizer.lr=0.05", "optimizer.momentum=0.9", "optimizer.weight_decay=0.001"),
+        ("optimizer.lr=0.1", "optimizer.momentum=0.8", "optimizer.weight_decay=0.01"),
+    ],
+    "adam": [
+        ("optimizer.lr=0.01", "optimizer.eps=1e-8", "optimizer.weight_decay=0.001"),
+        ("optimizer.lr=0.002", "optimizer.eps=1e-6", "optimizer.weight_decay=0.01"),
+    ],
     "adamw": [
         ("optimizer.lr=0.01", "optimizer.betas=[0.9,0.999]", "optimizer.weight_decay=0.01"),
         ("optimizer.lr=0.003", "optimizer.betas=[0.7,0.99]", "optimizer.weight_decay=0.3"),

@@ -15,14 +15,21 @@ from omegaconf import DictConfig
 @dataclass
 class VectorizedLauncherConf:
     _target_: str = "hydra_plugins.optexp_vectorized.vectorized_launcher.VectorizedLauncher"
+    # false: stack only jobs that differ in their seeds, each stack stepped by torch's own
+    # optimizer; true: a study's trials too, with a stacked step per member's values
+    trials: bool = True
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="vectorized", node=VectorizedLauncherConf)
 
 
 class VectorizedLauncher(Launcher):
-    """Runs a sweep's jobs in this process, those that differ only in `seed` as one
-    vectorized group each (`optexp.vector`)."""
+    """Runs a sweep's jobs in this process, those that differ only in their seeds (and,
+    with `trials`, in elementwise optimizer values and schedules) as one vectorized group
+    each (`optexp.vector`)."""
+
+    def __init__(self, trials: bool = True) -> None:
+        self.trials = trials
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig

@@ -52,7 +52,7 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], first: int) ->
     jobs = list(enumerate(job_overrides, start=first))
     log.info(f"Launching {len(jobs)} jobs locally, vectorized over seeds and trials")
     returns: dict[int, JobReturn] = {}
-    for candidates in candidate_groups(jobs):
+    for candidates in candidate_groups(jobs, launcher.trials):
         if len(candidates) == 1:
             returns[candidates[0][0]] = run_one(launcher, *candidates[0])
             continue
@@ -61,16 +61,18 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], first: int) ->
         }
         returns |= prepared
         ready = {num: r.return_value for num, r in prepared.items() if is_prepared(r)}
-        for group in stack_groups(ready):
+        for group in stack_groups(ready, launcher.trials):
             returns |= run_together(launcher, {num: prepared[num] for num in group})
     return [returns[num] for num, _ in jobs]
 
 
-def candidate_groups(jobs: Jobs) -> list[Jobs]:
-    """The jobs grouped by their overrides of keys that cannot stack, in the sweep's order."""
+def candidate_groups(jobs: Jobs, trials: bool = True) -> list[Jobs]:
+    """The jobs grouped by their overrides of keys that cannot stack (with `trials` false,
+    of all but the seeds), in the sweep's order."""
+    stackable = STACKABLE if trials else SEEDS
     groups: dict[tuple[str, ...], Jobs] = {}
     for num, overrides in jobs:
-        key = tuple(o for o in overrides if not override_key(o).startswith(STACKABLE))
+        key = tuple(o for o in overrides if not override_key(o).startswith(stackable))
         groups.setdefault(key, []).append((num, overrides))
     return list(groups.values())
 
@@ -84,10 +86,10 @@ def is_prepared(result: JobReturn) -> bool:
     return result.status == JobStatus.COMPLETED and isinstance(result.return_value, Job)
 
 
-def stack_groups(ready: dict[int, Job]) -> list[dict[int, Job]]:
+def stack_groups(ready: dict[int, Job], trials: bool = True) -> list[dict[int, Job]]:
     """The prepared jobs grouped by their resolved configs without what may differ within
-    a stack: the seeds, and the optimizer's values and the schedule where the optimizer
-    has a stacked step (`optexp.vector.optimizers`)."""
+    a stack: the seeds, and (with `trials`) the optimizer's values and the schedule where
+    the optimizer has a stacked step (`optexp.vector.optimizers`)."""
     from optexp.vector.group import stacked_step
 
     groups: dict[str, dict[int, Job]] = {}
@@ -95,7 +97,7 @@ def stack_groups(ready: dict[int, Job]) -> list[dict[int, Job]]:
         config = OmegaConf.to_container(job.cfg, resolve=True)
         for key in SEEDS:
             drop(config, key)
-        if stacked_step(job.cfg.optimizer._target_) is not None:
+        if trials and stacked_step(job.cfg.optimizer._target_) is not None:
             config["optimizer"] = not_stacked(config["optimizer"])
             config.pop("scheduler", None)
         groups.setdefault(repr(config), {})[num] = job

@@ -69,6 +69,23 @@ def cast(value: Value, p: Tensor) -> Value:
     return value.to(p.dtype) if isinstance(value, Tensor) else value
 
 
+# x + a * y and x + a * t1 op t2 as torch's `alpha=` and `value=` round them (one fused
+# multiply-add), with `a` a number or (K, 1, ...) tensor: a stack's members then step bit
+# for bit as torch's single-tensor step, which matters where a trial is chaotic.
+def add_scaled(x: Tensor, y: Tensor, a: Value, inplace: bool = False) -> Tensor:
+    if isinstance(a, Tensor):
+        return x.addcmul_(y, a) if inplace else torch.addcmul(x, y, a)
+    return x.add_(y, alpha=a) if inplace else x.add(y, alpha=a)
+
+
+def addcmul_(x: Tensor, t1: Tensor, t2: Tensor, a: Value) -> Tensor:
+    return x.addcmul_(t1 * a, t2) if isinstance(a, Tensor) else x.addcmul_(t1, t2, value=a)
+
+
+def addcdiv_(x: Tensor, t1: Tensor, t2: Tensor, a: Value) -> Tensor:
+    return x.addcdiv_(t1 * a, t2) if isinstance(a, Tensor) else x.addcdiv_(t1, t2, value=a)
+
+
 def nonzero(value: Value) -> bool:
     return bool((value != 0).any()) if isinstance(value, Tensor) else value != 0
 
@@ -85,15 +102,15 @@ class SGD(StackedOptimizer):
 
     def update(self, p: Tensor, grad: Tensor, state: dict[str, Any], h: dict[str, Any]) -> None:
         if nonzero(h["weight_decay"]):
-            grad = grad + cast(h["weight_decay"], p) * p
+            grad = add_scaled(grad, p, cast(h["weight_decay"], p))
         if nonzero(h["momentum"]):
             momentum = cast(h["momentum"], p)
             if (buffer := state.get("momentum_buffer")) is None:
                 buffer = state["momentum_buffer"] = grad.clone()
             else:
-                buffer.mul_(momentum).add_(cast(1 - h["dampening"], p) * grad)
-            grad = grad + momentum * buffer if h["nesterov"] else buffer
-        p.sub_(cast(h["lr"], p) * grad)
+                add_scaled(buffer.mul_(momentum), grad, cast(1 - h["dampening"], p), inplace=True)
+            grad = add_scaled(grad, buffer, momentum) if h["nesterov"] else buffer
+        add_scaled(p, grad, cast(-h["lr"], p), inplace=True)
 
 
 class Adam(StackedOptimizer):
@@ -114,11 +131,11 @@ class Adam(StackedOptimizer):
         step = advance(state, p, "exp_avg", "exp_avg_sq")
         grad = with_decay(p, grad, lr, decay, h["decoupled_weight_decay"])
         state["exp_avg"].lerp_(grad, cast(1 - beta1, p))
-        state["exp_avg_sq"].mul_(cast(beta2, p)).add_(cast(1 - beta2, p) * grad * grad)
+        addcmul_(state["exp_avg_sq"].mul_(cast(beta2, p)), grad, grad, cast(1 - beta2, p))
         step_size = lr / (1 - beta1**step)
         correction2 = (1 - beta2**step) ** 0.5
         denom = (state["exp_avg_sq"].sqrt() / cast(correction2, p)).add_(cast(eps, p))
-        p.sub_(cast(step_size, p) * state["exp_avg"] / denom)
+        addcdiv_(p, state["exp_avg"], denom, cast(-step_size, p))
 
 
 class AdamW(Adam):
@@ -154,10 +171,12 @@ class NAdam(StackedOptimizer):
         product.mul_(cast(mu, product))
         product_next = product.double() * mu_next
         state["exp_avg"].lerp_(grad, cast(1 - beta1, p))
-        state["exp_avg_sq"].mul_(cast(beta2, p)).add_(cast(1 - beta2, p) * grad * grad)
+        addcmul_(state["exp_avg_sq"].mul_(cast(beta2, p)), grad, grad, cast(1 - beta2, p))
         denom = (state["exp_avg_sq"] / cast(1 - beta2**step, p)).sqrt().add_(cast(eps, p))
-        p.sub_(cast(lr * (1.0 - mu) / (1.0 - product.double()), p) * grad / denom)
-        p.sub_(cast(lr * mu_next / (1.0 - product_next), p) * state["exp_avg"] / denom)
+        now = -lr * (1.0 - mu) / (1.0 - product.double())
+        addcdiv_(p, grad, denom, cast(now, p))
+        following = -lr * mu_next / (1.0 - product_next)
+        addcdiv_(p, state["exp_avg"], denom, cast(following, p))
 
 
 class Lion(StackedOptimizer):
@@ -181,10 +200,10 @@ class Lion(StackedOptimizer):
         if nonzero(decay) and h["weight_decouple"]:
             p.mul_(cast(1 - decay * (1.0 if h["fixed_decay"] else lr), p))
         elif nonzero(decay):
-            grad = grad + cast(decay, p) * p
+            grad = add_scaled(grad, p, cast(decay, p))
         direction = state["exp_avg"].lerp(grad, cast(1 - beta1, p)).sign_()
         state["exp_avg"].lerp_(grad, cast(1 - beta2, p))
-        p.sub_(cast(lr, p) * direction)
+        add_scaled(p, direction, cast(-lr, p), inplace=True)
 
 
 def advance(state: dict[str, Any], p: Tensor, *moments: str) -> float:
@@ -206,7 +225,7 @@ def with_decay(p: Tensor, grad: Tensor, lr: Value, decay: Value, decoupled: bool
     if decoupled:
         p.mul_(cast(1 - lr * decay, p))
         return grad
-    return grad + cast(decay, p) * p
+    return add_scaled(grad, p, cast(decay, p))
 
 
 # The optimizers with a stacked step, by the `_target_` they stand for.
