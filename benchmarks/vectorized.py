@@ -13,8 +13,8 @@ study: every problem of the study preset (experiment=study_optimizers, so data_s
 follows the seed) with Adam at lr 1e-3 and `--study-seeds` seeds, cut to `--study-epochs`
 epochs: the separate runs against the group (a model vmap cannot run trains one by one),
 with the largest relative difference of a member's test loss from its separate run.
-trials: the default experiment's `--seeds` trials (learning rates 3e-4 to 3e-3, log-spaced,
-each its own seed) as separate runs and as one group with a stacked step per member.
+trials: the default experiment's 5 learning rates (3e-4 to 3e-3, log-spaced) x 2 seeds as
+separate runs and as one group with a stacked step per member (issue 34's case).
 sweeps: the optimizer study's sweeps as a user runs them (`optexp -m`, one thread), each
 `--sweeps` preset three ways: Hydra's basic launcher (separate runs), the vectorized
 launcher over seeds only (`hydra.launcher.trials=false`) and over seeds and trials; the
@@ -189,13 +189,13 @@ def study_part(reps: int, epochs: int, seeds: int) -> None:
           f"({ratio:.2f}x faster)")  # fmt: skip
 
 
-def trials_part(reps: int, seeds: int) -> None:
-    lrs = [3e-4 * 10 ** (k / max(seeds - 1, 1)) for k in range(seeds)]
-    cfgs = [configs(range(k, k + 1), f"optimizer.lr={lr:.3g}")[0] for k, lr in enumerate(lrs)]
-    sides = {"1 trial": separate(cfgs[:1]), f"{seeds} separate": separate(cfgs)}
-    sides[f"{seeds} trials vectorized"] = together(cfgs)
+def trials_part(reps: int) -> None:
+    lrs = [3e-4 * 10 ** (k / 4) for k in range(5)]
+    cfgs = [cfg for lr in lrs for cfg in configs(range(2), f"optimizer.lr={lr:.3g}")]
+    sides = {"1 run": separate(cfgs[:1]), "5 lr x 2 seeds separate": separate(cfgs)}
+    sides["5 lr x 2 seeds vectorized"] = together(cfgs)
     times = median_times(sides, reps)
-    one = times["1 trial"]
+    one = times["1 run"]
     cells = "  ".join(f"{name} {t:.2f} s ({t / one:.2f}x)" for name, t in times.items())
     print(f"default experiment, trials: {cells}", flush=True)
 
@@ -266,7 +266,7 @@ def main() -> None:
     if "study" in parts:
         study_part(args.reps, args.study_epochs, args.study_seeds)
     if "trials" in parts:
-        trials_part(args.reps, args.seeds)
+        trials_part(args.reps)
     if "sweeps" in parts:
         sweeps_part(args.sweeps.split(","))
 
