@@ -273,8 +273,8 @@ def test_the_launcher_trains_each_optimizers_trials_as_one_stack(optexp_cli, tmp
     args = ("-m", "hydra/launcher=vectorized", *SMALL, *grid, "trainer.epochs=1")
     result = optexp_cli(*args, f"hydra.sweep.dir={sweep}")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "jobs 0,1,2,3 trained as one stack" in result.stderr  # momentum's lr x seed
-    assert "jobs 4,5,6,7 trained as one stack" in result.stderr  # nesterov's
+    assert "jobs 0-3 trained as one stack" in result.stderr  # momentum's lr x seed
+    assert "jobs 4-7 trained as one stack" in result.stderr  # nesterov's
     assert result.stdout.count(" completed ") == 8 and "(8/8 done)" in result.stdout
     runs = sorted(sweep.glob("*/metrics.json"))
     assert [json.loads(p.read_text())["status"] for p in runs] == ["completed"] * 8

@@ -151,7 +151,7 @@ def run_together(launcher: Any, prepared: dict[int, JobReturn]) -> dict[int, Job
         return one_by_one(launcher, prepared)
     from optexp.vector.group import NotVectorizable, run_group
 
-    named = ",".join(map(str, ready))
+    named = spans(list(ready))
     try:
         summaries = run_group([spec(job) for job in ready.values()])
     except NotVectorizable as reason:
@@ -189,6 +189,17 @@ def one_by_one(launcher: Any, prepared: dict[int, JobReturn]) -> dict[int, JobRe
         )
         for num, result in prepared.items()
     }
+
+
+def spans(numbers: list[int]) -> str:
+    """Job numbers as runs of consecutive ones: `0-50`, `153,170,187`."""
+    runs: list[list[int]] = []
+    for number in sorted(numbers):
+        if runs and number == runs[-1][-1] + 1:
+            runs[-1].append(number)
+        else:
+            runs.append([number])
+    return ",".join(f"{r[0]}-{r[-1]}" if len(r) > 2 else ",".join(map(str, r)) for r in runs)
 
 
 def full_config(result: JobReturn) -> DictConfig:
