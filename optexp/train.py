@@ -186,6 +186,8 @@ def train_interval(
         parts, state, (sums, norms) = members[k].parts, members[k].state, totals[k]
         state.seconds = parts.world.maximum(state.seconds + elapsed, parts.device)  # one clock
         sums = sums + torch.tensor(state.sums or NO_SUMS, device=sums.device)  # since the last
+        if time_up and not sums[3].item():  # the budget ran out before a step: nothing to log
+            continue
         if state.batches_done < parts.batches_per_epoch and not budget_spent:
             state.sums = sums.tolist()  # a stop signal: the place and the sums are kept
             continue

@@ -9,6 +9,7 @@ import copy
 import json
 import math
 import signal
+import time
 
 import pytest
 import torch
@@ -129,6 +130,25 @@ def test_evaluation_every_n_steps_logs_validation_at_those_steps(make_cfg, tmp_p
     epochs = [v for _, v in scalars(tmp_path, "progress/epoch")]
     assert epochs == pytest.approx([7 / 20, 14 / 20, 1, 21 / 20, 28 / 20, 30 / 20])
     assert summary["global_step"] == 30 and summary["best_step"] in (7, 14, 20, 21, 28, 30)
+
+
+def test_a_time_budget_spent_before_an_intervals_first_step_ends_the_run(
+    make_cfg, tmp_path, monkeypatch
+):
+    """The deadline can pass during an evaluation, before the next interval steps once:
+    the run ends there (time_limit) without an evaluation of no batches."""
+    steps, calls = train.train_steps, []
+
+    def late(*args, **kwargs):  # the third interval finds its deadline gone
+        calls.append(1)
+        if len(calls) < 3:
+            return steps(*args, **kwargs)
+        time.sleep(max(0.0, args[-1] - time.perf_counter()))  # args[-1]: the deadline
+        return [], None, True
+
+    monkeypatch.setattr(train, "train_steps", late)
+    summary = train.run(make_cfg("trainer.max_time=3", "trainer.epochs=5", *SMALL), tmp_path)
+    assert summary["status"] == "time_limit" and summary["epochs_completed"] == 2
 
 
 def test_a_time_budget_ends_as_a_result_that_more_time_continues(make_cfg, tmp_path):
