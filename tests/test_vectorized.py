@@ -12,9 +12,11 @@ import signal
 from pathlib import Path
 
 import pytest
+import torch
 
 from optexp import train
 from optexp.report import main as report_main
+from optexp.vector import optimizers
 from optexp.vector.group import NotVectorizable, RunSpec, run_group
 from optexp.vector.steps import GroupSteps
 
@@ -124,6 +126,38 @@ def test_trials_an_optimizer_cannot_take_per_member_are_refused(make_cfg, tmp_pa
     with pytest.raises(NotVectorizable, match="parameter groups differ"):
         run_group(group)
     assert not any(tmp_path.iterdir())
+
+
+class OwnElementwise(torch.optim.SGD):
+    """A user's optimizer that says its step is elementwise: seeds stack, trials do not."""
+
+    elementwise = True
+
+
+class OwnStacked(optimizers.SGD):
+    """A user's stacked step (stacks_members, inherited): trials stack too."""
+
+
+def test_a_users_optimizer_says_whether_it_stacks(make_cfg, tmp_path):
+    def group(target: str, lrs: tuple[float, ...], name: str) -> list[RunSpec]:
+        own = ("optimizer=momentum", f"optimizer._target_={__name__}.{target}")
+        return [
+            RunSpec(
+                make_cfg(*SMALL, *own, f"optimizer.lr={lr}", f"seed={k}"),
+                tmp_path / f"{name}{k}",
+                {},
+            )
+            for k, lr in enumerate(lrs)
+        ]
+
+    seeds = group("OwnElementwise", (0.05, 0.05), "seeds")
+    for k, result in enumerate(run_group(seeds)):
+        same_run(result, train.run(seeds[k].cfg, tmp_path / f"alone{k}"))
+    with pytest.raises(NotVectorizable, match="no stacked step"):
+        run_group(group("OwnElementwise", (0.05, 0.02), "lrs"))
+    trials = group("OwnStacked", (0.05, 0.02), "trials")
+    for k, result in enumerate(run_group(trials)):
+        same_run(result, train.run(trials[k].cfg, tmp_path / f"apart{k}"))
 
 
 def test_the_launcher_stacks_a_studys_trials_by_their_resolved_values(make_cfg, tmp_path):
