@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
@@ -81,6 +82,12 @@ class Job:
         if summary["status"] == Status.INTERRUPTED:
             exit_interrupted(summary["signal"], self.hydra_cfg)
         return summary["objective"]
+
+
+def is_prepared(result: JobReturn) -> bool:
+    """A Hydra job that `prepare_job` left checked and locked, ready to train (not finished
+    already, nor refused): the vectorized launcher trains it later, in a stack."""
+    return result.status == JobStatus.COMPLETED and isinstance(result.return_value, Job)
 
 
 def prepare_job(cfg: DictConfig) -> Job | float:

@@ -31,6 +31,7 @@ from rich.progress import (
 )
 
 from optexp import rundir, tracking
+from optexp.cli.app import is_prepared
 from optexp.cli.session import BASIC_SWEEPERS
 
 BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher"
@@ -85,8 +86,8 @@ class SweepProgress(Callback):
             self.progress.start()
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        if config.hydra.mode != RunMode.MULTIRUN or prepared_only(job_return):
-            return
+        if config.hydra.mode != RunMode.MULTIRUN or is_prepared(job_return):
+            return  # a job prepared for a stack is counted when the stack has trained it
         summary = rundir.read_summary(Path(config.hydra.runtime.output_dir)) or {}
         status = summary.get("status") or (
             "failed" if job_return.status == JobStatus.FAILED else "ended"
@@ -116,13 +117,6 @@ class SweepProgress(Callback):
             f"in {seconds / 60:.1f} min",
             flush=True,
         )
-
-
-def prepared_only(job_return: JobReturn) -> bool:
-    """A job the vectorized launcher has prepared to train in a stack: it ends later."""
-    from optexp.cli.app import Job
-
-    return job_return.status == JobStatus.COMPLETED and isinstance(job_return.return_value, Job)
 
 
 def job_line(config: DictConfig, summary: dict[str, Any], status: str, done: str = "") -> str:

@@ -30,7 +30,7 @@ from hydra.core.utils import (
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from optexp import rundir
-from optexp.cli.app import USER_ERRORS, Job, chosen_options, prepare_job, train_job
+from optexp.cli.app import USER_ERRORS, Job, chosen_options, is_prepared, prepare_job, train_job
 from optexp.provenance import Launch
 
 log = logging.getLogger(__name__)
@@ -79,11 +79,6 @@ def candidate_groups(jobs: Jobs, trials: bool = True) -> list[Jobs]:
 
 def override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
-
-
-def is_prepared(result: JobReturn) -> bool:
-    """A job checked and locked, ready to train (not finished already, nor refused)."""
-    return result.status == JobStatus.COMPLETED and isinstance(result.return_value, Job)
 
 
 def stack_groups(ready: dict[int, Job], trials: bool = True) -> list[dict[int, Job]]:
