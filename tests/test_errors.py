@@ -289,7 +289,7 @@ def test_a_finished_run_without_checkpoints_is_not_replaced(optexp_cli, tmp_path
     "args",
     [
         ["-m", "optimizer=nope,sgd"],  # refused while Hydra composes the first job
-        ["-m", "hydra/sweeper=optexp", "seed=0,1", "optimizer=sgd,nope"],  # each value composed
+        ["-m", "seed=0,1", "optimizer=sgd,nope"],  # the last job refused
         ["-m", "seed=range(0)"],  # no jobs at all
     ],
 )

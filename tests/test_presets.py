@@ -45,3 +45,11 @@ def test_optimizers_preset_runs_the_comparison_as_one_sweep(optexp_cli, tmp_path
         ["sgd", "momentum", "adagrad", "rmsprop", "adam"]
     )
     assert all(run["status"] == "completed" and run["seed"] == 0 for run in runs)
+
+
+def test_a_preset_overrides_hydras_settings_of_optexp():
+    """hydra/default.yaml comes before the presets in the defaults list, so a preset's
+    `hydra:` keys win (debug runs land apart from real ones)."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["debug=default"], return_hydra_config=True)
+    assert cfg.hydra.run.dir.startswith("outputs/debug/")

@@ -148,19 +148,88 @@ def test_a_job_folder_name_is_one_level_and_short_whatever_the_values():
     assert names[0] == job_folder(f"model.hidden=[{widths}],seed=0")  # a re-run finds it
 
 
-def test_the_optexp_sweeper_composes_one_job_per_override_value():
-    from hydra_plugins.optexp_sweeper.sweeper import covering
+# Every kind of override a job may hold: values, groups, presets, additions, deletions,
+# dicts, interpolations, and Hydra's own keys, some that the derived fields read.
+JOBS = [
+    ["seed=1"],
+    ["optimizer=sgd", "optimizer.lr=0.3"],
+    ["+foo=3", "~augmentation"],
+    ["hydra.job.config.override_dirname.exclude_keys=[seed]", "seed=2", "trainer.epochs=3"],
+    ["optimizer.lr=${seed}", "hydra.job.chdir=true", "hydra.job.env_copy=[HOME]"],
+    ["experiment=study_optimizers_small", "study.trial=3"],
+    ["model=cnn", "dataset=cifar10", "trainer.early_stopping={enabled:false}"],
+    ["hydra.searchpath=[pkg://optexp.configs]", "seed=4"],  # composed whole
+]
 
-    jobs = [(f"optimizer={o}", f"seed={s}", "x=1") for o in ("sgd", "adam") for s in (0, 1, 2)]
-    chosen = covering(jobs)
-    assert chosen == [jobs[0], jobs[1], jobs[2], jobs[3]]  # adam's first job brings adam
-    assert {o for job in chosen for o in job} == {o for job in jobs for o in job}
-    assert covering(jobs[:1] * 3) == jobs[:1]
 
+@pytest.fixture()
+def hydra_loader():
+    """Hydra's own config loader, and a sweep's master config as `optexp -m` composes it."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
 
-@pytest.mark.parametrize("preset", ["study_optimizers_small", "study_regularizers_small"])
-def test_the_study_presets_sweep_with_the_optexp_sweeper(preset):
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=[f"experiment={preset}"], return_hydra_config=True)
-    assert cfg.hydra.sweeper._target_.endswith("OptexpSweeper")
-    assert cfg.hydra.sweeper.params  # the preset's grid, which BasicSweeper's params hold
+        loader = GlobalHydra.instance().config_loader()
+        master = loader.load_configuration(
+            "config", ["hydra.sweep.dir=sweep", "hydra/launcher=vectorized"], RunMode.MULTIRUN
+        )
+        yield loader, master
+
+
+def test_a_jobs_config_from_its_choices_composition_is_the_one_hydra_composes(hydra_loader):
+    from optexp.cli.compose import ChoicesConfigLoader
+
+    loader, master = hydra_loader
+    choices = ChoicesConfigLoader(loader)
+    for job in JOBS:
+        ours = choices.load_sweep_config(master, job)
+        assert OmegaConf.to_container(ours) == OmegaConf.to_container(
+            loader.load_sweep_config(master, job)
+        ), job
+        assert OmegaConf.is_struct(ours) and not OmegaConf.is_readonly(ours.hydra)
+    for job in (["nokey=1"], ["optimizer=nosuch"], ["seed=abc"], ["seed=1,2"]):
+        errors = []
+        for any_loader in (loader, choices):
+            with pytest.raises(Exception) as error:
+                any_loader.load_sweep_config(master, job)
+            errors.append((error.type, str(error.value), str(error.value.__cause__)))
+        assert errors[0] == errors[1], job
+
+
+def test_a_sweep_composes_each_set_of_choices_once(hydra_loader, monkeypatch):
+    from optexp.cli.compose import ChoicesConfigLoader
+
+    loader, master = hydra_loader
+    composed = []
+    compose_whole = loader.load_sweep_config
+    monkeypatch.setattr(
+        loader, "load_sweep_config", lambda m, job: composed.append(job) or compose_whole(m, job)
+    )
+    choices = ChoicesConfigLoader(loader)
+    configs = [
+        choices.load_sweep_config(master, [f"optimizer={o}", f"seed={s}", f"optimizer.lr={s}"])
+        for o in ("sgd", "adam")
+        for s in range(3)
+    ]
+    assert composed == [["optimizer=sgd"], ["optimizer=adam"]]
+    assert [(c.optimizer.lr, c.seed) for c in configs[:3]] == [(0, 0), (1, 1), (2, 2)]
+    configs[0].optimizer.lr = 9.0  # a job's config is its own copy
+    assert choices.load_sweep_config(master, ["optimizer=sgd"]).optimizer.lr != 9.0
+
+
+@pytest.mark.parametrize(
+    "overrides, sweeper",
+    [
+        ([], "OptexpSweeper"),
+        (["experiment=study_optimizers_small"], "OptexpSweeper"),
+        (["experiment=study_regularizers_small"], "OptexpSweeper"),
+        (["hparams_search=lr_optuna"], "OptunaSweeper"),  # a preset's choice wins
+        (["hydra/sweeper=basic"], "BasicSweeper"),  # and the command line's
+    ],
+)
+def test_a_sweep_uses_the_optexp_sweeper_unless_a_preset_or_the_command_line_chooses(
+    overrides, sweeper
+):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    assert cfg.hydra.sweeper._target_.endswith(sweeper)

@@ -1,17 +1,16 @@
-"""`hydra/sweeper=optexp`, the studies' sweeper (and any large sweep's): Hydra's basic
-sweeper (the same overrides, `params`, batches and order) whose check before launching
-composes one job for each override value rather than every job. Hydra's composes every
-job there and again to run it, twice per job; this finds the same misspelled option or key
-(each value is composed) at a cost that grows with the values, not with their product
-(benchmarks/RESULTS.md). A composition error that only a combination of values shows
-(rare: optexp's options are open dicts, their keys checked in each job) is found when
-that job is composed instead."""
+"""`hydra/sweeper=optexp`, optexp's default sweeper: Hydra's basic sweeper (the same
+overrides, `params`, batches, order and check of every job before launching) whose jobs,
+in the check and in the launcher, are composed by `optexp.cli.compose.ChoicesConfigLoader`:
+each set of config-group choices once, not every job twice (benchmarks/RESULTS.md)."""
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper, BasicSweeperConf
 from hydra.core.config_store import ConfigStore
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
+
+from optexp.cli.compose import ChoicesConfigLoader
 
 
 @dataclass
@@ -23,17 +22,9 @@ ConfigStore.instance().store(group="hydra/sweeper", name="optexp", node=OptexpSw
 
 
 class OptexpSweeper(BasicSweeper):
-    def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
-        super().validate_batch_is_legal(covering(batch))
-
-
-def covering(batch: Sequence[Sequence[str]]) -> list[Sequence[str]]:
-    """The jobs that each hold an override no earlier job held, in order: every value of
-    every swept key is in one of them."""
-    seen: set[str] = set()
-    chosen = []
-    for overrides in batch:
-        if not seen.issuperset(overrides):
-            chosen.append(overrides)
-            seen.update(overrides)
-    return chosen
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        loader = ChoicesConfigLoader(hydra_context.config_loader)
+        context = HydraContext(config_loader=loader, callbacks=hydra_context.callbacks)
+        super().setup(hydra_context=context, task_function=task_function, config=config)

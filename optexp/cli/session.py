@@ -31,7 +31,7 @@ from optexp.rundir import Status
 from optexp.search_space import with_trial
 
 # Hydra's own sweeper and optexp's (hydra_plugins/optexp_sweeper), which differs only in
-# its check before launching: the sweepers that go on past a failed job.
+# how it composes its jobs: the sweepers that go on past a failed job.
 BASIC_SWEEPERS = (
     "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
     "hydra_plugins.optexp_sweeper.sweeper.OptexpSweeper",
