@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 from pytorch_optimizer import Lion as ReferenceLion
+from schedulefree import AdamWScheduleFree
 
 from optexp.vector import optimizers
 from optexp.vector.stack import member_state
@@ -53,6 +54,14 @@ CASES = {
         {"lr": 1e-3, "betas": (0.9, 0.99), "weight_decay": 0.1},
         {"lr": 3e-4, "betas": (0.95, 0.98), "weight_decay": 1.0},
     ]),
+    "schedule_free_adamw": (optimizers.ScheduleFreeAdamW, AdamWScheduleFree, [
+        {"lr": 1e-2, "betas": (0.9, 0.999), "weight_decay": 0.0, "warmup_steps": 5,
+         "r": 0.0, "weight_lr_power": 2.0},
+        {"lr": 3e-3, "betas": (0.7, 0.99), "weight_decay": 0.1, "warmup_steps": 0,
+         "r": 0.0, "weight_lr_power": 2.0},
+        {"lr": 3e-2, "betas": (0.95, 0.999), "weight_decay": 0.01, "warmup_steps": 10,
+         "r": 1.0, "weight_lr_power": 0.0},
+    ]),
 }  # fmt: skip
 
 
@@ -80,6 +89,8 @@ def test_a_stacked_step_is_each_members_own_update(name):
     k_members = len(members)
     separate = [[p.clone().requires_grad_() for p in start(k)] for k in range(k_members)]
     references = [reference_class(ps, **h) for ps, h in zip(separate, members, strict=True)]
+    for reference in references:
+        getattr(reference, "train", lambda: None)()  # Schedule-Free's: steps need train mode
     stack = [torch.stack([start(k)[i] for k in range(k_members)]).requires_grad_()
              for i in range(len(SHAPES))]  # fmt: skip
     stacked = stacked_class(stacked_groups(stack, members))
@@ -104,6 +115,38 @@ def test_a_stacked_step_is_each_members_own_update(name):
                 torch.testing.assert_close(state[i][key], value, rtol=0, atol=0)
                 compared += 1
     assert compared or name == "sgd"  # plain SGD keeps no state
+
+
+def test_schedule_free_evaluation_weights_are_each_members_own():
+    """`eval(k)` moves member k alone to the package's x; `eval()` every member."""
+    _, _, members = CASES["schedule_free_adamw"]
+    separate = [[p.clone().requires_grad_() for p in start(k)] for k in range(len(members))]
+    references = [AdamWScheduleFree(ps, **h) for ps, h in zip(separate, members, strict=True)]
+    stack = [torch.stack([start(k)[i] for k in range(len(members))]).requires_grad_()
+             for i in range(len(SHAPES))]  # fmt: skip
+    stacked = optimizers.ScheduleFreeAdamW(stacked_groups(stack, members))
+    for step in range(3):
+        for k, (params, reference) in enumerate(zip(separate, references, strict=True)):
+            reference.train()
+            for p, g in zip(params, gradients(step, k), strict=True):
+                p.grad = g
+            reference.step()
+        for i, p in enumerate(stack):
+            p.grad = torch.stack([gradients(step, k)[i] for k in range(len(members))])
+        stacked.step()
+    training = [p.detach().clone() for p in stack]
+    for reference in references:
+        reference.eval()
+    stacked.eval(1)
+    for i, p in enumerate(stack):
+        torch.testing.assert_close(p[1], separate[1][i], rtol=0, atol=0)
+        for k in (0, 2):  # the others train on
+            torch.testing.assert_close(p[k], training[i][k], rtol=0, atol=0)
+    stacked.train(1)
+    stacked.eval()
+    for k in range(len(members)):
+        for p, own in zip(stack, separate[k], strict=True):
+            torch.testing.assert_close(p[k], own, rtol=0, atol=0)
 
 
 def test_a_stacked_step_refuses_what_it_does_not_take_per_member():

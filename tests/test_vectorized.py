@@ -30,7 +30,7 @@ SMALL = ("dataset=synthetic", "dataset.n_samples=300", "model.hidden=[16,16]", *
 MNIST1D = ("dataset=mnist1d", "dataset.num_samples=400", *TRAINER)
 OPTIMIZERS = (
     *("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw", "textbook/adam"),
-    *("nadamw", "lion", "adopt"),
+    *("nadamw", "lion", "adopt", "schedule_free_adamw"),
 )
 
 
@@ -62,7 +62,8 @@ def test_each_member_trains_as_its_separate_run(make_cfg, tmp_path, optimizer):
     assert results[0]["final"]["train/loss"] != results[2]["final"]["train/loss"]  # seeds differ
 
 
-# Each member's own optimizer values and warm-up (a study's trials), on a cosine schedule.
+# Each member's own optimizer values and warm-up (a study's trials), on a cosine schedule
+# (Schedule-Free: its own warm-up, no schedule).
 TRIALS = {
     "momentum": [
         ("optimizer.lr=0.05", "optimizer.momentum=0.9", "scheduler.warmup_epochs=0"),
@@ -88,6 +89,11 @@ TRIALS = {
         ("optimizer.lr=0.001", "optimizer.betas=[0.9,0.99]", "optimizer.weight_decay=0.1"),
         ("optimizer.lr=0.0003", "optimizer.betas=[0.95,0.98]", "optimizer.weight_decay=1.0"),
     ],
+    # evaluated at its own x: its warm-up, averaging weights and interpolation
+    "schedule_free_adamw": [
+        ("optimizer.lr=0.01", "optimizer.warmup_steps=5", "optimizer.weight_decay=0.01"),
+        ("optimizer.lr=0.003", "optimizer.betas=[0.7,0.99]", "optimizer.weight_decay=0.1"),
+    ],
 }
 
 
@@ -95,7 +101,10 @@ TRIALS = {
 def test_trials_with_their_own_hyperparameters_train_as_their_separate_runs(
     make_cfg, tmp_path, optimizer
 ):
-    base = (*SMALL, f"optimizer={optimizer}", "scheduler=cosine", "scheduler.interval=step")
+    schedule = ("scheduler=cosine", "scheduler.interval=step")
+    if optimizer.startswith("schedule_free"):  # its own warm-up replaces a schedule
+        schedule = ("scheduler=constant",)
+    base = (*SMALL, f"optimizer={optimizer}", *schedule)
     group = [
         RunSpec(make_cfg(*base, *trial, f"seed={k}"), tmp_path / f"member{k}", {})
         for k, trial in enumerate(TRIALS[optimizer])
@@ -233,8 +242,11 @@ def test_an_early_stopped_member_ends_alone(make_cfg, tmp_path):
     assert len({r["epochs_completed"] for r in results}) > 1  # they ended apart
 
 
-def test_a_group_killed_mid_epoch_continues_bit_equal(make_cfg, tmp_path, monkeypatch):
-    whole = run_group(members(make_cfg, tmp_path / "whole"))
+@pytest.mark.parametrize(
+    "overrides", [(), ("optimizer=schedule_free_adamw", "optimizer.warmup_steps=20")]
+)  # Schedule-Free: its counters and z in each member's checkpoint, its x recomputed
+def test_a_group_killed_mid_epoch_continues_bit_equal(make_cfg, tmp_path, monkeypatch, overrides):
+    whole = run_group(members(make_cfg, tmp_path / "whole", *overrides))
     step, calls = GroupSteps.step, []
 
     def killed(g, window, measure, active):  # SIGTERM during the 14th step (of 9 per epoch)
@@ -244,14 +256,14 @@ def test_a_group_killed_mid_epoch_continues_bit_equal(make_cfg, tmp_path, monkey
         return step(g, window, measure, active)
 
     monkeypatch.setattr(GroupSteps, "step", killed)
-    group = members(make_cfg, tmp_path / "killed")
+    group = members(make_cfg, tmp_path / "killed", *overrides)
     stopped = run_group(group)
     assert [r["status"] for r in stopped] == ["interrupted"] * 3
     assert stopped[0]["global_step"] == 14
     monkeypatch.setattr(GroupSteps, "step", step)
     alone = tmp_path / "alone"  # a member's checkpoint is its separate run's, too
     shutil.copytree(group[1].run_dir, alone)
-    resumed = run_group(members(make_cfg, tmp_path / "killed"))
+    resumed = run_group(members(make_cfg, tmp_path / "killed", *overrides))
     for result, reference in zip(resumed, whole, strict=True):
         assert result["final"] == {**reference["final"], **pick_timing(result)}
         assert result["test"] == reference["test"]
@@ -268,7 +280,7 @@ def pick_timing(result: dict) -> dict:
     [
         (("optimizer=lbfgs",), "evaluates the loss itself"),
         (("trainer.ema.enabled=true",), "average weights"),
-        (("optimizer=schedule_free_adamw",), "Schedule-Free's x"),
+        (("optimizer=schedule_free_sgd",), "eval\\(\\) without a stacked step"),
         (("regularizer=l2",), "penalty"),
         (("model=gru", *MNIST1D), "vmap cannot run"),
         (("+problem=lookup_transformer", *TRAINER), "no batching rule for aten::_scaled_dot"),

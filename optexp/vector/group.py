@@ -29,6 +29,7 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
 from optexp import rundir, train
+from optexp.averaging import OptimizerWeights
 from optexp.joints import EvaluationWeights
 from optexp.parts import Parts, build, build_parts, fused_kernel, optimizer_groups
 from optexp.provenance import Launch
@@ -36,7 +37,7 @@ from optexp.state import RunState, resume, seed_everything
 from optexp.steps import forked_rng
 from optexp.train import About, Member
 from optexp.vector.optimizers import STACKED, NotVectorizable
-from optexp.vector.stack import MemberOptimizer, Stack, stacked_state
+from optexp.vector.stack import MemberModes, MemberOptimizer, Stack, stacked_state
 from optexp.vector.steps import GroupSteps, member_losses
 
 __all__ = ["NotVectorizable", "RunSpec", "run_group"]
@@ -110,6 +111,9 @@ def stacked(cfgs: list[DictConfig], parts: list[Parts], resumed: bool) -> GroupS
         for p, c in zip(parts, cfgs, strict=True)
     }
     shared = len(datasets) == 1  # the same data and batch order: one copy
+    for k, p in enumerate(parts):
+        if isinstance(p.weights, OptimizerWeights):  # its eval() and train(): its slices'
+            p.weights.optimizer = MemberModes(optimizer, k)
     views = [
         dataclasses.replace(
             p,
@@ -127,9 +131,9 @@ def refuse_unvectorizable(parts: Parts, cfg: DictConfig) -> None:
     reasons = [
         (parts.closure, f"{target} evaluates the loss itself (a closure)"),
         (
-            type(parts.weights) is not EvaluationWeights,
-            "its evaluation weights are kept per run (trainer.ema, trainer.swa, Schedule-Free's"
-            " x): they average weights per run",
+            type(parts.weights) is not EvaluationWeights and not evaluates_members(parts, target),
+            "its evaluation weights are kept per run (trainer.ema, trainer.swa, an optimizer's"
+            " eval() without a stacked step): they average weights per run",
         ),
         (not elementwise(target), f"{target} is not known to step each element on its own"),
         (parts.penalty is not None, "a regularizer's penalty is not computed per member"),
@@ -169,7 +173,7 @@ def stacked_optimizer(
     for group in groups:
         group["params"] = [stack.params[index[id(p)]] for p in group["params"]]
     differing = differing_hyperparameters(parts, cfgs)
-    if not differing:
+    if not differing and not evaluates_members(lead, node._target_):
         return build("optimizer", node, params=groups, **fused_kernel(node, lead.device))
     stacking = stacked_step(node._target_)
     if stacking is None:
@@ -213,10 +217,16 @@ def is_number(value: Any) -> bool:
 def elementwise(target: str) -> bool:
     """Whether the optimizer's step treats each element on its own (a stack of members
     steps as K separate runs)."""
-    if target in ELEMENTWISE:
+    if target in ELEMENTWISE or target in STACKED:
         return True
     cls = get_object(target)  # imported already: the members' own optimizers were built
     return bool(getattr(cls, "elementwise", False) or getattr(cls, "stacks_members", False))
+
+
+def evaluates_members(parts: Parts, target: str) -> bool:
+    """Whether the run evaluates at its optimizer's other weights (`eval()`, Schedule-Free's
+    x) and the optimizer's stacked step moves each member there on its own (`eval(k)`)."""
+    return type(parts.weights) is OptimizerWeights and hasattr(stacked_step(target), "eval")
 
 
 def stacked_step(target: str) -> type[torch.optim.Optimizer] | None:

@@ -206,6 +206,110 @@ class Lion(StackedOptimizer):
         add_scaled(p, direction, cast(-lr, p), inplace=True)
 
 
+class ScheduleFreeAdamW(StackedOptimizer):
+    """schedulefree.AdamWScheduleFree: trains at y, an interpolation of the iterates z and
+    their average x, which it evaluates at. Its scalars (warm-up, lr_max, the averaging
+    weight) are the package's Python arithmetic member by member, and its counters stay in
+    the parameter groups as the package keeps them (`counters`: a group copies them back
+    into each member's own optimizer after each step). `eval(k)` and `train(k)` move
+    member k alone between y and x; without k, every member."""
+
+    counters = ("k", "lr_max", "weight_sum", "scheduled_lr")
+
+    def __init__(self, params: Any, lr: float = 0.0025, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0, warmup_steps: int = 0,
+                 r: float = 0.0, weight_lr_power: float = 2.0, k: int = 0,
+                 weight_sum: float = 0.0, lr_max: float = -1.0, scheduled_lr: float = 0.0,
+                 train_mode: bool = True, foreach: bool = True, **given: Any) -> None:  # fmt: skip
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                        warmup_steps=warmup_steps, r=r, weight_lr_power=weight_lr_power, k=k,
+                        weight_sum=weight_sum, lr_max=lr_max, scheduled_lr=scheduled_lr,
+                        train_mode=train_mode, foreach=foreach)  # fmt: skip
+        super().__init__(params, defaults, given)
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> None:
+        for group in self.param_groups:
+            scalars = self._scalars(group, len(group["params"][0]))
+            for p in group["params"]:
+                if p.grad is not None:
+                    h = {key: cast(shaped_like(v, p), p) for key, v in scalars.items()}
+                    self.update(p, p.grad, self.state[p], h)
+            group["k"] += 1
+
+    def update(self, p: Tensor, grad: Tensor, state: dict[str, Any], h: dict[str, Any]) -> None:
+        """The package's foreach step, one parameter."""
+        if "z" not in state:
+            state["z"] = p.clone()
+            state["exp_avg_sq"] = torch.zeros_like(p)
+        addcmul_(state["exp_avg_sq"].mul_(h["beta2"]), grad, grad, h["1-beta2"])
+        denom = (state["exp_avg_sq"] / h["correction2"]).sqrt_().add_(h["eps"])
+        grad = grad.div_(denom)
+        if nonzero(h["weight_decay"]):
+            add_scaled(grad, p, h["weight_decay"], inplace=True)
+        p.lerp_(state["z"], h["ckp1"])
+        add_scaled(p, grad, h["y_lr"], inplace=True)
+        add_scaled(state["z"], grad, h["-lr"], inplace=True)
+
+    def _scalars(self, group: dict[str, Any], size: int) -> dict[str, Value]:
+        """Each coefficient of the step, a number or (K,) tensor, computed for each member
+        as the package computes it; the group's counters updated."""
+        k, rows = group["k"], []
+        keys = ("lr", "warmup_steps", "r", "weight_lr_power", "lr_max", "weight_sum")
+        beta1, beta2 = group["betas"]
+        values = [members(group[key], size) for key in keys]
+        for lr, warmup, r, power, lr_max, weight_sum, b1, b2 in zip(
+            *values, members(beta1, size), members(beta2, size), strict=True
+        ):
+            lr = lr * ((k + 1) / warmup if k < warmup else 1.0)
+            lr_max = max(lr, lr_max)
+            weight = ((k + 1) ** r) * (lr_max**power)
+            weight_sum = weight_sum + weight
+            ckp1 = weight / weight_sum if weight_sum else 0
+            rows.append(
+                (lr, lr_max, weight_sum, ckp1, lr * (b1 * (1 - ckp1) - 1), 1 - b2 ** (k + 1))
+            )
+        lr, lr_max, weight_sum, ckp1, y_lr, correction2 = (
+            packed(c) for c in zip(*rows, strict=True)
+        )
+        group.update(scheduled_lr=lr, lr_max=lr_max, weight_sum=weight_sum)
+        return {
+            "-lr": -lr, "ckp1": ckp1, "y_lr": y_lr, "beta2": beta2, "1-beta2": 1 - beta2,
+            "correction2": correction2, "eps": group["eps"], "weight_decay": group["weight_decay"],
+        }  # fmt: skip
+
+    def eval(self, member: int | None = None) -> None:
+        self._move(member, lambda beta1: 1 - 1 / beta1)
+
+    def train(self, member: int | None = None) -> None:
+        self._move(member, lambda beta1: 1 - beta1)
+
+    @torch.no_grad()
+    def _move(self, member: int | None, weight: Any) -> None:
+        for group in self.param_groups:
+            beta1 = group["betas"][0]
+            for p in group["params"]:
+                if "z" not in self.state[p]:
+                    continue
+                z = self.state[p]["z"]
+                if member is None:
+                    p.lerp_(z, cast(shaped_like(weight(beta1), p), p))
+                else:  # the package's own call, on the member's slice
+                    p[member].lerp_(z[member], weight(members(beta1, len(p))[member]))
+
+
+def members(value: Value, size: int) -> list[Any]:
+    """A hyperparameter's value for each of `size` members, as Python numbers."""
+    return value.tolist() if isinstance(value, Tensor) else [value] * size
+
+
+def packed(values: tuple[Any, ...]) -> Value:
+    """The members' values as one number where they agree, else a (K,) float64 tensor."""
+    if all(v == values[0] for v in values):
+        return values[0]
+    return torch.tensor(values, dtype=torch.float64)
+
+
 def advance(state: dict[str, Any], p: Tensor, *moments: str) -> float:
     """The step count after this step (torch's: a float tensor, the same for every member),
     the moments made at the first."""
@@ -235,4 +339,5 @@ STACKED: dict[str, type[StackedOptimizer]] = {
     "torch.optim.AdamW": AdamW,
     "torch.optim.NAdam": NAdam,
     "pytorch_optimizer.Lion": Lion,
+    "schedulefree.AdamWScheduleFree": ScheduleFreeAdamW,
 }

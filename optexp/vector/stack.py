@@ -143,6 +143,20 @@ class MemberOptimizer:
         }
 
 
+class MemberModes:
+    """Member `k`'s `eval()` and `train()` of a stacked optimizer that evaluates at other
+    weights (Schedule-Free's x): its slices moved alone, the other members left training."""
+
+    def __init__(self, stacked: Any, k: int) -> None:
+        self.stacked, self.k = stacked, k
+
+    def eval(self) -> None:
+        self.stacked.eval(self.k)
+
+    def train(self) -> None:
+        self.stacked.train(self.k)
+
+
 def member_state(optimizer: torch.optim.Optimizer, k: int) -> dict[str, Any]:
     """Member `k`'s slice of the stacked optimizer's state: the state dict its own run's
     optimizer would have (per-parameter tensors sliced, step counts as they are)."""

@@ -34,8 +34,8 @@ class GroupSteps:
     shared_data: bool  # one dataset and batch order for all: the same data_seed
 
     @property
-    def joints(self) -> Sequence[Joint]:
-        return [p.schedule for p in self.parts]  # each member's own, on its own groups
+    def joints(self) -> Sequence[Joint]:  # each member's own, on its own groups and weights
+        return [joint for p in self.parts for joint in (p.schedule, p.weights)]
 
     def set_hyperparameters(self) -> None:
         """The stacked optimizer's hyperparameters from the members' own parameter groups:
@@ -45,6 +45,17 @@ class GroupSteps:
         for g, group in enumerate(self.optimizer.param_groups):
             for key in own[0][g].keys() & group.keys() - {"params"}:  # not the stack's counts
                 group[key] = agreed([groups[g][key] for groups in own], device)
+
+    def keep_counters(self) -> None:
+        """The counters a stacked step keeps in its parameter groups (`counters`:
+        Schedule-Free's step count, lr_max, weight_sum), copied into each member's own
+        groups: what the next step reads back, its checkpoint keeps and its logs show."""
+        own = [p.optimizer.param_groups for p in self.parts]
+        for g, group in enumerate(self.optimizer.param_groups):
+            for key in getattr(self.optimizer, "counters", ()):
+                value = group[key]
+                for k, groups in enumerate(own):
+                    groups[g][key] = value[k].item() if isinstance(value, torch.Tensor) else value
 
     def batches(self, place: RunState, tracker: Tracker) -> Iterator[GroupBatch]:
         """The next epoch's training batches from where the group is: the one order of a
@@ -96,6 +107,7 @@ class GroupSteps:
                 stack.clip(grad_norms, lead.trainer.grad_clip)
         self.set_hyperparameters()
         self.optimizer.step()
+        self.keep_counters()
         return stats, grad_norms
 
     def augmented(
