@@ -204,8 +204,13 @@ def differing_hyperparameters(parts: list[Parts], cfgs: list[DictConfig]) -> lis
             if not all(is_number(v) for v in values):
                 raise NotVectorizable(f"the members differ in optimizer.{key}: {values[:3]}")
             differing.append(f"optimizer.{key}")
-    schedules = {str(OmegaConf.to_container(cfg.scheduler, resolve=True)) for cfg in cfgs}
+    schedules = {str(resolved(cfg.scheduler)) for cfg in cfgs}
     return sorted(set(differing)) + (["scheduler"] if len(schedules) > 1 else [])
+
+
+def resolved(node: Any) -> Any:
+    """A config node as plain values (None for no scheduler, a study's Schedule-Free)."""
+    return OmegaConf.to_container(node, resolve=True) if node is not None else None
 
 
 def is_number(value: Any) -> bool:
