@@ -46,7 +46,8 @@ class ChoicesConfigLoader(ConfigLoader):
         values = self._values(master_config, parsed)
         if values is None:
             return self.loader.load_sweep_config(master_config, sweep_overrides)
-        choices = tuple(o.input_line for o in parsed if all(o is not v for v in values))
+        applied = {id(v) for v in values}
+        choices = tuple(o.input_line for o in parsed if id(o) not in applied)
         if choices not in self._compositions:
             self._compositions[choices] = self.loader.load_sweep_config(
                 master_config, list(choices)

@@ -54,8 +54,9 @@ class GroupSteps:
         for g, group in enumerate(self.optimizer.param_groups):
             for key in getattr(self.optimizer, "counters", ()):
                 value = group[key]
-                for k, groups in enumerate(own):
-                    groups[g][key] = value[k].item() if isinstance(value, torch.Tensor) else value
+                values = value.tolist() if isinstance(value, torch.Tensor) else [value] * len(own)
+                for groups, member_value in zip(own, values, strict=True):
+                    groups[g][key] = member_value
 
     def batches(self, place: RunState, tracker: Tracker) -> Iterator[GroupBatch]:
         """The next epoch's training batches from where the group is: the one order of a
